@@ -60,7 +60,7 @@ def create_layer(
     `overlay_upper`, overlayfs whiteouts and opaque dirs become OCI `.wh.` entries."""
 
 def sha256_file(path: str, offset: int = 0, length: int | None = None) -> str:
-    """"sha256:<hex>" of a file (or a byte range of it)."""
+    """ "sha256:<hex>" of a file (or a byte range of it)."""
 
 def sha256_files(paths: list[str], threads: int = 0) -> list[str]:
     """sha256 of many files in parallel (threads=0: one per CPU). Order follows `paths`."""

@@ -1,0 +1,7 @@
+"""`python -m pyrun.cli`."""
+
+import sys
+
+from pyrun.cli import main
+
+sys.exit(main())

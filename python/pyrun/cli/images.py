@@ -1,0 +1,221 @@
+"""Image commands: import, save, load, images, inspect, history, tag, rmi, image prune/copy."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from pyrun.cli.output import human_ago, human_size, print_json, table
+from pyrun.client import Client
+from pyrun.errors import PyrunError
+from pyrun.reference import parse
+
+
+class UsageError(PyrunError):
+    exit_code = 125
+
+
+def _client() -> Client:
+    return Client()
+
+
+@contextlib.contextmanager
+def _input_file(path: str | None, client: Client) -> Iterator[Path]:
+    """A seekable file for `path`, or standard input spooled into the store's tmp/."""
+    if path not in (None, "-"):
+        yield Path(path)
+        return
+    if sys.stdin.isatty():
+        raise UsageError(
+            "requested load from stdin, but stdin is a terminal: use -i FILE or a pipe"
+        )
+    tmp = client.store.new_temp(".stdin")
+    try:
+        with open(tmp, "wb") as out:
+            shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
+        yield tmp
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    client = _client()
+    with _input_file(args.file, client) as path:
+        img = client.images.import_image(
+            path, args.repository, changes=args.change, message=args.message, platform=args.platform
+        )
+    print(img.id)
+    return 0
+
+
+def cmd_save(args: argparse.Namespace) -> int:
+    client = _client()
+    if args.output:
+        client.images.save(args.images, args.output, format=args.format)
+        return 0
+    if sys.stdout.isatty():
+        raise UsageError("cowardly refusing to save to a terminal. Use the -o flag or redirect")
+    tmp = client.store.new_temp(".save")
+    try:
+        client.images.save(args.images, tmp, format=args.format)
+        with open(tmp, "rb") as f:
+            shutil.copyfileobj(f, sys.stdout.buffer, 1 << 20)
+        sys.stdout.flush()
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return 0
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    client = _client()
+    with _input_file(args.input, client) as path:
+        images = client.images.load(path, platform=args.platform)
+    for img in images:
+        if img.tags:
+            for t in img.tags:
+                print(f"Loaded image: {t}")
+        else:
+            print(f"Loaded image ID: {img.id}")
+    return 0
+
+
+def cmd_images(args: argparse.Namespace) -> int:
+    client = _client()
+    images = client.images.list(args.repository)
+    if args.quiet:
+        seen = set()
+        for img in images:
+            ident = img.id if args.no_trunc else img.short_id
+            if ident not in seen:
+                seen.add(ident)
+                print(ident)
+        return 0
+    rows = []
+    records = []
+    for img in images:
+        attrs = img.attrs
+        tags: list[str | None] = list(img.record.tags) or [None]
+        for t in tags:
+            repo, tag = ("<none>", "<none>") if t is None else parse(t).familiar().rsplit(":", 1)
+            digest = img.record.manifest_digest
+            records.append(
+                {
+                    "Repository": repo,
+                    "Tag": tag,
+                    "ID": img.id,
+                    "Digest": digest,
+                    "CreatedAt": attrs["Created"],
+                    "Size": attrs["Size"],
+                }
+            )
+            row = [repo, tag]
+            if args.digests:
+                row.append(digest)
+            row += [
+                img.id if args.no_trunc else img.short_id,
+                human_ago(attrs["Created"]),
+                human_size(attrs["Size"]),
+            ]
+            rows.append(row)
+    if args.format == "json":
+        for r in records:
+            print(json.dumps(r))
+        return 0
+    if args.format not in (None, "table"):
+        raise UsageError(f"unsupported --format {args.format!r}: use json or table")
+    header = (
+        ["REPOSITORY", "TAG"]
+        + (["DIGEST"] if args.digests else [])
+        + ["IMAGE ID", "CREATED", "SIZE"]
+    )
+    table(rows, header)
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    client = _client()
+    out = []
+    missing = []
+    for name in args.images:
+        try:
+            out.append(client.images.get(name).attrs)
+        except PyrunError as e:
+            missing.append(str(e))
+    print_json(out)
+    for m in missing:
+        print(f"Error: {m}", file=sys.stderr)
+    return 1 if missing else 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    rows = _client().images.get(args.image).history()
+    if args.format == "json":
+        for r in rows:
+            print(json.dumps(r))
+        return 0
+    if args.quiet:
+        for r in rows:
+            print(r.get("Id", "<missing>")[7:19] if "Id" in r else "<missing>")
+        return 0
+    table_rows = []
+    for r in rows:
+        ident = r.get("Id", "<missing>")
+        ident = ident if args.no_trunc or ident == "<missing>" else ident[7:19]
+        created_by = (
+            r["CreatedBy"]
+            if args.no_trunc or len(r["CreatedBy"]) <= 45
+            else r["CreatedBy"][:44] + "…"
+        )
+        table_rows.append(
+            [ident, human_ago(r["Created"]), created_by, human_size(r["Size"]), r["Comment"]]
+        )
+    table(table_rows, ["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"])
+    return 0
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    client = _client()
+    client.store.tag(args.source, args.target)
+    return 0
+
+
+def cmd_rmi(args: argparse.Namespace) -> int:
+    client = _client()
+    status = 0
+    for name in args.images:
+        try:
+            for event in client.images.remove(name, force=args.force):
+                for k, v in event.items():
+                    print(f"{k}: {v}")
+        except PyrunError as e:
+            print(f"Error: {e}", file=sys.stderr)
+            status = 1
+    return status
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    res = _client().images.prune(all=args.all)
+    if res["ImagesDeleted"]:
+        print("Deleted Images:")
+        for d in res["ImagesDeleted"]:
+            print(f"deleted: {d['Deleted']}")
+        print()
+    print(f"Total reclaimed space: {human_size(res['SpaceReclaimed'])}")
+    return 0
+
+
+def cmd_copy(args: argparse.Namespace) -> int:
+    say = None if args.quiet else (lambda line: print(line, file=sys.stderr))
+    digest = _client().images.copy(
+        args.source, args.destination, platform=args.platform, progress=say
+    )
+    if not args.quiet:
+        print(f"Copied {args.source} -> {args.destination}: {digest}", file=sys.stderr)
+    return 0

@@ -1,0 +1,301 @@
+"""The public Python API, in docker-py's shape: `pyrun.Client().images.list()` and friends.
+The CLI is a thin shell over this module; this module is thin over the store and transports."""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import os
+from pathlib import Path
+from typing import Any
+
+from pyrun import oci
+from pyrun.errors import ImageNotFound, InvalidReference
+from pyrun.reference import Reference, parse
+from pyrun.store import ImageRecord, Store
+from pyrun.transports.base import ImageDestination, ImageSource, SourceImage
+from pyrun.transports.copy import Progress, copy_image
+
+
+class Image:
+    """An image in the store. `attrs` is what `pyrun image inspect` prints."""
+
+    def __init__(self, client: Client, record: ImageRecord) -> None:
+        self.client = client
+        self.record = record
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def short_id(self) -> str:
+        return self.record.id[7:19]
+
+    @property
+    def tags(self) -> list[str]:
+        return [parse(t).familiar() for t in self.record.tags]
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return dict(self.record.config.get("config", {}).get("Labels") or {})
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        rec = self.record
+        cfg = rec.config
+        store = self.client.store
+        size = 0
+        for diff_id in rec.diff_ids:
+            with contextlib.suppress(OSError, ValueError):
+                import json
+
+                size += int(
+                    json.loads((store.layer_path(diff_id) / "layer.json").read_bytes())[
+                        "uncompressed_size"
+                    ]
+                )
+        repo_digests = sorted({f"{parse(t).name}@{rec.manifest_digest}" for t in rec.tags})
+        return {
+            "Id": rec.id,
+            "RepoTags": self.tags,
+            "RepoDigests": [parse(d).familiar() for d in repo_digests],
+            "Parent": "",
+            "Comment": next(
+                (
+                    h.get("comment", "")
+                    for h in reversed(cfg.get("history", []))
+                    if h.get("comment")
+                ),
+                "",
+            ),
+            "Created": cfg.get("created", ""),
+            "Author": cfg.get("author", ""),
+            "Config": cfg.get("config", {}),
+            "Architecture": cfg.get("architecture", ""),
+            "Variant": cfg.get("variant", ""),
+            "Os": cfg.get("os", ""),
+            "Size": size,
+            "RootFS": {"Type": "layers", "Layers": rec.diff_ids},
+            "Metadata": {"LastTagTime": rec.added},
+            "Descriptor": oci.descriptor(
+                rec.media_type, rec.manifest_digest, len(store.read_blob(rec.manifest_digest))
+            ),
+        }
+
+    def history(self) -> list[dict[str, Any]]:
+        """Newest first, as `docker history`: one row per history entry."""
+        rec = self.record
+        layers = list(zip(rec.layers, rec.diff_ids, strict=False))
+        rows = []
+        i = 0
+        for h in rec.config.get("history", []) or [{}] * len(layers):
+            size = 0
+            if not h.get("empty_layer") and i < len(layers):
+                size = int(layers[i][0].get("size", 0))
+                i += 1
+            rows.append(
+                {
+                    "Created": h.get("created", ""),
+                    "CreatedBy": h.get("created_by", ""),
+                    "Size": size,
+                    "Comment": h.get("comment", ""),
+                    "EmptyLayer": bool(h.get("empty_layer")),
+                }
+            )
+        rows.reverse()
+        if rows:
+            rows[0]["Id"] = rec.id
+        return rows
+
+    def tag(self, repository: str, tag: str | None = None) -> bool:
+        target = parse(repository, default_tag=tag is None)
+        if tag is not None:
+            target = target.with_tag(tag)
+        self.record = self.client.store.tag(self.record.manifest_digest, str(target))
+        return True
+
+    def reload(self) -> None:
+        self.record = self.client.store.get(self.record.manifest_digest)
+
+    def __repr__(self) -> str:
+        return f"<Image: '{', '.join(self.tags) or self.short_id}'>"
+
+
+class ImageCollection:
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def get(self, name: str) -> Image:
+        return Image(self.client, self.client.store.get(name))
+
+    def list(self, name: str | None = None, all: bool = False) -> builtins.list[Image]:
+        images = [Image(self.client, r) for r in self.client.store.images()]
+        if name is None:
+            return images
+        ref = parse(name, default_tag=False)
+        return [
+            img
+            for img in images
+            if any(
+                parse(t).name == ref.name and (ref.tag is None or parse(t).tag == ref.tag)
+                for t in img.record.tags
+            )
+        ]
+
+    def _copy_all(
+        self,
+        images: builtins.list[SourceImage],
+        dest: ImageDestination,
+        names: builtins.list[Reference] | None = None,
+        progress: Progress | None = None,
+    ) -> builtins.list[str]:
+        digests = []
+        try:
+            for img in images:
+                digests.append(copy_image(img, dest, names, progress))
+            dest.commit()
+        except BaseException:
+            dest.abort()
+            raise
+        return digests
+
+    def _from_source(
+        self,
+        source: ImageSource,
+        ref: str | None,
+        names: builtins.list[Reference] | None,
+        progress: Progress | None,
+    ) -> builtins.list[Image]:
+        from pyrun.transports.local import StoreDestination
+
+        try:
+            images = source.images(ref)
+        finally:
+            source.close()
+        digests = self._copy_all(images, StoreDestination(self.client.store), names, progress)
+        return [self.get(d) for d in digests]
+
+    def load(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        progress: Progress | None = None,
+        platform: str | None = None,
+    ) -> builtins.list[Image]:
+        """`docker load`: a docker-archive or OCI archive tar, every image in it, with its tags."""
+        from pyrun.transports.layout import open_archive
+
+        plat = oci.parse_platform(platform) if platform else None
+        return self._from_source(open_archive(Path(path), plat), None, None, progress)
+
+    def import_image(
+        self,
+        path: str | os.PathLike[str],
+        repository: str | None = None,
+        *,
+        changes: builtins.list[str] | None = None,
+        message: str = "",
+        platform: str | None = None,
+        progress: Progress | None = None,
+    ) -> Image:
+        """`docker import`: a rootfs tar (plain, gzip or zstd) becomes a one-layer image."""
+        from pyrun.transports.rootfs import RootfsSource
+
+        names = [parse(repository)] if repository else []
+        plat = oci.parse_platform(platform) if platform else None
+        src = RootfsSource(Path(path), changes=changes, message=message, platform=plat, names=names)
+        return self._from_source(src, None, names, progress)[0]
+
+    def save(
+        self, names: builtins.list[str], path: str | os.PathLike[str], *, format: str = "docker-archive"
+    ) -> None:
+        """`docker save`: the images, with the tags they were named by, into one tar (atomic)."""
+        from pyrun.transports.layout import docker_archive_destination, oci_archive_destination
+        from pyrun.transports.local import StoreSource
+
+        if format not in ("docker-archive", "oci-archive", "oci"):
+            raise InvalidReference(f"unknown save format {format!r}: use docker-archive or oci")
+        src = StoreSource(self.client.store)
+        images: builtins.list[SourceImage] = []
+        for name in names:
+            (img,) = src.images(name)
+            with contextlib.suppress(InvalidReference):
+                ref = parse(name)
+                rec_tags = [str(n) for n in img.names]
+                img.names = [ref] if str(ref) in rec_tags else img.names
+            images.append(img)
+        dest = (
+            docker_archive_destination(Path(path))
+            if format == "docker-archive"
+            else oci_archive_destination(Path(path))
+        )
+        self._copy_all(images, dest)
+
+    def copy(
+        self,
+        source: str,
+        destination: str,
+        *,
+        platform: str | None = None,
+        progress: Progress | None = None,
+    ) -> str:
+        """`skopeo copy` between any two transports (see pyrun.transports). Returns the digest."""
+        from pyrun.transports.names import open_destination, open_source
+
+        plat = oci.parse_platform(platform) if platform else None
+        src, ref = open_source(source, self.client.store, plat)
+        try:
+            images = src.images(ref)
+        finally:
+            src.close()
+        if len(images) != 1:
+            raise ImageNotFound(f"{source}: holds {len(images)} images; name one")
+        dest, names = open_destination(destination, self.client.store)
+        return self._copy_all(images, dest, names, progress)[0]
+
+    def remove(self, image: str, force: bool = False) -> builtins.list[dict[str, str]]:
+        return [{k: v} for k, v in self.client.store.remove(image, force=force)]
+
+    def prune(self, all: bool = False) -> dict[str, Any]:
+        res = self.client.store.prune_images(all_unused=all)
+        return {
+            "ImagesDeleted": [{"Deleted": d} for d in res.images_removed],
+            "SpaceReclaimed": res.bytes_freed,
+        }
+
+
+class SystemAPI:
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def check(self) -> list[str]:
+        return self.client.store.check()
+
+    def prune(self, all: bool = False) -> dict[str, Any]:
+        return self.client.images.prune(all=all)
+
+    def df(self) -> dict[str, Any]:
+        return self.client.store.disk_usage()
+
+
+class Client:
+    """Entry point of the Python API. `root` defaults to $PYRUN_ROOT or /var/lib/pyrun."""
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.store = Store(root)
+        self.images = ImageCollection(self)
+        self.system = SystemAPI(self)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def from_env() -> Client:
+    return Client()

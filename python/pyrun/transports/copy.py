@@ -1,0 +1,53 @@
+"""The one copy algorithm: every transfer between transports (load, save, import, image copy,
+and later pull/push) is `copy_image` over a source image and a destination."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pyrun import oci
+from pyrun.reference import Reference
+from pyrun.transports.base import ImageDestination, LayerResult, SourceImage
+
+Progress = Callable[[str], None]
+
+
+def copy_image(
+    image: SourceImage,
+    dest: ImageDestination,
+    names: list[Reference] | None = None,
+    progress: Progress | None = None,
+) -> str:
+    """Copy one image; layers the destination already has are neither read nor written.
+    Returns the manifest digest at the destination."""
+    results: list[LayerResult] = []
+    for layer in image.layers:
+        desc = layer.descriptor
+        if desc is not None and dest.has_layer(desc, layer.diff_id):
+            if progress:
+                progress(f"{desc['digest'][7:19]}: already exists")
+            results.append(
+                LayerResult(
+                    desc["digest"], layer.diff_id or desc["digest"], desc["size"], desc["mediaType"]
+                )
+            )
+            continue
+        res = dest.put_layer(layer)
+        if progress:
+            progress(f"{res.digest[7:19]}: copied {res.size} bytes")
+        results.append(res)
+    if image.finalize is not None:
+        manifest, config = image.finalize(results)
+    else:
+        assert image.manifest is not None and image.config is not None
+        manifest, config = image.manifest, image.config
+    mobj = oci.load_json(manifest, "manifest")
+    cdesc = mobj.get("config", {})
+    dest.put_blob(
+        config,
+        str(cdesc.get("digest") or oci.sha256_bytes(config)),
+        str(cdesc.get("mediaType", oci.OCI_CONFIG)),
+    )
+    return dest.put_manifest(
+        manifest, image.media_type, names if names is not None else image.names
+    )
