@@ -183,6 +183,9 @@ def test_concurrent_imports_and_gc(client: Client, tmp_path: Path) -> None:
             Client(client.store.root).images.import_image(tars[i], f"c:{i}")
             Client(client.store.root).system.prune()
         except BaseException as e:
+            import traceback
+
+            traceback.print_exc()
             errors.append(e)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]

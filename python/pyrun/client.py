@@ -13,8 +13,11 @@ from pyrun import oci
 from pyrun.errors import ImageNotFound, InvalidReference
 from pyrun.reference import Reference, parse
 from pyrun.store import ImageRecord, Store
-from pyrun.transports.base import ImageDestination, ImageSource, SourceImage
-from pyrun.transports.copy import Progress, copy_image
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pyrun.transports.base import ImageDestination, ImageSource, SourceImage
+    from pyrun.transports.copy import Progress
 
 
 class Image:
@@ -150,6 +153,8 @@ class ImageCollection:
         names: builtins.list[Reference] | None = None,
         progress: Progress | None = None,
     ) -> builtins.list[str]:
+        from pyrun.transports.copy import copy_image
+
         digests = []
         try:
             for img in images:
@@ -208,7 +213,11 @@ class ImageCollection:
         return self._from_source(src, None, names, progress)[0]
 
     def save(
-        self, names: builtins.list[str], path: str | os.PathLike[str], *, format: str = "docker-archive"
+        self,
+        names: builtins.list[str],
+        path: str | os.PathLike[str],
+        *,
+        format: str = "docker-archive",
     ) -> None:
         """`docker save`: the images, with the tags they were named by, into one tar (atomic)."""
         from pyrun.transports.layout import docker_archive_destination, oci_archive_destination

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import platform as _platform
+import os
 from typing import Any
 
 from pyrun.errors import InvalidArchive
@@ -41,6 +40,8 @@ OCI_LAYER_BY_COMPRESSION = {"none": OCI_LAYER, "gzip": OCI_LAYER_GZIP, "zstd": O
 
 
 def sha256_bytes(data: bytes) -> str:
+    import hashlib  # lazy: loading OpenSSL costs the CLI ~4 ms
+
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
@@ -76,7 +77,7 @@ def manifest_media_type(data: bytes, declared: str | None = None) -> str:
 
 
 def host_platform() -> dict[str, str]:
-    machine = _platform.machine().lower()
+    machine = os.uname().machine.lower()
     arch = {
         "x86_64": "amd64",
         "amd64": "amd64",

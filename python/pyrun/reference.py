@@ -83,7 +83,12 @@ def _split_domain(name: str) -> tuple[str, str]:
         domain, remainder = DEFAULT_DOMAIN, name
     else:
         first = name[:i]
-        if first != "localhost" and "." not in first and ":" not in first and first == first.lower():
+        if (
+            first != "localhost"
+            and "." not in first
+            and ":" not in first
+            and first == first.lower()
+        ):
             domain, remainder = DEFAULT_DOMAIN, name
         else:
             domain, remainder = first, name[i + 1 :]

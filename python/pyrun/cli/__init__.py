@@ -7,10 +7,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
 
-Handler = Callable[[argparse.Namespace], int]
+TYPE_CHECKING = False  # the start-up path avoids importing typing
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any, NoReturn
+
+    Handler = Callable[[argparse.Namespace], int]
+    Adder = Callable[[Any, str], None]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,9 +32,8 @@ def _cmd(module: str, func: str) -> Handler:
     return run
 
 
-def _add_image_commands(sub: Any, *, top_level: bool) -> None:
-    """Commands that exist both as `pyrun X` and `pyrun image X` (Docker's aliases)."""
-    p = sub.add_parser("import", help="create an image from a rootfs tarball (plain, gzip or zstd)")
+def _import(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="create an image from a rootfs tarball (plain, gzip or zstd)")
     p.add_argument("file", help="tarball path, or - for standard input")
     p.add_argument("repository", nargs="?", help="REPOSITORY[:TAG] to name the image")
     p.add_argument(
@@ -40,7 +43,9 @@ def _add_image_commands(sub: Any, *, top_level: bool) -> None:
     p.add_argument("--platform", help="os/arch[/variant] of the image (default: this host)")
     p.set_defaults(func=_cmd("images", "cmd_import"))
 
-    p = sub.add_parser("save", help="save images to a tar archive (docker-archive or OCI)")
+
+def _save(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="save images to a tar archive (docker-archive or OCI)")
     p.add_argument("images", nargs="+")
     p.add_argument("-o", "--output", help="write to FILE instead of standard output")
     p.add_argument(
@@ -48,76 +53,68 @@ def _add_image_commands(sub: Any, *, top_level: bool) -> None:
     )
     p.set_defaults(func=_cmd("images", "cmd_save"))
 
-    p = sub.add_parser("load", help="load images from a tar archive (docker save, skopeo, OCI)")
+
+def _load(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="load images from a tar archive (docker save, skopeo, OCI)")
     p.add_argument("-i", "--input", help="read FILE instead of standard input")
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("--platform", help="image to pick from a multi-platform archive")
     p.set_defaults(func=_cmd("images", "cmd_load"))
 
-    p = sub.add_parser("history", help="show the history of an image")
+
+def _history(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="show the history of an image")
     p.add_argument("image")
     p.add_argument("--no-trunc", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("--format", help="json")
     p.set_defaults(func=_cmd("images", "cmd_history"))
 
-    p = sub.add_parser("tag", help="create a tag TARGET_IMAGE that refers to SOURCE_IMAGE")
+
+def _tag(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="create a tag TARGET_IMAGE that refers to SOURCE_IMAGE")
     p.add_argument("source")
     p.add_argument("target")
     p.set_defaults(func=_cmd("images", "cmd_tag"))
 
-    rm = sub.add_parser(
-        "rmi" if top_level else "rm", help="remove images", aliases=[] if top_level else ["remove"]
-    )
-    rm.add_argument("images", nargs="+")
-    rm.add_argument(
+
+def _rmi(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="remove images", aliases=["remove"] if name == "rm" else [])
+    p.add_argument("images", nargs="+")
+    p.add_argument(
         "-f", "--force", action="store_true", help="remove even if in use or multiply tagged"
     )
-    rm.set_defaults(func=_cmd("images", "cmd_rmi"))
-
-    ls = sub.add_parser(
-        "images" if top_level else "ls", help="list images", aliases=[] if top_level else ["list"]
-    )
-    ls.add_argument("repository", nargs="?")
-    ls.add_argument("-a", "--all", action="store_true")
-    ls.add_argument("-q", "--quiet", action="store_true", help="only image IDs")
-    ls.add_argument("--digests", action="store_true")
-    ls.add_argument("--no-trunc", action="store_true")
-    ls.add_argument("--format", help="json or table")
-    ls.set_defaults(func=_cmd("images", "cmd_images"))
+    p.set_defaults(func=_cmd("images", "cmd_rmi"))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from pyrun import __version__
+def _images(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="list images", aliases=["list"] if name == "ls" else [])
+    p.add_argument("repository", nargs="?")
+    p.add_argument("-a", "--all", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true", help="only image IDs")
+    p.add_argument("--digests", action="store_true")
+    p.add_argument("--no-trunc", action="store_true")
+    p.add_argument("--format", help="json or table")
+    p.set_defaults(func=_cmd("images", "cmd_images"))
 
-    parser = _Parser(prog="pyrun", description="Build, ship and run OCI containers.")
-    parser.add_argument("--root", help="store root (default: $PYRUN_ROOT or /var/lib/pyrun)")
-    parser.add_argument("--debug", action="store_true", help="print tracebacks for errors")
-    parser.add_argument("-v", "--version", action="version", version=f"pyrun version {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    _add_image_commands(sub, top_level=True)
-
-    p = sub.add_parser("inspect", help="display detailed information on images")
+def _inspect(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="display detailed information on images")
     p.add_argument("images", nargs="+")
     p.add_argument("-f", "--format", help="json (default)")
     p.set_defaults(func=_cmd("images", "cmd_inspect"))
 
-    image = sub.add_parser("image", help="manage images")
-    isub = image.add_subparsers(
-        dest="image_command", metavar="COMMAND", parser_class=_Parser, required=True
-    )
-    _add_image_commands(isub, top_level=False)
-    p = isub.add_parser("inspect", help="display detailed information on images")
-    p.add_argument("images", nargs="+")
-    p.add_argument("-f", "--format", help="json (default)")
-    p.set_defaults(func=_cmd("images", "cmd_inspect"))
-    p = isub.add_parser("prune", help="remove dangling images (all unused with -a)")
+
+def _image_prune(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="remove dangling images (all unused with -a)")
     p.add_argument("-a", "--all", action="store_true")
     p.add_argument("-f", "--force", action="store_true", help="do not prompt (pyrun never prompts)")
     p.set_defaults(func=_cmd("images", "cmd_prune"))
-    p = isub.add_parser(
-        "copy",
+
+
+def _copy(sub: Any, name: str) -> None:
+    p = sub.add_parser(
+        name,
         help="copy an image between transports (oci:, oci-archive:, docker-archive:, rootfs:, the store)",
     )
     p.add_argument("source")
@@ -126,28 +123,104 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_cmd("images", "cmd_copy"))
 
-    system = sub.add_parser("system", help="manage pyrun")
-    ssub = system.add_subparsers(
-        dest="system_command", metavar="COMMAND", parser_class=_Parser, required=True
-    )
-    p = ssub.add_parser("check", help="verify every blob against its digest and every reference")
+
+def _check(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="verify every blob against its digest and every reference")
     p.set_defaults(func=_cmd("system", "cmd_check"))
-    p = ssub.add_parser("prune", help="remove unused data")
+
+
+def _system_prune(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="remove unused data")
     p.add_argument(
         "-a", "--all", action="store_true", help="remove all unused images, not just dangling ones"
     )
     p.add_argument("-f", "--force", action="store_true", help="do not prompt (pyrun never prompts)")
     p.set_defaults(func=_cmd("system", "cmd_prune"))
-    p = ssub.add_parser("df", help="show disk usage")
+
+
+def _df(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="show disk usage")
     p.set_defaults(func=_cmd("system", "cmd_df"))
 
-    p = sub.add_parser("version", help="show the version")
-    p.set_defaults(func=lambda a: print(f"pyrun version {__version__}") or 0)
+
+def _version(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="show the version")
+    p.set_defaults(func=_cmd("system", "cmd_version"))
+
+
+def _group(title: str, commands: dict[str, Adder]) -> Adder:
+    def add(sub: Any, name: str) -> None:
+        p = sub.add_parser(name, help=title)
+        inner = p.add_subparsers(
+            dest=f"{name}_command", metavar="COMMAND", parser_class=_Parser, required=True
+        )
+        for cname, adder in commands.items():
+            adder(inner, cname)
+
+    return add
+
+
+IMAGE_COMMANDS: dict[str, Adder] = {
+    "ls": _images,
+    "inspect": _inspect,
+    "history": _history,
+    "import": _import,
+    "load": _load,
+    "save": _save,
+    "tag": _tag,
+    "rm": _rmi,
+    "prune": _image_prune,
+    "copy": _copy,
+}
+SYSTEM_COMMANDS: dict[str, Adder] = {"check": _check, "prune": _system_prune, "df": _df}
+COMMANDS: dict[str, Adder] = {
+    "images": _images,
+    "inspect": _inspect,
+    "history": _history,
+    "import": _import,
+    "load": _load,
+    "save": _save,
+    "tag": _tag,
+    "rmi": _rmi,
+    "image": _group("manage images", IMAGE_COMMANDS),
+    "system": _group("manage pyrun", SYSTEM_COMMANDS),
+    "version": _version,
+}
+_GLOBAL_WITH_VALUE = ("--root",)
+
+
+def _command_word(argv: Sequence[str]) -> str | None:
+    """The command named on the line, skipping global options (so only its parser is built)."""
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word in _GLOBAL_WITH_VALUE:
+            skip = True
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The CLI's parser; with `only`, just that command's (building all costs ~20 ms)."""
+    from pyrun import __version__
+
+    parser = _Parser(prog="pyrun", description="Build, ship and run OCI containers.")
+    parser.add_argument("--root", help="store root (default: $PYRUN_ROOT or /var/lib/pyrun)")
+    parser.add_argument("--debug", action="store_true", help="print tracebacks for errors")
+    parser.add_argument("-v", "--version", action="version", version=f"pyrun version {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, adder in COMMANDS.items():
+        if only is None or only == name:
+            adder(sub, name)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    word = _command_word(argv)
+    parser = build_parser(word if word in COMMANDS else None)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

@@ -37,3 +37,10 @@ def cmd_df(args: argparse.Namespace) -> int:
         ["TYPE", "TOTAL", "BLOBS", "UNPACKED"],
     )
     return 0
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    from pyrun import __version__
+
+    print(f"pyrun version {__version__}")
+    return 0

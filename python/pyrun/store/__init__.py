@@ -21,7 +21,6 @@ import datetime as _dt
 import fcntl
 import json
 import os
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,7 +111,7 @@ class Store:
         return self.ensure().root / "tmp"
 
     def new_temp(self, suffix: str = "") -> Path:
-        return self.tmp / f"{os.getpid()}-{secrets.token_hex(6)}{suffix}"
+        return self.tmp / f"{os.getpid()}-{os.urandom(6).hex()}{suffix}"
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[Store]:
@@ -251,7 +250,9 @@ class Store:
         with self._meta_lock():
             refs = self.load_refs()
             yield refs
-            atomic_write_json(self._refs_path(), refs, tmpdir=self.tmp)
+            # The temp file sits beside refs.json, not in tmp/: metadata changes also happen
+            # outside a writer's lease, while garbage collection may be emptying tmp/.
+            atomic_write_json(self._refs_path(), refs)
 
     def add_image(self, manifest_digest: str, tags: list[Reference] | None = None) -> ImageRecord:
         """Record a manifest (already stored with its config and layers) as an image, and tag it."""
@@ -446,6 +447,8 @@ class Store:
                 return result
             with self._meta_lock():
                 blobs, diff_ids = self._referenced(self.load_refs())
+                for path in self.root.glob(".tmp-*"):  # a refs.json write cut short
+                    remove_tree(path)
             for path in (self.root / "blobs" / "sha256").iterdir():
                 if f"sha256:{path.name}" not in blobs:
                     with contextlib.suppress(FileNotFoundError):

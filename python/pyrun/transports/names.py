@@ -32,11 +32,9 @@ def _split(spec: str) -> tuple[str, str]:
 
 
 def _path_and_ref(rest: str) -> tuple[Path, str | None]:
-    # The path may itself contain ':' only if no ref follows (as skopeo's parser does).
-    path, sep, ref = rest.rpartition(":")
-    if sep and path and "/" not in ref:
-        return Path(path), ref
-    return Path(rest), None
+    # skopeo's rule: the path ends at the first ':' and the rest names the image in it.
+    path, sep, ref = rest.partition(":")
+    return Path(path), (ref if sep else None)
 
 
 def open_source(

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The main job, on a fresh Debian 12 machine as root: set everything up, then walk through what
+# pyrun does today. Foundation stage: import a rootfs as an image, inspect it, save it, remove it,
+# load it back, copy it to an OCI layout that skopeo reads, and verify the store.
+# Later stages extend this to: build an image, push it to a local registry, pull it, run it.
+set -euo pipefail
+# shellcheck source=ci/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$REPO_ROOT"
+
+bash ci/setup.sh
+bash ci/test-images.sh busybox
+ci_venv_env
+
+export PYRUN_ROOT="${PYRUN_ROOT:-/var/lib/pyrun}"
+work="$(mktemp -d /tmp/pyrun-demo.XXXXXX)"
+trap 'rm -rf "$work"' EXIT
+
+show() { printf '\n$ %s\n' "$*"; "$@"; }
+
+show pyrun import --change 'CMD ["/bin/sh", "-c", "echo hello from pyrun"]' \
+    -m "busybox from Debian's busybox-static" "$PYRUN_TEST_BUSYBOX_TAR" demo/busybox:1
+show pyrun images demo/busybox
+show pyrun history demo/busybox:1
+show pyrun image inspect demo/busybox:1
+show pyrun save -o "$work/busybox.tar" demo/busybox:1
+show pyrun rmi demo/busybox:1
+show pyrun load -i "$work/busybox.tar"
+show pyrun image copy demo/busybox:1 "oci:$work/layout:1"
+if command -v skopeo >/dev/null; then
+    show skopeo inspect "oci:$work/layout:1"
+fi
+show pyrun system check
+printf '\ndemo finished: store at %s\n' "$PYRUN_ROOT"
