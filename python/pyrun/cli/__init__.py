@@ -105,13 +105,6 @@ def _inspect(sub: Any, name: str) -> None:
     p.set_defaults(func=_cmd("images", "cmd_inspect"))
 
 
-def _image_prune(sub: Any, name: str) -> None:
-    p = sub.add_parser(name, help="remove dangling images (all unused with -a)")
-    p.add_argument("-a", "--all", action="store_true")
-    p.add_argument("-f", "--force", action="store_true", help="do not prompt (pyrun never prompts)")
-    p.set_defaults(func=_cmd("images", "cmd_prune"))
-
-
 def _copy(sub: Any, name: str) -> None:
     p = sub.add_parser(
         name,
@@ -129,13 +122,18 @@ def _check(sub: Any, name: str) -> None:
     p.set_defaults(func=_cmd("system", "cmd_check"))
 
 
-def _system_prune(sub: Any, name: str) -> None:
-    p = sub.add_parser(name, help="remove unused data")
-    p.add_argument(
-        "-a", "--all", action="store_true", help="remove all unused images, not just dangling ones"
-    )
-    p.add_argument("-f", "--force", action="store_true", help="do not prompt (pyrun never prompts)")
-    p.set_defaults(func=_cmd("system", "cmd_prune"))
+def _prune(module: str, help_text: str) -> Adder:
+    def add(sub: Any, name: str) -> None:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument(
+            "-a", "--all", action="store_true", help="all unused images, not just dangling ones"
+        )
+        p.add_argument(
+            "-f", "--force", action="store_true", help="do not prompt (pyrun never prompts)"
+        )
+        p.set_defaults(func=_cmd(module, "cmd_prune"))
+
+    return add
 
 
 def _df(sub: Any, name: str) -> None:
@@ -169,10 +167,14 @@ IMAGE_COMMANDS: dict[str, Adder] = {
     "save": _save,
     "tag": _tag,
     "rm": _rmi,
-    "prune": _image_prune,
+    "prune": _prune("images", "remove dangling images (all unused with -a)"),
     "copy": _copy,
 }
-SYSTEM_COMMANDS: dict[str, Adder] = {"check": _check, "prune": _system_prune, "df": _df}
+SYSTEM_COMMANDS: dict[str, Adder] = {
+    "check": _check,
+    "prune": _prune("system", "remove unused data"),
+    "df": _df,
+}
 COMMANDS: dict[str, Adder] = {
     "images": _images,
     "inspect": _inspect,
