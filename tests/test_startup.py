@@ -22,7 +22,9 @@ HEAVY = {
 
 def loaded_after(code: str) -> set[str]:
     probe = f"{code}\nimport sys, json\nprint(json.dumps(sorted(sys.modules)))"
-    out = subprocess.run([sys.executable, "-I", "-c", probe], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", probe], capture_output=True, text=True, check=True
+    )
     return set(json.loads(out.stdout.splitlines()[-1]))
 
 

@@ -3,7 +3,7 @@
 //! component is always handled with *at calls that never follow it. OCI whiteouts become
 //! overlayfs whiteouts ("overlay") or are applied as deletions ("apply").
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufRead, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -307,8 +307,13 @@ struct Extractor<'r> {
     chown: bool,
     umask: u32,
     dir_times: Vec<(Vec<u8>, i64, u32)>,
-    /// "apply" mode: paths this layer created, and their ancestors.
+    /// Paths this layer created, and their ancestors.
     touched: HashSet<Vec<u8>>,
+    /// Paths this layer created, and whether each is a directory. A whiteout applies only to
+    /// lower layers, so one naming an entry of its own layer hides nothing of it.
+    own: HashMap<Vec<u8>, bool>,
+    /// Paths this layer whited out: a directory it then creates there hides the lower one.
+    whited: HashSet<Vec<u8>>,
     warnings: Warnings,
     entries: u64,
     path: Vec<u8>,
@@ -336,6 +341,8 @@ impl<'r> Extractor<'r> {
             umask: sys::current_umask(),
             dir_times: Vec::new(),
             touched: HashSet::new(),
+            own: HashMap::new(),
+            whited: HashSet::new(),
             warnings: Warnings::default(),
             entries: 0,
             path: Vec::new(),
@@ -373,6 +380,15 @@ impl<'r> Extractor<'r> {
                     show(&e.path)
                 )));
             }
+            let hidden = join(parent, target);
+            match self.own.get(&hidden) {
+                Some(false) => return Ok(()),
+                // A whiteout of a directory this layer made (or put entries in): the lower one
+                // is hidden (opaque), this layer's own contents stay.
+                _ if self.touched.contains(&hidden) => return self.opaque(&hidden),
+                _ => {}
+            }
+            self.whited.insert(hidden);
             return match self.whiteouts {
                 Whiteouts::Overlay => self.with_parent(parent, true, path, |s, pfd| {
                     s.overlay_whiteout(pfd, target, e)
@@ -401,8 +417,12 @@ impl<'r> Extractor<'r> {
         };
         if created {
             self.entries += 1;
-            if self.whiteouts == Whiteouts::Apply {
-                self.touch(path);
+            let is_dir = e.kind == Kind::Dir;
+            self.own.insert(path.to_vec(), is_dir);
+            self.touch(path);
+            if is_dir && self.whiteouts == Whiteouts::Overlay && self.whited.contains(path) {
+                // `.wh.d` then `d/`: the new directory replaces the lower one entirely.
+                self.opaque(path)?;
             }
         }
         Ok(())
