@@ -14,7 +14,7 @@ class ExtractResult(TypedDict):
     size: int  # bytes read (compressed size)
     uncompressed_size: int
     compression: Literal["gzip", "zstd", "none"]
-    entries: int
+    entries: int  # entries created (whiteouts, opaque markers and skipped entries not counted)
     warnings: list[str]  # e.g. device nodes skipped for lack of CAP_MKNOD
 
 class LayerResult(TypedDict):
