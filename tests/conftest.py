@@ -1,44 +1,16 @@
-"""Shared fixtures: temporary store roots, the CLI as a subprocess, the test images, and skip
-markers that say why (no root, no Docker engine, a peer tool missing)."""
+"""Shared fixtures: temporary store roots, the CLI as a subprocess and the test images.
+Markers (needs_root, needs_docker, needs_tool) live in helpers.py."""
 
 from __future__ import annotations
 
-import functools
-import os
-import shutil
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from helpers import PyrunRunner
 from pyrun.client import Client
-
-IS_ROOT = os.geteuid() == 0
-needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root: mknod, chown and overlay mounts")
-
-
-@functools.cache
-def docker_available() -> bool:
-    if shutil.which("docker") is None:
-        return False
-    try:
-        return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-def needs_tool(name: str) -> pytest.MarkDecorator:
-    return pytest.mark.skipif(
-        shutil.which(name) is None, reason=f"needs {name} (ci/install-deps.sh installs it)"
-    )
-
-
-needs_docker = pytest.mark.skipif(
-    not docker_available(),
-    reason="needs the Docker engine: `docker info` failed or docker is missing",
-)
 
 
 @pytest.fixture
@@ -49,9 +21,6 @@ def store_root(tmp_path: Path) -> Path:
 @pytest.fixture
 def client(store_root: Path) -> Client:
     return Client(store_root)
-
-
-PyrunRunner = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PyrunRunner, needs_root
+from helpers import PyrunRunner, needs_root
 
 
 def one_line_error(res: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
@@ -149,7 +149,8 @@ def test_bad_input_one_line(pyrun: PyrunRunner, tmp_path: Path) -> None:
     junk.write_bytes(b"\x00garbage" * 100)
     one_line_error(pyrun("load", "-i", str(junk)), 1, "junk.tar")
     one_line_error(pyrun("load", "-i", str(tmp_path / "missing.tar")), 1, "missing.tar")
-    one_line_error(pyrun("inspect", "nosuch:image"), 1, "No such image: nosuch:image")
+    one_line_error(pyrun("image", "inspect", "nosuch:image"), 1, "No such image: nosuch:image")
+    one_line_error(pyrun("inspect", "nosuch:image"), 1, "No such object: nosuch:image")
     one_line_error(pyrun("tag", "nosuch", "x"), 1, "No such image")
     one_line_error(pyrun("import", str(tmp_path / "missing.tar")), 1, "missing.tar")
     one_line_error(pyrun("import", str(junk), "UPPER/Case:x:y"), 1, "invalid reference format")

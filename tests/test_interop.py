@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import needs_docker, needs_root, needs_tool
+from helpers import needs_docker, needs_root, needs_tool
 from pyrun.client import Client
 
 pytestmark = needs_root

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import needs_root
+from helpers import needs_root
 from pyrun import _core
 
 

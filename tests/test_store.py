@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import needs_root
+from helpers import needs_root
 from pyrun.client import Client
 from pyrun.errors import DigestMismatch, ImageInUse, ImageNotFound, InvalidArchive, InvalidReference
 

@@ -1,0 +1,1112 @@
+"""pyrun against its peers, side by side, in one run.
+
+    .venv/bin/python benches/compare.py [--quick] [--only extract,sha256,import] [--out DIR]
+
+Capabilities and contenders (the first of each case is the baseline of its ratios):
+
+    extract   a rootfs layer: pyrun._core.extract_layer (in-process) vs GNU tar and, for .tar.gz,
+              `umoci unpack` from an OCI layout written once before timing (CLI)
+    sha256    a 1 GiB blob: pyrun._core.sha256_file vs `openssl dgst -sha256`; both cores busy:
+              sha256_files on two 512 MiB blobs vs two concurrent openssl processes; hashlib as info
+    import    a rootfs tar into a fresh store: `python -m pyrun.cli import` vs `podman import`
+
+Method: every contender of a case runs once as a warm-up (excluded), then the contenders run
+interleaved, round after round (the order rotates each round so no tool always runs first). The
+inputs are read once before timing, so every tool sees a warm page cache. Work directories are
+created before and removed after each timed run, and `sync` follows each run, outside the timing.
+They lie on a scratch filesystem: by default (as root) a journaled ext4 on a loop device made for
+the run, which holds podman's store too (see scratch() for why). CLI tools are timed with
+time.perf_counter around subprocess.run (process start included); pyrun's Rust calls are timed in
+the benchmark's own process. A contender that is missing or fails becomes a row that says
+"not available: <why>". The report goes to DIR/RESULTS.md and DIR/results.json
+(default DIR: benches/results). --quick uses tiny inputs (busybox, a 64 MiB blob, 2 rounds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import gzip
+import hashlib
+import importlib.util
+import json
+import os
+import platform
+import resource
+import shlex
+import shutil
+import signal
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Final
+
+REPO: Final = Path(__file__).resolve().parent.parent
+PYTHON_SRC: Final = REPO / "python"
+TESTS_DIR: Final = REPO / "tests"
+CAPABILITIES: Final = ("extract", "sha256", "import")
+MiB: Final = 1 << 20
+CMD_TIMEOUT: Final = 1800.0
+INSTALL_HINT: Final = "ci/install-deps.sh installs it"
+
+# Set by _load_pyrun(): how to reach pyrun from this process and from child processes.
+_child_env: dict[str, str] = dict(os.environ)
+
+
+class Unavailable(Exception):
+    """A contender (or a whole case) cannot run here; the message says why."""
+
+
+class CommandFailed(Exception):
+    """A CLI contender exited non-zero; the message has the command and its stderr's tail."""
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def _tail(data: bytes | str, lines: int = 3) -> str:
+    text = data.decode(errors="replace") if isinstance(data, bytes) else data
+    kept = [ln.strip() for ln in text.strip().splitlines() if ln.strip()][-lines:]
+    return " | ".join(kept) or "(no output)"
+
+
+def run_cmd(
+    cmd: Sequence[str | Path], *, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """Run a command, output captured; raise CommandFailed when it exits non-zero."""
+    argv = [str(a) for a in cmd]
+    try:
+        proc = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            env=env,
+            timeout=CMD_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise CommandFailed(f"`{shlex.join(argv)}` timed out after {CMD_TIMEOUT:.0f} s") from None
+    if proc.returncode != 0:
+        raise CommandFailed(
+            f"`{shlex.join(argv)}` exited {proc.returncode}: {_tail(proc.stderr or proc.stdout)}"
+        )
+    return proc
+
+
+def tool_path(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise Unavailable(f"{name} not found in PATH ({INSTALL_HINT})")
+    return path
+
+
+def tool_version(cmd: Sequence[str]) -> str:
+    """First line of a tool's version output, or why there is none."""
+    if shutil.which(cmd[0]) is None:
+        return f"not installed ({cmd[0]} not in PATH)"
+    try:
+        proc = subprocess.run(
+            list(cmd), stdin=subprocess.DEVNULL, capture_output=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"unknown ({e})"
+    out = (proc.stdout or proc.stderr).decode(errors="replace").strip().splitlines()
+    return out[0].strip().strip("*").strip() if out else f"unknown (exit {proc.returncode})"
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a tree the tools extracted, read-only directories included."""
+    if not path.exists() and not path.is_symlink():
+        return
+    try:
+        shutil.rmtree(path)
+    except OSError:
+        for dirpath, dirnames, _ in os.walk(path):
+            for d in dirnames:
+                p = Path(dirpath, d)
+                if not p.is_symlink():
+                    with contextlib.suppress(OSError):
+                        p.chmod(0o700)
+        shutil.rmtree(path)
+
+
+def warm(path: Path) -> int:
+    """Read a file once so that every contender starts with it in the page cache."""
+    total = 0
+    buf = bytearray(8 * MiB)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            total += n
+    return total
+
+
+def human_bytes(n: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", MiB), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+def _load_pyrun() -> tuple[ModuleType | None, str | None]:
+    """pyrun._core, putting python/ on the path (ours and the children's) if pyrun is not
+    installed in this interpreter. Returns (module, None) or (None, why)."""
+    if importlib.util.find_spec("pyrun") is None:
+        sys.path.insert(0, str(PYTHON_SRC))
+        old = os.environ.get("PYTHONPATH")
+        _child_env["PYTHONPATH"] = f"{PYTHON_SRC}{os.pathsep}{old}" if old else str(PYTHON_SRC)
+    try:
+        from pyrun import _core
+    except ImportError as e:
+        return None, f"pyrun._core cannot be imported ({e}); build it with `maturin develop`"
+    return _core, None
+
+
+def _venv_python() -> str:
+    venv = REPO / ".venv" / "bin" / "python"
+    return str(venv) if venv.exists() else sys.executable
+
+
+# --------------------------------------------------------------------------------------------
+# contenders, cases, rows
+
+
+RunFn = Callable[[Path, int], object]
+CheckFn = Callable[[Path, object], None]
+AfterFn = Callable[[Path, int], None]
+
+
+@dataclass
+class Contender:
+    """One tool in a case. `run(workdir, n)` is timed; `workdir` is a fresh empty directory
+    created before and removed after it. `check` (untimed) validates what a run produced,
+    `after` (untimed) undoes side effects outside the work directory."""
+
+    tool: str
+    timing: str  # "in-process" or "CLI"
+    run: RunFn | None = None
+    check: CheckFn | None = None
+    after: AfterFn | None = None
+    role: str = "peer"  # "pyrun" (the baseline), "peer", or "info"
+    note: str = ""
+    unavailable: str | None = None
+    samples: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Case:
+    capability: str
+    name: str
+    contenders: list[Contender]
+    size: int | None = None  # bytes hashed, for a throughput note
+    setup_error: str | None = None
+
+
+@dataclass
+class Row:
+    capability: str
+    case: str
+    tool: str
+    timing: str
+    role: str
+    note: str
+    samples: list[float]
+    reason: str | None
+    median: float | None = None
+    min: float | None = None
+    max: float | None = None
+    ratio: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "capability": self.capability,
+            "case": self.case,
+            "tool": self.tool,
+            "timing": self.timing,
+            "role": self.role,
+            "note": self.note,
+            "status": "ok" if self.reason is None else "not available",
+            "reason": self.reason,
+            "samples_s": [round(s, 6) for s in self.samples],
+            "median_s": self.median,
+            "min_s": self.min,
+            "max_s": self.max,
+            "ratio_peer_over_pyrun": self.ratio,
+        }
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")[:40]
+
+
+def run_case(case: Case, work: Path, rounds: int, warmups: int) -> list[Row]:
+    """Warm-up round(s), then `rounds` interleaved rounds; rotate the order every round."""
+    print(f"== {case.capability}: {case.name}", file=sys.stderr, flush=True)
+    active = [
+        c for c in case.contenders if case.setup_error is None and c.unavailable is None and c.run
+    ]
+    for rnd in range(warmups + rounds):
+        shift = rnd % len(active) if active else 0
+        for c in active[shift:] + active[:shift]:
+            if c.unavailable is not None or c.run is None:
+                continue
+            wd = work / f"{_slug(case.name)}-{_slug(c.tool)}-{rnd}"
+            wd.mkdir(parents=True)
+            try:
+                t0 = time.perf_counter()
+                result = c.run(wd, rnd)
+                elapsed = time.perf_counter() - t0
+                if c.check is not None:
+                    c.check(wd, result)
+            except Exception as e:
+                c.unavailable = f"failed: {e}" if isinstance(e, CommandFailed) else f"failed: {e!r}"
+                print(f"   {c.tool}: {c.unavailable}", file=sys.stderr, flush=True)
+                continue
+            finally:
+                try:
+                    if c.after is not None:
+                        c.after(wd, rnd)
+                except Exception as e:
+                    c.unavailable = c.unavailable or f"clean-up failed: {e}"
+                remove_tree(wd)
+                os.sync()  # no writeback of this run may overlap the next one
+            if rnd >= warmups:
+                c.samples.append(elapsed)
+            kind = "warm-up" if rnd < warmups else f"round {rnd - warmups + 1}"
+            print(f"   {kind:8} {c.tool:32} {elapsed:8.3f} s", file=sys.stderr, flush=True)
+    return _rows(case)
+
+
+def _rows(case: Case) -> list[Row]:
+    rows: list[Row] = []
+    for c in case.contenders:
+        reason = case.setup_error or c.unavailable
+        if reason is None and not c.samples:
+            reason = "no timed run"
+        row = Row(case.capability, case.name, c.tool, c.timing, c.role, c.note, c.samples, reason)
+        if reason is None:
+            row.median = statistics.median(c.samples)
+            row.min = min(c.samples)
+            row.max = max(c.samples)
+            if case.size and row.median > 0:
+                rate = f"{case.size / row.median / 1e9:.2f} GB/s"
+                row.note = f"{row.note}; {rate}" if row.note else rate
+        rows.append(row)
+    base = next((r for r in rows if r.role == "pyrun"), None)
+    if base is not None and base.median:
+        for r in rows:
+            if r is not base and r.median is not None and not r.tool.startswith("pyrun"):
+                r.ratio = r.median / base.median
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# inputs
+
+
+@dataclass
+class Context:
+    quick: bool
+    work: Path  # scratch space for inputs and per-run directories
+    core: ModuleType | None
+    core_error: str | None
+    podman_store: list[str] = field(default_factory=list)  # --root/--runroot on the scratch fs
+    inputs: dict[str, str] = field(default_factory=dict)
+
+
+def _images_module() -> ModuleType:
+    if str(TESTS_DIR) not in sys.path:
+        sys.path.insert(0, str(TESTS_DIR))
+    import images
+
+    return images
+
+
+def rootfs_tar(ctx: Context, compression: str) -> Path:
+    """The test image for this mode: Debian (plain, gz, zst from ci/test-images.sh) or, with
+    --quick, busybox compressed here with gzip -6 / zstd -3."""
+    images = _images_module()
+    try:
+        if not ctx.quick:
+            path: Path = images.debian_tar(compression)
+            return path
+        plain: Path = images.busybox_tar()
+    except images.ImageUnavailable as e:
+        raise Unavailable(f"test image missing: {_tail(str(e), 2)}") from None
+    if compression == "none":
+        return plain
+    out = ctx.work / ("busybox.tar.gz" if compression == "gz" else "busybox.tar.zst")
+    if not out.exists():
+        if compression == "gz":
+            with open(plain, "rb") as src, gzip.open(out, "wb", compresslevel=6) as dst:
+                shutil.copyfileobj(src, dst, MiB)
+        else:
+            run_cmd([tool_path("zstd"), "-q", "-3", "-o", out, plain])
+    return out
+
+
+def _gunzip_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    d = zlib.decompressobj(wbits=31)
+    with open(path, "rb") as f:
+        while chunk := f.read(4 * MiB):
+            h.update(d.decompress(chunk))
+    h.update(d.flush())
+    return "sha256:" + h.hexdigest()
+
+
+def _write_blob(layout: Path, data: bytes) -> str:
+    digest = hashlib.sha256(data).hexdigest()
+    (layout / "blobs" / "sha256" / digest).write_bytes(data)
+    return "sha256:" + digest
+
+
+def oci_layout(layer_gz: Path, layout: Path, tag: str) -> Path:
+    """A one-layer OCI image layout around `layer_gz` (hard-linked when possible), for umoci."""
+    blobs = layout / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    (layout / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    h = hashlib.sha256()
+    with open(layer_gz, "rb") as f:
+        while chunk := f.read(4 * MiB):
+            h.update(chunk)
+    layer_hex = h.hexdigest()
+    try:
+        os.link(layer_gz, blobs / layer_hex)
+    except OSError:
+        shutil.copyfile(layer_gz, blobs / layer_hex)
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": [_gunzip_sha256(layer_gz)]},
+        "history": [{"created_by": "benches/compare.py"}],
+    }
+    config_bytes = json.dumps(config, separators=(",", ":")).encode()
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": _write_blob(layout, config_bytes),
+            "size": len(config_bytes),
+        },
+        "layers": [
+            {
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": "sha256:" + layer_hex,
+                "size": layer_gz.stat().st_size,
+            }
+        ],
+    }
+    manifest_bytes = json.dumps(manifest, separators=(",", ":")).encode()
+    index = {
+        "schemaVersion": 2,
+        "manifests": [
+            {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": _write_blob(layout, manifest_bytes),
+                "size": len(manifest_bytes),
+                "annotations": {"org.opencontainers.image.ref.name": tag},
+            }
+        ],
+    }
+    (layout / "index.json").write_text(json.dumps(index))
+    return layout
+
+
+def make_blob(path: Path, size: int) -> str:
+    """A file of `size` bytes: one os.urandom chunk (<= 64 MiB) repeated; returns its digest.
+    Synced to disk so that no writeback runs during the timing."""
+    chunk = os.urandom(min(64 * MiB, size))
+    h = hashlib.sha256()
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            piece = chunk[: min(left, len(chunk))]
+            f.write(piece)
+            h.update(piece)
+            left -= len(piece)
+        f.flush()
+        os.fsync(f.fileno())
+    return "sha256:" + h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# capability: extract
+
+
+def _check_rootfs(sub: str = "") -> CheckFn:
+    def check(wd: Path, _result: object) -> None:
+        root = wd / sub if sub else wd
+        if not (root / "etc").is_dir() or not (root / "bin").exists():
+            raise RuntimeError(f"no etc/ or bin/ under {root} after extraction")
+
+    return check
+
+
+def _pyrun_extract(ctx: Context, src: Path) -> Contender:
+    c = Contender("pyrun extract_layer", "in-process", role="pyrun", unavailable=ctx.core_error)
+    c.note = "also computes digest and DiffID"
+    core = ctx.core
+    if core is not None:
+
+        def run(wd: Path, _n: int) -> object:
+            assert core is not None
+            return core.extract_layer(str(src), str(wd))
+
+        c.run = run
+        c.check = _check_rootfs()
+    return c
+
+
+def _tar_extract(flags: list[str], src: Path, tool: str, needs: str | None = None) -> Contender:
+    c = Contender(tool, "CLI")
+    try:
+        tar = tool_path("tar")
+        if needs:
+            tool_path(needs)
+    except Unavailable as e:
+        c.unavailable = str(e)
+        return c
+    c.run = lambda wd, _n: run_cmd([tar, *flags, src, "-C", wd])
+    c.check = _check_rootfs()
+    return c
+
+
+def _umoci_extract(ctx: Context, src: Path) -> Contender:
+    c = Contender("umoci unpack", "CLI", note="OCI layout prepared once; writes an mtree too")
+    try:
+        umoci = tool_path("umoci")
+        layout = oci_layout(src, ctx.work / "oci-layout", "bench")
+    except (Unavailable, OSError, zlib.error, EOFError) as e:
+        c.unavailable = str(e) if isinstance(e, Unavailable) else f"OCI layout failed: {e!r}"
+        return c
+    rootless = [] if os.geteuid() == 0 else ["--rootless"]
+    c.run = lambda wd, _n: run_cmd(
+        [umoci, "unpack", *rootless, "--image", f"{layout}:bench", wd / "bundle"]
+    )
+    c.check = _check_rootfs("bundle/rootfs")
+    return c
+
+
+def extract_cases(ctx: Context) -> list[Case]:
+    cases: list[Case] = []
+    image = "busybox" if ctx.quick else "debian"
+    for comp, label in (("gz", ".tar.gz"), ("zst", ".tar.zst"), ("none", ".tar (plain, info)")):
+        try:
+            src: Path | None = rootfs_tar(ctx, comp)
+            assert src is not None
+            ctx.inputs[f"extract {label}"] = f"{src} ({human_bytes(src.stat().st_size)})"
+            warm(src)
+            error = None
+        except (Unavailable, CommandFailed, OSError) as e:
+            src, error = None, str(e)
+        path = src or Path("/nonexistent")
+        contenders = [_pyrun_extract(ctx, path)]
+        if comp == "gz":
+            contenders.append(_tar_extract(["-xzf"], path, "GNU tar -xzf", "gzip"))
+            contenders.append(
+                _umoci_extract(ctx, path)
+                if src
+                else Contender("umoci unpack", "CLI", unavailable=error)
+            )
+        elif comp == "zst":
+            contenders.append(_tar_extract(["--zstd", "-xf"], path, "GNU tar --zstd -xf", "zstd"))
+        else:
+            contenders.append(_tar_extract(["-xf"], path, "GNU tar -xf"))
+        cases.append(Case("extract", f"{image}{label}", contenders, setup_error=error))
+    return cases
+
+
+# --------------------------------------------------------------------------------------------
+# capability: sha256
+
+
+def _openssl_hex(out: bytes) -> str:
+    return "sha256:" + out.decode().strip().rsplit("= ", 1)[-1].strip()
+
+
+def _expect(digests: list[str]) -> CheckFn:
+    def check(_wd: Path, result: object) -> None:
+        got = result if isinstance(result, list) else [result]
+        if got != digests:
+            raise RuntimeError(f"digest mismatch: got {got}, expected {digests}")
+
+    return check
+
+
+def _hashlib_file(path: Path) -> str:
+    with open(path, "rb") as f:
+        return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _hashlib_threads(paths: list[Path]) -> list[str]:
+    out = [""] * len(paths)
+
+    def work(i: int) -> None:
+        out[i] = _hashlib_file(paths[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(paths))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def _openssl_parallel(openssl: str, paths: list[Path]) -> list[str]:
+    procs = [
+        subprocess.Popen(
+            [openssl, "dgst", "-sha256", str(p)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for p in paths
+    ]
+    outs = [p.communicate(timeout=CMD_TIMEOUT) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        if p.returncode != 0:
+            raise CommandFailed(f"openssl dgst exited {p.returncode}: {_tail(err)}")
+    return [_openssl_hex(o) for o, _ in outs]
+
+
+def sha256_cases(ctx: Context) -> list[Case]:
+    one_size = 64 * MiB if ctx.quick else 16 * 64 * MiB
+    half = one_size // 2
+    blob = ctx.work / "blob"
+    pair = [ctx.work / "blob-a", ctx.work / "blob-b"]
+    error: str | None = None
+    try:
+        one = [make_blob(blob, one_size)]
+        both = [make_blob(p, half) for p in pair]
+        for p in (blob, *pair):
+            warm(p)
+    except OSError as e:
+        error, one, both = f"cannot write the blobs: {e}", [], []
+    ctx.inputs["sha256"] = f"{human_bytes(one_size)} blob; 2 x {human_bytes(half)} blobs"
+    core = ctx.core
+    try:
+        openssl: str | None = tool_path("openssl")
+        no_openssl = None
+    except Unavailable as e:
+        openssl, no_openssl = None, str(e)
+
+    def pyrun_one(_wd: Path, _n: int) -> object:
+        assert core is not None
+        return core.sha256_file(str(blob))
+
+    def pyrun_both(_wd: Path, _n: int) -> object:
+        assert core is not None
+        return core.sha256_files([str(p) for p in pair])
+
+    def openssl_one(_wd: Path, _n: int) -> object:
+        assert openssl is not None
+        return _openssl_hex(run_cmd([openssl, "dgst", "-sha256", blob]).stdout)
+
+    def openssl_both(_wd: Path, _n: int) -> object:
+        assert openssl is not None
+        return _openssl_parallel(openssl, pair)
+
+    single = Case(
+        "sha256",
+        f"1 blob of {human_bytes(one_size)}",
+        [
+            Contender(
+                "pyrun sha256_file",
+                "in-process",
+                pyrun_one if core else None,
+                _expect(one),
+                role="pyrun",
+                unavailable=ctx.core_error,
+            ),
+            Contender(
+                "openssl dgst -sha256",
+                "CLI",
+                openssl_one if openssl else None,
+                _expect(one),
+                unavailable=no_openssl,
+            ),
+            Contender(
+                "Python hashlib.file_digest",
+                "in-process",
+                lambda _wd, _n: _hashlib_file(blob),
+                _expect(one),
+                role="info",
+            ),
+        ],
+        size=one_size,
+        setup_error=error,
+    )
+    double = Case(
+        "sha256",
+        f"2 blobs of {human_bytes(half)}, both cores busy",
+        [
+            Contender(
+                "pyrun sha256_files([a, b])",
+                "in-process",
+                pyrun_both if core else None,
+                _expect(both),
+                role="pyrun",
+                unavailable=ctx.core_error,
+            ),
+            Contender(
+                "2 x openssl dgst, concurrent",
+                "CLI",
+                openssl_both if openssl else None,
+                _expect(both),
+                unavailable=no_openssl,
+            ),
+            Contender(
+                "Python hashlib, 2 threads",
+                "in-process",
+                lambda _wd, _n: _hashlib_threads(pair),
+                _expect(both),
+                role="info",
+            ),
+        ],
+        size=2 * half,
+        setup_error=error,
+    )
+    return [single, double]
+
+
+# --------------------------------------------------------------------------------------------
+# capability: import
+
+
+PODMAN_REPO: Final = "localhost/deb-bench"
+
+
+def _podman_leftovers(podman: list[str]) -> None:
+    """Remove images an earlier, interrupted run of this script left (ours only): podman
+    deduplicates layers, so a leftover would make the import look cheaper than it is."""
+    proc = run_cmd([*podman, "images", "--format", "{{.Repository}}:{{.Tag}}"])
+    tags = [t for t in proc.stdout.decode().split() if t.startswith(PODMAN_REPO + ":")]
+    if tags:
+        run_cmd([*podman, "rmi", "--force", *tags])
+
+
+def import_cases(ctx: Context) -> list[Case]:
+    name = "busybox" if ctx.quick else "debian"
+    ref = f"{'bb' if ctx.quick else 'deb'}:1"
+    error: str | None = None
+    try:
+        src = rootfs_tar(ctx, "none")
+        ctx.inputs["import"] = f"{src} ({human_bytes(src.stat().st_size)})"
+        warm(src)
+    except (Unavailable, OSError) as e:
+        src, error = Path("/nonexistent"), str(e)
+    python = _venv_python()
+
+    pyrun_cli = Contender(
+        "pyrun import",
+        "CLI",
+        lambda wd, _n: run_cmd(
+            [python, "-m", "pyrun.cli", "--root", wd / "store", "import", src, ref],
+            env=_child_env,
+        ),
+        role="pyrun",
+        note="python -m pyrun.cli, fresh store each run",
+        unavailable=ctx.core_error,
+    )
+
+    def client_import(wd: Path, _n: int) -> object:
+        from pyrun.client import Client
+
+        return Client(wd / "store").images.import_image(src, ref)
+
+    pyrun_api = Contender(
+        "pyrun Client.images.import_image",
+        "in-process",
+        client_import,
+        role="info",
+        note="no interpreter start",
+        unavailable=ctx.core_error,
+    )
+    store_note = "store on the scratch fs; " if ctx.podman_store else ""
+    podman_c = Contender("podman import", "CLI", note=f"{store_note}then podman rmi, untimed")
+    try:
+        podman = [tool_path("podman"), *ctx.podman_store]
+        _podman_leftovers(podman)
+
+        def podman_import(_wd: Path, n: int) -> object:
+            return run_cmd([*podman, "import", src, f"{PODMAN_REPO}:{n}"])
+
+        def podman_rmi(_wd: Path, n: int) -> None:
+            run_cmd([*podman, "rmi", f"{PODMAN_REPO}:{n}"])
+
+        podman_c.run, podman_c.after = podman_import, podman_rmi
+    except (Unavailable, CommandFailed) as e:
+        podman_c.unavailable = str(e)
+    return [
+        Case("import", f"{name} rootfs .tar", [pyrun_cli, podman_c, pyrun_api], setup_error=error)
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# report
+
+
+def _first_line_of(path: str, key: str) -> str:
+    with contextlib.suppress(OSError):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key):
+                return line.split(":", 1)[1].strip() if ":" in line else line.split("=", 1)[1]
+    return "unknown"
+
+
+def _fs_type(path: Path) -> str:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        return subprocess.run(
+            ["stat", "-fc", "%T", str(path)], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    return "unknown"
+
+
+def machine_info(scratch_note: str) -> dict[str, str]:
+    cgroup = _fs_type(Path("/sys/fs/cgroup"))
+    mode = {"cgroup2fs": "v2 (unified)", "tmpfs": "v1 (legacy or hybrid)"}.get(cgroup, "unknown")
+    mem_kb = _first_line_of("/proc/meminfo", "MemTotal").split()[0]
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        affinity = os.cpu_count() or 0
+    return {
+        "cpu": _first_line_of("/proc/cpuinfo", "model name"),
+        "cores": f"{os.cpu_count()} online, {affinity} usable by this process",
+        "memory": human_bytes(int(mem_kb) * 1024) if mem_kb.isdigit() else "unknown",
+        "kernel": platform.release(),
+        "os": _first_line_of("/etc/os-release", "PRETTY_NAME").strip('"'),
+        "cgroup": f"{cgroup} -> {mode}",
+        "user": "root" if os.geteuid() == 0 else f"uid {os.geteuid()} (not root)",
+        "scratch filesystem": scratch_note,
+        "load average at start": _loadavg(),
+    }
+
+
+class CpuMeter:
+    """CPU time the machine spent outside this benchmark (its own process and children) while it
+    ran: a measure of how much other work competed with the contenders."""
+
+    def __init__(self) -> None:
+        self.busy0, self.ours0, self.wall0 = self._busy(), self._ours(), time.monotonic()
+
+    @staticmethod
+    def _busy() -> float:
+        try:
+            fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        except OSError:
+            return float("nan")
+        ticks = [int(x) for x in fields[:8]]
+        idle = ticks[3] + ticks[4]  # idle + iowait
+        return (sum(ticks) - idle) / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _ours() -> float:
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+    def report(self) -> str:
+        busy = self._busy() - self.busy0
+        ours = self._ours() - self.ours0
+        wall = time.monotonic() - self.wall0
+        other = max(busy - ours, 0.0)
+        cpus = os.cpu_count() or 1
+        share = 100 * other / (wall * cpus) if wall > 0 else 0.0
+        return (
+            f"{other:.0f} CPU-s spent outside this benchmark during its {wall:.0f} s "
+            f"({share:.0f}% of {cpus} CPUs: other work, and kernel threads such as writeback); "
+            f"the benchmark itself used {ours:.0f} CPU-s"
+        )
+
+
+def _loadavg() -> str:
+    """1, 5 and 15 minute load averages: other work on the machine skews the figures."""
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def versions(core: ModuleType | None, core_error: str | None) -> dict[str, str]:
+    if core is not None:
+        try:
+            from importlib.metadata import version
+
+            pkg = version("pyrun")
+        except Exception:
+            pkg = "unknown"
+        pyrun_v = f"pyrun {pkg}, _core {getattr(core, '__version__', 'unknown')}"
+    else:
+        pyrun_v = f"not available: {core_error}"
+    return {
+        "pyrun": pyrun_v,
+        "python": f"{sys.version.split()[0]} ({sys.executable}); hashlib on {ssl.OPENSSL_VERSION}",
+        "GNU tar": tool_version(["tar", "--version"]),
+        "gzip": tool_version(["gzip", "--version"]),
+        "zstd": tool_version(["zstd", "--version"]),
+        "umoci": tool_version(["umoci", "--version"]),
+        "openssl": tool_version(["openssl", "version"]),
+        "podman": tool_version(["podman", "--version"]),
+    }
+
+
+def _fmt(x: float | None) -> str:
+    return "" if x is None else f"{x:.3f}"
+
+
+def table(rows: list[Row]) -> str:
+    head = "| capability | case | tool | timing | median s | min s | max s | peer/pyrun | notes |"
+    lines = [head, "|" + "---|" * 9]
+    for r in rows:
+        tool = f"{r.tool} (info)" if r.role == "info" else r.tool
+        if r.reason is not None:
+            cells = [f"not available: {r.reason}", "", "", ""]
+        else:
+            ratio = "baseline" if r.role == "pyrun" else _fmt_ratio(r.ratio)
+            cells = [_fmt(r.median), _fmt(r.min), _fmt(r.max), ratio]
+        note = r.note.replace("|", "/")
+        row = [r.capability, r.case, tool, r.timing, *[c.replace("|", "/") for c in cells], note]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def _fmt_ratio(x: float | None) -> str:
+    return "" if x is None else f"{x:.2f}x"
+
+
+def write_report(
+    out: Path,
+    rows: list[Row],
+    machine: dict[str, str],
+    vers: dict[str, str],
+    meta: dict[str, Any],
+    inputs: dict[str, str],
+) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    md = [
+        "# pyrun vs peers",
+        "",
+        f"Date: {meta['date']}. Command: `{meta['command']}`. "
+        f"{'Quick mode (tiny inputs). ' if meta['quick'] else ''}"
+        f"{meta['rounds']} timed rounds after {meta['warmups']} warm-up round(s).",
+        "",
+        "peer/pyrun is the peer's median over pyrun's median in the same case: above 1 means pyrun "
+        "is faster. Contenders of a case ran interleaved (order rotated each round) on a warm page "
+        "cache; work directories were created and removed outside the timing, and every run was "
+        "followed by `sync`, also outside the timing. The work directories, pyrun's stores and, on "
+        "a loop filesystem, podman's store lie on the scratch filesystem named below. "
+        "*in-process*: a call timed inside the benchmark's Python process; *CLI*: perf_counter "
+        "around subprocess.run, process start included. *(info)* rows are for reference only.",
+        "",
+        "## Machine",
+        "",
+        *[f"- {k}: {v}" for k, v in machine.items()],
+        "",
+        "## Versions",
+        "",
+        *[f"- {k}: {v}" for k, v in vers.items()],
+        "",
+        "## Inputs",
+        "",
+        *[f"- {k}: {v}" for k, v in inputs.items()],
+        "",
+        "## Results",
+        "",
+        table(rows),
+        "",
+    ]
+    (out / "RESULTS.md").write_text("\n".join(md))
+    doc = {
+        **meta,
+        "machine": machine,
+        "versions": vers,
+        "inputs": inputs,
+        "rows": [r.to_json() for r in rows],
+    }
+    (out / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
+
+
+# --------------------------------------------------------------------------------------------
+# main
+
+
+def _parse_only(value: str) -> list[str]:
+    chosen = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [v for v in chosen if v not in CAPABILITIES]
+    if bad or not chosen:
+        choices = ", ".join(CAPABILITIES)
+        raise argparse.ArgumentTypeError(
+            f"unknown capability {', '.join(bad) or '(none)'}: choose from {choices}"
+        )
+    return chosen
+
+
+def _mount_loop(base: Path, size: int) -> tuple[Path, str]:
+    """Make an ext4 filesystem with a journal in a sparse file under `base`, attach it to a loop
+    device (direct I/O where the backing filesystem allows) and mount it. Returns the mount
+    point and the loop device."""
+    if os.geteuid() != 0:
+        raise Unavailable("mounting a loop filesystem needs root")
+    mkfs, losetup, mount = tool_path("mkfs.ext4"), tool_path("losetup"), tool_path("mount")
+    tool_path("umount")
+    img, mnt = base / "fs.img", base / "mnt"
+    with open(img, "wb") as f:
+        f.truncate(size)
+    # Inode tables and journal written now: no lazy-init thread working during the timing.
+    run_cmd([mkfs, "-q", "-F", "-j", "-E", "lazy_itable_init=0,lazy_journal_init=0", img])
+    try:
+        dev = run_cmd([losetup, "--find", "--show", "--direct-io=on", img]).stdout.decode()
+    except CommandFailed:
+        dev = run_cmd([losetup, "--find", "--show", img]).stdout.decode()
+    dev = dev.strip()
+    mnt.mkdir()
+    try:
+        run_cmd([mount, "-t", "ext4", dev, mnt])
+    except CommandFailed:
+        run_cmd([losetup, "-d", dev])
+        raise
+    return mnt, dev
+
+
+def _unmount_loop(mnt: Path, dev: str) -> None:
+    for attempt in range(5):
+        proc = subprocess.run(["umount", str(mnt)], capture_output=True, check=False)
+        if proc.returncode == 0:
+            break
+        time.sleep(0.5 * (attempt + 1))
+    else:
+        subprocess.run(["umount", "--lazy", str(mnt)], capture_output=True, check=False)
+    subprocess.run(["losetup", "-d", dev], capture_output=True, check=False)
+
+
+@contextlib.contextmanager
+def scratch(parent: str | None, mode: str, size: int) -> Iterator[tuple[Path, str, bool]]:
+    """The scratch space for inputs and per-run directories, a line that describes it, and
+    whether it is a loop filesystem made for this run.
+
+    mode "loop" (or "auto" when possible): a journaled ext4 on a loop device made for this run,
+    so that the figures do not depend on the host's filesystem or on what other processes delete
+    on it. (ext4 without a journal, as some VM images use, skips inodes deleted in the last
+    minutes when it allocates new ones; after a big deletion, extracting a rootfs can take ten
+    times as long, whichever tool does it.) mode "dir": a directory under `parent`."""
+    base = Path(tempfile.mkdtemp(prefix="pyrun-compare-", dir=parent))
+    mounted: tuple[Path, str] | None = None
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        why = "--scratch dir"
+        if mode in ("auto", "loop"):
+            try:
+                mounted = _mount_loop(base, size)
+            except (Unavailable, CommandFailed, OSError) as e:
+                if mode == "loop":
+                    raise
+                why = f"no loop filesystem: {e}"
+        if mounted is not None:
+            mnt, dev = mounted
+            yield mnt, f"ext4 with a journal, {human_bytes(size)}, on {dev}, mounted at {mnt}", True
+        else:
+            yield base, f"{base}: {_mount_line(base)} ({why})", False
+    finally:
+        if mounted is not None:
+            _unmount_loop(*mounted)
+        remove_tree(base)
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # run the clean-up (unmount) on SIGTERM too
+
+
+def _mount_line(path: Path) -> str:
+    """Source, type and options of the filesystem holding `path`, from findmnt."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(
+            ["findmnt", "-no", "SOURCE,FSTYPE,OPTIONS", "-T", str(path)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        if len(out) == 3:
+            return f"{out[1]} on {out[0]} ({out[2]}), statfs type {_fs_type(path)}"
+    return f"statfs type {_fs_type(path)}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    ap.add_argument("--quick", action="store_true", help="tiny inputs, 2 rounds (< 60 s)")
+    ap.add_argument(
+        "--only", type=_parse_only, default=list(CAPABILITIES), help="extract,sha256,import"
+    )
+    ap.add_argument(
+        "--out", type=Path, default=REPO / "benches" / "results", help="report directory"
+    )
+    ap.add_argument("--rounds", type=int, help="timed rounds (default 5, 2 with --quick)")
+    ap.add_argument("--warmups", type=int, default=1, help="untimed warm-up rounds (default 1)")
+    ap.add_argument("--tmpdir", help="scratch directory parent (default: $TMPDIR or /tmp)")
+    ap.add_argument(
+        "--scratch",
+        choices=["auto", "loop", "dir"],
+        default="auto",
+        help="loop: a journaled ext4 loop filesystem made for the run (needs root); dir: a plain "
+        "directory under --tmpdir; auto (default): loop when possible, else dir",
+    )
+    args = ap.parse_args(argv)
+    rounds = args.rounds or (2 if args.quick else 5)
+    if rounds < 1 or args.warmups < 0:
+        ap.error("--rounds must be >= 1 and --warmups >= 0")
+
+    core, core_error = _load_pyrun()
+    builders: dict[str, Callable[[Context], list[Case]]] = {
+        "extract": extract_cases,
+        "sha256": sha256_cases,
+        "import": import_cases,
+    }
+    started = dt.datetime.now(dt.UTC)
+    meter = CpuMeter()
+    rows: list[Row] = []
+    size = (1 if args.quick else 8) << 30
+    with scratch(args.tmpdir, args.scratch, size) as (work, scratch_note, is_loop):
+        ctx = Context(args.quick, work, core, core_error)
+        if is_loop:  # podman's store on the same filesystem as pyrun's
+            ctx.podman_store = ["--root", f"{work}/podman", "--runroot", f"{work}/podman-run"]
+        machine = machine_info(scratch_note)
+        for cap in CAPABILITIES:
+            if cap not in args.only:
+                continue
+            for case in builders[cap](ctx):
+                rows.extend(run_case(case, work / "runs", rounds, args.warmups))
+            for p in work.glob("blob*"):
+                p.unlink()  # the blobs take 2 GB: free them once hashed
+    meta = {
+        "date": started.strftime("%Y-%m-%d %H:%M UTC"),
+        "command": shlex.join(
+            ["benches/compare.py", *(argv if argv is not None else sys.argv[1:])]
+        ),
+        "quick": args.quick,
+        "rounds": rounds,
+        "warmups": args.warmups,
+        "duration_s": round((dt.datetime.now(dt.UTC) - started).total_seconds(), 1),
+    }
+    machine["load average at end"] = _loadavg()
+    machine["contention"] = meter.report()
+    write_report(args.out, rows, machine, versions(core, core_error), meta, ctx.inputs)
+    print(table(rows))
+    print(f"\nwrote {args.out / 'RESULTS.md'} and {args.out / 'results.json'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

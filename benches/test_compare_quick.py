@@ -1,0 +1,81 @@
+"""benches/compare.py --quick runs end to end and reports every capability, so the comparison
+with the peers cannot break silently. Needs root: extraction sets owners and podman runs as root."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+COMPARE = Path(__file__).resolve().parent / "compare.py"
+
+# Every row compare.py must report, available or not: (capability, tool).
+EXPECTED = [
+    ("extract", "pyrun extract_layer"),
+    ("extract", "GNU tar -xzf"),
+    ("extract", "umoci unpack"),
+    ("extract", "GNU tar --zstd -xf"),
+    ("extract", "GNU tar -xf"),
+    ("sha256", "pyrun sha256_file"),
+    ("sha256", "openssl dgst -sha256"),
+    ("sha256", "Python hashlib.file_digest"),
+    ("sha256", "pyrun sha256_files([a, b])"),
+    ("sha256", "2 x openssl dgst, concurrent"),
+    ("sha256", "Python hashlib, 2 threads"),
+    ("import", "pyrun import"),
+    ("import", "podman import"),
+    ("import", "pyrun Client.images.import_image"),
+]
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(
+        os.geteuid() != 0,
+        reason="needs root: pyrun and umoci extract with owners and device nodes; podman as root",
+    ),
+]
+
+
+def test_compare_quick(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, str(COMPARE), "--quick", "--out", str(out), "--tmpdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, f"compare.py --quick exited {proc.returncode}:\n{proc.stderr}"
+    md = (out / "RESULTS.md").read_text()
+    doc = json.loads((out / "results.json").read_text())
+    rows = doc["rows"]
+
+    for key in ("cpu", "cores", "kernel", "cgroup"):
+        assert doc["machine"][key], f"machine info lacks {key}"
+    for tool in ("pyrun", "GNU tar", "umoci", "openssl", "podman"):
+        assert doc["versions"][tool], f"no version line for {tool}"
+        assert f"- {tool}: " in md
+
+    seen = {(r["capability"], r["tool"]) for r in rows}
+    missing = [e for e in EXPECTED if e not in seen]
+    assert not missing, f"rows missing from results.json: {missing}"
+
+    for r in rows:
+        line = next((ln for ln in md.splitlines() if f"| {r['case']} | {r['tool']}" in ln), None)
+        assert line is not None, f"RESULTS.md has no row for {r['case']} / {r['tool']}"
+        if r["status"] == "ok":
+            assert len(r["samples_s"]) == doc["rounds"]
+            assert r["min_s"] <= r["median_s"] <= r["max_s"]
+            assert f"{r['median_s']:.3f}" in line
+        else:
+            assert r["status"] == "not available" and r["reason"], r
+            assert "not available: " in line
+        if r["tool"].startswith("pyrun"):
+            # pyrun itself must always run: a failure here is a regression, not a missing peer.
+            assert r["status"] == "ok", f"pyrun row not available: {r['reason']}"
+        elif r["role"] == "peer" and r["status"] == "ok":
+            assert r["ratio_peer_over_pyrun"] is not None and r["ratio_peer_over_pyrun"] > 0

@@ -1,0 +1,39 @@
+"""Markers and types shared by the test modules (import them from here, not from conftest:
+benches/ has a conftest of its own and the name would be ambiguous)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+
+import pytest
+
+IS_ROOT = os.geteuid() == 0
+needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root: mknod, chown and overlay mounts")
+
+
+@functools.cache
+def docker_available() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def needs_tool(name: str) -> pytest.MarkDecorator:
+    return pytest.mark.skipif(
+        shutil.which(name) is None, reason=f"needs {name} (ci/install-deps.sh installs it)"
+    )
+
+
+needs_docker = pytest.mark.skipif(
+    not docker_available(),
+    reason="needs the Docker engine: `docker info` failed or docker is missing",
+)
+
+PyrunRunner = Callable[..., subprocess.CompletedProcess[str]]
