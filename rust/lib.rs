@@ -1,8 +1,9 @@
 //! PyO3 bindings for pyrun's native core (`pyrun._core`). Only argument conversion, GIL release
-//! and error mapping live here; the work is in `digest` and `layers`.
+//! and error mapping live here; the work is in `digest`, `layers` and `runtime`.
 
 pub mod digest;
 pub mod layers;
+pub mod runtime;
 pub mod sys;
 
 use std::path::PathBuf;
@@ -23,6 +24,21 @@ create_exception!(
     PyException,
     "A layer could not be read or extracted: corrupt or truncated stream, an entry that would escape the target directory, a digest mismatch."
 );
+
+create_exception!(
+    pyrun._core,
+    StartError,
+    PyException,
+    "The container could not be started. args = (message, exit_code): 127 when the command is not found, 126 when it cannot be executed, 125 for any other setup failure."
+);
+
+fn runtime_to_py(e: runtime::Error) -> PyErr {
+    match e {
+        runtime::Error::Start { msg, code } => StartError::new_err((msg, code)),
+        runtime::Error::Value(m) => PyValueError::new_err(m),
+        runtime::Error::Os { errno, msg } => PyOSError::new_err((errno, msg)),
+    }
+}
 
 fn to_py(e: Error) -> PyErr {
     match e {
@@ -160,14 +176,64 @@ fn sha256_files(py: Python<'_>, paths: Vec<PathBuf>, threads: usize) -> PyResult
         .map_err(to_py)
 }
 
+/// Mount overlayfs at `target` (lowers topmost first); returns the method used.
+#[pyfunction]
+#[pyo3(signature = (lowers, target, *, upper=None, work=None, method="auto", links_dir=None))]
+fn mount_overlay(
+    py: Python<'_>,
+    lowers: Vec<PathBuf>,
+    target: PathBuf,
+    upper: Option<PathBuf>,
+    work: Option<PathBuf>,
+    method: &str,
+    links_dir: Option<PathBuf>,
+) -> PyResult<&'static str> {
+    let method = runtime::overlay::Method::from_name(method).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "method must be 'auto', 'new' or 'legacy', not {method:?}"
+        ))
+    })?;
+    py.detach(|| {
+        runtime::overlay::mount_overlay(
+            &lowers,
+            &target,
+            upper.as_deref(),
+            work.as_deref(),
+            method,
+            links_dir.as_deref(),
+        )
+    })
+    .map_err(runtime_to_py)
+}
+
+/// umount2(target, MNT_DETACH if detach else 0); not mounted is not an error.
+#[pyfunction]
+#[pyo3(signature = (target, *, detach=false))]
+fn unmount(py: Python<'_>, target: PathBuf, detach: bool) -> PyResult<()> {
+    py.detach(|| runtime::overlay::unmount(&target, detach))
+        .map_err(runtime_to_py)
+}
+
+/// Run the container of bundle/config.json in the foreground; returns its exit status.
+#[pyfunction]
+#[pyo3(signature = (bundle, *, pid_file=None))]
+fn run_container(py: Python<'_>, bundle: PathBuf, pid_file: Option<PathBuf>) -> PyResult<i32> {
+    py.detach(|| runtime::run_container(&bundle, pid_file.as_deref()))
+        .map_err(runtime_to_py)
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("LayerError", m.py().get_type::<LayerError>())?;
+    m.add("StartError", m.py().get_type::<StartError>())?;
     m.add_function(wrap_pyfunction!(detect_compression, m)?)?;
     m.add_function(wrap_pyfunction!(extract_layer, m)?)?;
     m.add_function(wrap_pyfunction!(create_layer, m)?)?;
     m.add_function(wrap_pyfunction!(sha256_file, m)?)?;
     m.add_function(wrap_pyfunction!(sha256_files, m)?)?;
+    m.add_function(wrap_pyfunction!(mount_overlay, m)?)?;
+    m.add_function(wrap_pyfunction!(unmount, m)?)?;
+    m.add_function(wrap_pyfunction!(run_container, m)?)?;
     Ok(())
 }

@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from pyrun import oci
-from pyrun.errors import ImageNotFound, InvalidReference
+from pyrun.errors import ImageNotFound, InvalidReference, PyrunError
 from pyrun.reference import Reference, parse
 from pyrun.store import ImageRecord, Store
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pyrun.runtime.containers import Container
     from pyrun.transports.base import ImageDestination, ImageSource, SourceImage
     from pyrun.transports.copy import Progress
 
@@ -274,6 +275,108 @@ class ImageCollection:
         }
 
 
+class ContainerError(PyrunError):
+    """A container run by `containers.run` exited non-zero (docker-py's ContainerError)."""
+
+    def __init__(
+        self, container: Container, exit_status: int, command: list[str], stderr: bytes
+    ) -> None:
+        self.container = container
+        self.exit_status = exit_status
+        self.stderr = stderr
+        text = stderr.decode(errors="replace").strip().splitlines()
+        super().__init__(
+            f"command {command!r} in image {container.attrs.get('image_name')} returned non-zero "
+            f"exit status {exit_status}" + (f": {text[-1]}" if text else "")
+        )
+
+
+class ContainerCollection:
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def get(self, ref: str) -> Container:
+        from pyrun.runtime.containers import get_container
+
+        return get_container(self.client.store, ref)
+
+    def list(self, all: bool = False) -> builtins.list[Container]:
+        from pyrun.runtime.containers import list_containers
+
+        found = list_containers(self.client.store)
+        return found if all else [c for c in found if c.status == "running"]
+
+    def run(
+        self,
+        image: str,
+        command: str | builtins.list[str] | None = None,
+        *,
+        remove: bool = False,
+        name: str | None = None,
+        stdout: bool = True,
+        stderr: bool = False,
+        **options: Any,
+    ) -> bytes:
+        """docker-py's `containers.run` (foreground): returns the output; a non-zero exit
+        raises ContainerError. `options` are RunOptions fields (environment= and working_dir=
+        are accepted as docker-py spells them)."""
+        import shlex
+        import tempfile
+
+        aliases = {"environment": "env", "working_dir": "workdir", "network_mode": "network"}
+        fields = {aliases.get(k, k): v for k, v in options.items()}
+        if isinstance(fields.get("env"), dict):
+            fields["env"] = [f"{k}={v}" for k, v in fields["env"].items()]
+        if isinstance(command, str):
+            command = shlex.split(command)
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            c, status = self._run(
+                image,
+                command or [],
+                remove=remove,
+                name=name,
+                stdio=(out.fileno(), err.fileno()),
+                fields=fields,
+            )
+            out.seek(0)
+            err.seek(0)
+            out_b, err_b = out.read(), err.read()
+        if status != 0:
+            raise ContainerError(c, status, command or [], err_b)
+        return (out_b if stdout else b"") + (err_b if stderr else b"")
+
+    def _run(
+        self,
+        image: str,
+        command: builtins.list[str],
+        *,
+        remove: bool,
+        name: str | None,
+        stdio: tuple[int, int] | None,
+        fields: dict[str, Any],
+    ) -> tuple[Container, int]:
+        from pyrun.runtime import containers as rt
+        from pyrun.runtime.spec import RunOptions
+
+        try:
+            opts = RunOptions(command=list(command), **fields)
+        except TypeError as e:
+            raise InvalidReference(f"unknown run option: {e}") from None
+        record = self.client.store.get(image)
+        c = rt.create(
+            self.client.store, record, opts, name=name, auto_remove=remove, image_name=image
+        )
+        return c, rt.run_foreground(self.client.store, record, c, opts, stdio=stdio)
+
+    def prune(self) -> dict[str, Any]:
+        deleted = []
+        for c in self.list(all=True):
+            if c.status != "running":
+                c.remove()
+                deleted.append(c.id)
+        return {"ContainersDeleted": deleted}
+
+
 class SystemAPI:
     def __init__(self, client: Client) -> None:
         self.client = client
@@ -294,6 +397,7 @@ class Client:
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         self.store = Store(root)
         self.images = ImageCollection(self)
+        self.containers = ContainerCollection(self)
         self.system = SystemAPI(self)
 
     def close(self) -> None:

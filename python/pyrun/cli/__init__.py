@@ -146,6 +146,63 @@ def _version(sub: Any, name: str) -> None:
     p.set_defaults(func=_cmd("system", "cmd_version"))
 
 
+def _run(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="run a command in a new container", add_help=False)
+    p.add_argument("--help", action="help", help="show this help message and exit")
+    p.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    p.add_argument("--name", help="assign a name to the container")
+    p.add_argument("-d", "--detach", action="store_true", help="run in the background (not yet)")
+    p.add_argument("-i", "--interactive", action="store_true", help="keep STDIN open (always)")
+    p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-TTY (not yet)")
+    p.add_argument("-e", "--env", action="append", default=[], help="set an environment variable")
+    p.add_argument("-w", "--workdir", help="working directory inside the container")
+    p.add_argument("-u", "--user", help="user[:group] (name or number)")
+    p.add_argument("--group-add", action="append", default=[], help="add supplementary groups")
+    p.add_argument("-h", "--hostname", help="container host name")
+    p.add_argument("--entrypoint", help="overwrite the image's ENTRYPOINT")
+    p.add_argument("--read-only", action="store_true", help="mount the root filesystem read-only")
+    p.add_argument("--privileged", action="store_true", help="give extended privileges")
+    p.add_argument("--cap-add", action="append", default=[], help="add Linux capabilities")
+    p.add_argument("--cap-drop", action="append", default=[], help="drop Linux capabilities")
+    p.add_argument("--security-opt", action="append", default=[], help="security options")
+    p.add_argument(
+        "--ulimit", action="append", default=[], help="ulimit options (nofile=1024:2048)"
+    )
+    p.add_argument("--network", "--net", default="none", help="none or host (bridge: not yet)")
+    p.add_argument("image")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd("containers", "cmd_run"))
+
+
+def _ps(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="list containers", aliases=["list"] if name == "ls" else [])
+    p.add_argument(
+        "-a", "--all", action="store_true", help="show all containers (default: running)"
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="only IDs")
+    p.add_argument("--no-trunc", action="store_true")
+    p.set_defaults(func=_cmd("containers", "cmd_ps"))
+
+
+def _rm(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="remove containers", aliases=["remove"] if name == "rm" else [])
+    p.add_argument("containers", nargs="+")
+    p.add_argument("-f", "--force", action="store_true", help="kill a running container first")
+    p.set_defaults(func=_cmd("containers", "cmd_rm"))
+
+
+def _container_prune(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="remove all stopped containers")
+    p.add_argument("-f", "--force", action="store_true", help="do not prompt (pyrun never prompts)")
+    p.set_defaults(func=_cmd("containers", "cmd_prune"))
+
+
+def _container_inspect(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="display detailed information on containers")
+    p.add_argument("containers", nargs="+")
+    p.set_defaults(func=_cmd("containers", "cmd_inspect"))
+
+
 def _group(title: str, commands: dict[str, Adder]) -> Adder:
     def add(sub: Any, name: str) -> None:
         p = sub.add_parser(name, help=title)
@@ -170,12 +227,22 @@ IMAGE_COMMANDS: dict[str, Adder] = {
     "prune": _prune("images", "remove dangling images (all unused with -a)"),
     "copy": _copy,
 }
+CONTAINER_COMMANDS: dict[str, Adder] = {
+    "run": _run,
+    "ls": _ps,
+    "rm": _rm,
+    "prune": _container_prune,
+    "inspect": _container_inspect,
+}
 SYSTEM_COMMANDS: dict[str, Adder] = {
     "check": _check,
     "prune": _prune("system", "remove unused data"),
     "df": _df,
 }
 COMMANDS: dict[str, Adder] = {
+    "run": _run,
+    "ps": _ps,
+    "rm": _rm,
     "images": _images,
     "inspect": _inspect,
     "history": _history,
@@ -185,6 +252,7 @@ COMMANDS: dict[str, Adder] = {
     "tag": _tag,
     "rmi": _rmi,
     "image": _group("manage images", IMAGE_COMMANDS),
+    "container": _group("manage containers", CONTAINER_COMMANDS),
     "system": _group("manage pyrun", SYSTEM_COMMANDS),
     "version": _version,
 }

@@ -140,13 +140,22 @@ def cmd_images(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    """Images by default; `pyrun inspect` (top level) also finds containers, as Docker's does."""
     client = _client()
     out = []
     missing = []
     for name in args.images:
         try:
             out.append(client.images.get(name).attrs)
-        except PyrunError as e:
+        except PyrunError:
+            if args.command == "inspect":
+                try:
+                    from pyrun.cli.containers import container_attrs
+
+                    out.append(container_attrs(client.containers.get(name)))
+                    continue
+                except PyrunError:
+                    e = PyrunError(f"No such object: {name}")
             missing.append(str(e))
     print_json(out)
     for m in missing:
