@@ -216,9 +216,14 @@ fn unmount(py: Python<'_>, target: PathBuf, detach: bool) -> PyResult<()> {
 
 /// Run the container of bundle/config.json in the foreground; returns its exit status.
 #[pyfunction]
-#[pyo3(signature = (bundle, *, pid_file=None))]
-fn run_container(py: Python<'_>, bundle: PathBuf, pid_file: Option<PathBuf>) -> PyResult<i32> {
-    py.detach(|| runtime::run_container(&bundle, pid_file.as_deref()))
+#[pyo3(signature = (bundle, *, pid_file=None, stdio=None))]
+fn run_container(
+    py: Python<'_>,
+    bundle: PathBuf,
+    pid_file: Option<PathBuf>,
+    stdio: Option<(i32, i32)>,
+) -> PyResult<i32> {
+    py.detach(|| runtime::run_container(&bundle, pid_file.as_deref(), stdio))
         .map_err(runtime_to_py)
 }
 

@@ -64,3 +64,53 @@ def sha256_file(path: str, offset: int = 0, length: int | None = None) -> str:
 
 def sha256_files(paths: list[str], threads: int = 0) -> list[str]:
     """sha256 of many files in parallel (threads=0: one per CPU). Order follows `paths`."""
+
+# --- container runtime (rust/runtime) ---------------------------------------------------------
+
+class StartError(Exception):
+    """The container could not be started. args = (message, exit_code): 127 when the command is
+    not found, 126 when it cannot be executed, 125 for any other setup failure."""
+
+def mount_overlay(
+    lowers: list[str],
+    target: str,
+    *,
+    upper: str | None = None,
+    work: str | None = None,
+    method: Literal["auto", "new", "legacy"] = "auto",
+    links_dir: str | None = None,
+) -> str:
+    """Mount overlayfs at `target`. `lowers` are topmost first. Without upper/work the mount is
+    read-only (overlayfs then needs at least two lowers: ValueError otherwise).
+    "new": fsopen("overlay") + fsconfig(FSCONFIG_SET_STRING "lowerdir+" once per layer,
+    "upperdir", "workdir"; a path of 256 bytes or more goes as FSCONFIG_SET_FD, else as a
+    /proc/self/fd link) + fsmount + move_mount (kernel >= 6.8 for lowerdir+).
+    "legacy": mount(2) with a classic option string; to keep it under the one-page limit with
+    many layers it uses short names, as Docker's overlay2 does: for each lower create (if
+    missing) a symlink `links_dir/<short id>` -> lower (short id = first 10 hex chars of
+    sha256(absolute lower path), stable; a stale link is replaced atomically), and mount from a
+    thread that did unshare(CLONE_FS) and chdir(links_dir) with relative `lowerdir=ID1:ID2:...`
+    (upperdir/workdir absolute, without ',' or ':'). links_dir is required for legacy.
+    "auto": new where the kernel accepts lowerdir+, else legacy (the answer is remembered).
+    Returns the method used ("new" or "legacy"). Raises ValueError for bad arguments and
+    OSError(errno, message) when the mount fails; the message carries overlayfs's own reason
+    when it logged one."""
+
+def unmount(target: str, *, detach: bool = False) -> None:
+    """umount2(target, MNT_DETACH if detach else 0); EINVAL/ENOENT (not mounted) is not an error."""
+
+def run_container(
+    bundle: str, *, pid_file: str | None = None, stdio: tuple[int, int] | None = None
+) -> int:
+    """Run the container described by bundle/config.json (OCI runtime-spec 1.x; root.path
+    relative to the bundle unless absolute) in the foreground with the caller's
+    stdin/stdout/stderr, and return its exit status: the process's exit code, or 128+signal if
+    killed by a signal. Writes the container's host pid to pid_file (temp file + rename) once it
+    has been exec'd. Forwards SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 sent to the
+    caller by a process to the container process while it runs (a terminal's ^C reaches the
+    container directly: it shares the caller's process group); the previous handlers come back
+    afterwards. A mount namespace is required. A "cgroup" mount shows the cgroup2 hierarchy;
+    cgroups are not managed yet. `stdio` = (stdout fd, stderr fd) sends the container's output
+    there instead of the caller's fds 1 and 2 (stdin stays the caller's). Raises StartError (one
+    line) if setup or exec fails; ValueError for a malformed config.json (message names the JSON
+    field) or a bad stdio fd."""

@@ -385,7 +385,9 @@ class SystemAPI:
         return self.client.store.check()
 
     def prune(self, all: bool = False) -> dict[str, Any]:
-        return self.client.images.prune(all=all)
+        """Stopped containers, then unused images and content (Docker's `system prune`)."""
+        containers = self.client.containers.prune()
+        return {**containers, **self.client.images.prune(all=all)}
 
     def df(self) -> dict[str, Any]:
         return self.client.store.disk_usage()

@@ -147,16 +147,18 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for name in args.images:
         try:
             out.append(client.images.get(name).attrs)
-        except PyrunError:
-            if args.command == "inspect":
-                try:
-                    from pyrun.cli.containers import container_attrs
+            continue
+        except PyrunError as e:
+            message = str(e)
+        if args.command == "inspect":
+            from pyrun.cli.containers import container_attrs
 
-                    out.append(container_attrs(client.containers.get(name)))
-                    continue
-                except PyrunError:
-                    e = PyrunError(f"No such object: {name}")
-            missing.append(str(e))
+            try:
+                out.append(container_attrs(client.containers.get(name)))
+                continue
+            except PyrunError:
+                message = f"No such object: {name}"
+        missing.append(message)
     print_json(out)
     for m in missing:
         print(f"Error: {m}", file=sys.stderr)

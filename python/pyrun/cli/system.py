@@ -22,6 +22,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_prune(args: argparse.Namespace) -> int:
     res = Client().system.prune(all=args.all)
+    if res["ContainersDeleted"]:
+        print("Deleted Containers:")
+        for cid in res["ContainersDeleted"]:
+            print(cid)
     for d in res["ImagesDeleted"]:
         print(f"deleted: {d['Deleted']}")
     print(f"Total reclaimed space: {human_size(res['SpaceReclaimed'])}")

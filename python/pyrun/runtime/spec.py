@@ -1,0 +1,258 @@
+"""Build an OCI runtime-spec config.json for a container from its image config and `run` options,
+with Docker's defaults: mounts, masked and read-only paths, namespaces, the 14 default
+capabilities, ENTRYPOINT/CMD merging, user and groups from the image."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyrun.errors import PyrunError
+from pyrun.runtime.users import resolve_user
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+DEFAULT_CAPS = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+]
+
+ALL_CAPS = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG",
+    "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+]  # fmt: skip
+
+MASKED_PATHS = [
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+]
+READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+
+RLIMITS = {
+    "core": "RLIMIT_CORE", "cpu": "RLIMIT_CPU", "data": "RLIMIT_DATA", "fsize": "RLIMIT_FSIZE",
+    "locks": "RLIMIT_LOCKS", "memlock": "RLIMIT_MEMLOCK", "msgqueue": "RLIMIT_MSGQUEUE",
+    "nice": "RLIMIT_NICE", "nofile": "RLIMIT_NOFILE", "nproc": "RLIMIT_NPROC",
+    "rss": "RLIMIT_RSS", "rtprio": "RLIMIT_RTPRIO", "rttime": "RLIMIT_RTTIME",
+    "sigpending": "RLIMIT_SIGPENDING", "stack": "RLIMIT_STACK", "as": "RLIMIT_AS",
+}  # fmt: skip
+
+
+class SpecError(PyrunError):
+    exit_code = 125
+
+
+@dataclass
+class RunOptions:
+    """What `pyrun run` / `containers.run` take, in Docker's vocabulary."""
+
+    command: list[str] = field(default_factory=list)
+    entrypoint: list[str] | None = None
+    env: list[str] = field(default_factory=list)
+    workdir: str | None = None
+    user: str | None = None
+    group_add: list[str] = field(default_factory=list)
+    hostname: str | None = None
+    read_only: bool = False
+    privileged: bool = False
+    cap_add: list[str] = field(default_factory=list)
+    cap_drop: list[str] = field(default_factory=list)
+    security_opt: list[str] = field(default_factory=list)
+    ulimits: list[str] = field(default_factory=list)
+    network: str = "none"
+    tty: bool = False
+
+
+def _cap_name(name: str) -> str:
+    n = name.upper()
+    n = n if n.startswith("CAP_") else f"CAP_{n}"
+    if n != "CAP_ALL" and n not in ALL_CAPS:
+        raise SpecError(f"invalid capability {name!r}: unknown capability")
+    return n
+
+
+def capabilities(opts: RunOptions) -> list[str]:
+    caps = list(ALL_CAPS if opts.privileged else DEFAULT_CAPS)
+    drops = [_cap_name(c) for c in opts.cap_drop]
+    adds = [_cap_name(c) for c in opts.cap_add]
+    if "CAP_ALL" in drops:
+        caps = []
+    caps = [c for c in caps if c not in drops]
+    if "CAP_ALL" in adds:
+        caps = list(ALL_CAPS)
+    caps += [c for c in adds if c != "CAP_ALL" and c not in caps]
+    return caps
+
+
+def parse_ulimit(text: str) -> dict[str, Any]:
+    """`nofile=1024[:2048]` -> a runtime-spec rlimit."""
+    name, eq, values = text.partition("=")
+    if not eq or name not in RLIMITS:
+        raise SpecError(
+            f"invalid ulimit {text!r}: expected NAME=SOFT[:HARD] with NAME one of {', '.join(RLIMITS)}"
+        )
+    soft, _, hard = values.partition(":")
+    try:
+        s = -1 if soft == "-1" else int(soft)
+        h = s if not hard else (-1 if hard == "-1" else int(hard))
+    except ValueError:
+        raise SpecError(f"invalid ulimit {text!r}: limits must be integers") from None
+    unlimited = 2**64 - 1
+    s = unlimited if s == -1 else s
+    h = unlimited if h == -1 else h
+    if s > h:
+        raise SpecError(f"invalid ulimit {text!r}: soft limit {s} exceeds hard limit {h}")
+    return {"type": RLIMITS[name], "soft": s, "hard": h}
+
+
+def merge_command(image_cfg: dict[str, Any], opts: RunOptions) -> list[str]:
+    """Docker's rule: --entrypoint replaces ENTRYPOINT and drops the image's CMD; arguments
+    after the image replace CMD."""
+    if opts.entrypoint is not None:
+        entry = [e for e in opts.entrypoint if e != ""]
+        cmd = opts.command
+    else:
+        entry = list(image_cfg.get("Entrypoint") or [])
+        cmd = opts.command or list(image_cfg.get("Cmd") or [])
+    args = entry + cmd
+    if not args:
+        raise SpecError("no command specified")
+    return args
+
+
+def merge_env(image_env: list[str], extra: list[str], defaults: dict[str, str]) -> list[str]:
+    env: dict[str, str] = {}
+    for item in image_env:
+        k, _, v = item.partition("=")
+        env[k] = v
+    for item in extra:
+        k, eq, v = item.partition("=")
+        if not k:
+            raise SpecError(f"invalid environment variable {item!r}")
+        if not eq:
+            import os
+
+            if k not in os.environ:
+                continue
+            v = os.environ[k]
+        env[k] = v
+    for k, v in defaults.items():
+        env.setdefault(k, v)
+    return [f"{k}={v}" for k, v in env.items()]
+
+
+def build_spec(
+    image_cfg: dict[str, Any], rootfs: str, opts: RunOptions, container_id: str
+) -> dict[str, Any]:
+    """config.json for the container; `rootfs` is the mounted root (used to resolve the user)."""
+    user = resolve_user(
+        rootfs,
+        opts.user if opts.user is not None else str(image_cfg.get("User") or ""),
+        opts.group_add,
+    )
+    hostname = opts.hostname or container_id[:12]
+    env = merge_env(
+        list(image_cfg.get("Env") or []),
+        opts.env,
+        {
+            "PATH": DEFAULT_PATH,
+            "HOSTNAME": hostname,
+            "HOME": user.home or "/",
+            **({"TERM": "xterm"} if opts.tty else {}),
+        },
+    )
+    # PATH and HOSTNAME lead, as in Docker's containers.
+    env.sort(key=lambda e: (not e.startswith("PATH="), not e.startswith("HOSTNAME=")))
+    caps = capabilities(opts)
+    nnp = any(
+        o in ("no-new-privileges", "no-new-privileges:true", "no-new-privileges=true")
+        for o in opts.security_opt
+    )
+    for o in opts.security_opt:
+        key = o.split("=", 1)[0].split(":", 1)[0]
+        if key not in ("no-new-privileges",):
+            raise SpecError(
+                f"invalid --security-opt {o!r}: not supported yet (only no-new-privileges)"
+            )
+    process: dict[str, Any] = {
+        "terminal": opts.tty,
+        "user": {
+            "uid": user.uid,
+            "gid": user.gid,
+            **({"additionalGids": user.additional_gids} if user.additional_gids else {}),
+        },
+        "args": merge_command(image_cfg, opts),
+        "env": env,
+        "cwd": opts.workdir or image_cfg.get("WorkingDir") or "/",
+        "capabilities": {
+            "bounding": caps,
+            "effective": caps,
+            "permitted": caps,
+            # Docker raises ambient capabilities only for non-root users (so they keep them).
+            **({"ambient": caps, "inheritable": caps} if user.uid != 0 else {}),
+        },
+        "noNewPrivileges": nnp,
+    }
+    if opts.ulimits:
+        process["rlimits"] = [parse_ulimit(u) for u in opts.ulimits]
+    if not process["cwd"].startswith("/"):
+        raise SpecError(
+            f"the working directory {process['cwd']!r} is invalid: it needs to be an absolute path"
+        )
+    namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount", "cgroup")]
+    if opts.network == "none":
+        namespaces.append({"type": "network"})
+    elif opts.network != "host":
+        raise SpecError(
+            f"network {opts.network!r} is not available yet: use --network none or host"
+        )
+    ro_sys = [] if opts.privileged else ["ro"]
+    mounts = [
+        {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", *ro_sys]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+    ]  # fmt: skip
+    linux: dict[str, Any] = {"namespaces": namespaces}
+    if not opts.privileged:
+        linux["maskedPaths"] = MASKED_PATHS
+        linux["readonlyPaths"] = READONLY_PATHS
+    return {
+        "ociVersion": "1.2.0",
+        "process": process,
+        "root": {"path": "rootfs", "readonly": opts.read_only},
+        "hostname": hostname,
+        "mounts": mounts,
+        "linux": linux,
+        "annotations": {"io.pyrun.container.id": container_id},
+    }

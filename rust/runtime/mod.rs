@@ -1,0 +1,420 @@
+//! The container runtime: run an OCI bundle in the foreground (`run_container`), and the
+//! overlay mounts that image stores need (`mount_overlay`, `unmount`).
+//!
+//! Process model: the parent (the caller's thread, GIL released) parses and validates
+//! config.json and pre-builds everything in a [`plan::Plan`]; then it clones a child with the
+//! new namespaces. The child ([`child`]) only makes system calls on the plan, and reports a
+//! failure as a binary record on a close-on-exec pipe. The parent writes the user namespace
+//! maps, releases the child through a sync pipe, reads the error pipe until EOF (exec done),
+//! writes the pid file, then waits while forwarding signals ([`signals`]).
+
+pub mod caps;
+pub mod child;
+pub mod overlay;
+pub mod plan;
+pub mod signals;
+pub mod spec;
+pub mod sys;
+
+use std::fmt;
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
+use rustix::process::{Pid, WaitIdOptions, WaitOptions};
+
+use child::{ChildPipes, Failure, Step};
+use plan::Plan;
+
+/// Errors of the runtime. `Start` becomes `pyrun._core.StartError(message, exit_code)`,
+/// `Value` a `ValueError`, `Os` an `OSError(errno, message)`.
+#[derive(Debug)]
+pub enum Error {
+    Start { msg: String, code: i32 },
+    Value(String),
+    Os { errno: i32, msg: String },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Start { msg, code } => write!(f, "{msg} (exit code {code})"),
+            Error::Value(m) => f.write_str(m),
+            Error::Os { msg, .. } => f.write_str(msg),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// "Operation not permitted", without Rust's " (os error 1)" suffix.
+pub fn strerror(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => errno_text(n),
+        None => e.to_string(),
+    }
+}
+
+pub fn errno_text(n: i32) -> String {
+    let s = std::io::Error::from_raw_os_error(n).to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+fn start(msg: impl Into<String>) -> Error {
+    Error::Start {
+        msg: msg.into(),
+        code: 125,
+    }
+}
+
+fn start_io(what: impl fmt::Display, e: impl Into<std::io::Error>) -> Error {
+    start(format!("{what}: {}", strerror(&e.into())))
+}
+
+/// Run the container of `bundle` in the foreground and return its exit status (the exit code,
+/// or 128 + the signal that killed it). `stdio` = (stdout fd, stderr fd) for the container
+/// instead of the caller's 1 and 2.
+pub fn run_container(
+    bundle: &Path,
+    pid_file: Option<&Path>,
+    stdio: Option<(i32, i32)>,
+) -> Result<i32> {
+    let mut plan = plan::build(bundle)?;
+    if let Some((out, err)) = stdio {
+        let dup = |fd: i32, name: &str| {
+            crate::sys::dup_raw_fd(fd)
+                .map_err(|e| Error::Value(format!("stdio: {name} fd {fd}: {}", strerror(&e))))
+        };
+        plan.stdio = Some((dup(out, "stdout")?, dup(err, "stderr")?));
+    }
+    run_plan(&plan, pid_file)
+}
+
+/// Enter a pid namespace for this thread's future children, and leave it again on drop.
+struct PidNsGuard {
+    saved: OwnedFd,
+}
+
+impl PidNsGuard {
+    fn enter(target: &plan::JoinNs) -> Result<PidNsGuard> {
+        let saved = rustix::fs::open(
+            "/proc/thread-self/ns/pid_for_children",
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| start_io("open /proc/thread-self/ns/pid_for_children", e))?;
+        rustix::thread::move_into_link_name_space(
+            target.fd.as_fd(),
+            Some(rustix::thread::LinkNameSpaceType::ProcessID),
+        )
+        .map_err(|e| start_io(format!("join pid namespace {}", target.path), e))?;
+        Ok(PidNsGuard { saved })
+    }
+}
+
+impl Drop for PidNsGuard {
+    fn drop(&mut self) {
+        let _ = rustix::thread::move_into_link_name_space(
+            self.saved.as_fd(),
+            Some(rustix::thread::LinkNameSpaceType::ProcessID),
+        );
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| start_io("pipe", e))
+}
+
+/// Reap `pid`, retrying on EINTR; returns its wait status.
+fn reap(pid: Pid) -> Option<rustix::process::WaitStatus> {
+    loop {
+        match rustix::process::waitpid(Some(pid), WaitOptions::empty()) {
+            Ok(Some((_, status))) => return Some(status),
+            Ok(None) => return None,
+            Err(Errno::INTR) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+fn kill_and_reap(pid: Pid) {
+    sys::kill(pid.as_raw_nonzero().get(), libc::SIGKILL);
+    reap(pid);
+}
+
+fn status_code(status: rustix::process::WaitStatus) -> i32 {
+    if let Some(code) = status.exit_status() {
+        code
+    } else if let Some(sig) = status.terminating_signal() {
+        128 + sig
+    } else {
+        125
+    }
+}
+
+fn run_plan(plan: &Plan, pid_file: Option<&Path>) -> Result<i32> {
+    let (sync_r, sync_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let mut forwarder =
+        signals::Forwarder::install().map_err(|e| start_io("install signal handlers", e))?;
+
+    let pidns = match &plan.join_pid {
+        Some(j) => Some(PidNsGuard::enter(j)?),
+        None => None,
+    };
+    // All signals stay blocked across clone: the child resets every handler before it
+    // unblocks them, so the forwarding handler never runs in the child.
+    let mask = sys::block_all_signals();
+    let cloned = sys::clone_fork(plan.clone_flags);
+    if let Ok(0) = cloned {
+        let pipes = ChildPipes {
+            sync_r: sync_r.as_fd(),
+            sync_w: sync_w.as_fd(),
+            err_r: err_r.as_fd(),
+            err_w: err_w.as_fd(),
+        };
+        child::main(plan, &pipes);
+    }
+    if let Ok(pid) = cloned {
+        forwarder.watch(pid);
+    }
+    sys::restore_signal_mask(&mask);
+    drop(pidns);
+    let pid = cloned.map_err(|e| start_io("clone", e))?;
+    let pid = Pid::from_raw(pid).ok_or_else(|| start("clone returned no pid"))?;
+    drop(sync_r);
+    drop(err_w);
+
+    if plan.new_userns {
+        if let Err(e) = write_id_maps(plan, pid) {
+            forwarder.unwatch();
+            kill_and_reap(pid);
+            return Err(e);
+        }
+    }
+    // Release the child. If it already died, the error pipe says why (or is empty).
+    let _ = rustix::io::write(&sync_w, &[1u8]);
+    drop(sync_w);
+
+    let record = read_record(&err_r);
+    drop(err_r);
+    if let Some(rec) = record {
+        forwarder.unwatch();
+        reap(pid);
+        return Err(match Failure::decode(&rec) {
+            Some(f) => Error::Start {
+                msg: describe(plan, &f),
+                code: f.exit_code(),
+            },
+            None => start("container setup failed: malformed error record"),
+        });
+    }
+
+    if let Some(pf) = pid_file {
+        if let Err(e) = write_pid_file(pf, pid.as_raw_nonzero().get()) {
+            forwarder.unwatch();
+            kill_and_reap(pid);
+            return Err(start_io(format!("write pid file {}", pf.display()), e));
+        }
+    }
+
+    // Wait for the exit without reaping, stop forwarding, then reap: a signal can never reach
+    // a process that reused the pid.
+    while let Err(Errno::INTR) = rustix::process::waitid(
+        rustix::process::WaitId::Pid(pid),
+        WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
+    ) {}
+    forwarder.unwatch();
+    let status = reap(pid).ok_or_else(|| start("wait for the container process failed"))?;
+    Ok(status_code(status))
+}
+
+fn write_id_maps(plan: &Plan, pid: Pid) -> Result<()> {
+    let pid = pid.as_raw_nonzero().get();
+    let write = |name: &str, data: &str| -> Result<()> {
+        let path = format!("/proc/{pid}/{name}");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| start_io(format!("open {path}"), e))?;
+        // The kernel wants the whole map in one write.
+        let n = f
+            .write(data.as_bytes())
+            .map_err(|e| start_io(format!("write {path}"), e))?;
+        if n != data.len() {
+            return Err(start(format!("write {path}: short write")));
+        }
+        Ok(())
+    };
+    write("uid_map", &plan.uid_map)?;
+    let setgroups = if plan.setgroups_allowed {
+        "allow"
+    } else {
+        "deny"
+    };
+    write("setgroups", setgroups)?;
+    write("gid_map", &plan.gid_map)
+}
+
+/// Read the error pipe until EOF: `None` when the child exec'd (or died without a word).
+fn read_record(fd: &OwnedFd) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; child::RECORD_LEN];
+    let mut got = 0;
+    while got < buf.len() {
+        match rustix::io::read(fd, &mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(Errno::INTR) => continue,
+            Err(_) => break,
+        }
+    }
+    if got == 0 {
+        return None;
+    }
+    buf.truncate(got);
+    Some(buf)
+}
+
+/// Write the pid atomically: a temporary file beside it, then rename.
+fn write_pid_file(path: &Path, pid: i32) -> std::io::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let res = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(pid.to_string().as_bytes())?;
+        std::fs::rename(&tmp, path)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+/// The one-line message for a child failure.
+pub fn describe(plan: &Plan, f: &Failure) -> String {
+    let err = errno_text(f.errno);
+    let i = f.index as usize;
+    let detail = String::from_utf8_lossy(f.detail())
+        .trim()
+        .replace('\n', " ");
+    let detail = if detail.is_empty() {
+        String::new()
+    } else {
+        format!(" ({detail})")
+    };
+    let mount = |i: usize| {
+        plan.mounts
+            .get(i)
+            .map(|m| (m.target.display.as_str(), m.type_display.as_str()))
+            .unwrap_or(("?", "?"))
+    };
+    let name = &plan.exec.name;
+    match f.step {
+        Step::Sync => "container setup failed: the parent went away".to_string(),
+        Step::Prctl => format!("prctl failed: {err}"),
+        Step::UserNsRoot => format!("become root in the new user namespace: {err}"),
+        Step::Setns => match plan.join.get(i) {
+            Some(j) => format!("join {} namespace {}: {err}", j.kind, j.path),
+            None => format!("join namespace: {err}"),
+        },
+        Step::Unshare => format!("unshare namespaces: {err}"),
+        Step::RootPropagation => format!("make / private in the new mount namespace: {err}"),
+        Step::BindRoot => format!("bind mount rootfs {}: {err}", plan.rootfs_display),
+        Step::OpenRoot => format!("open rootfs {}: {err}", plan.rootfs_display),
+        Step::MountTarget => {
+            let (dest, _) = mount(i);
+            format!("mount {dest}: cannot resolve or create the target in the rootfs: {err}")
+        }
+        Step::MountSymlink => {
+            let (dest, _) = mount(i);
+            format!("mount target {dest} is a symlink in the image")
+        }
+        Step::Mount => {
+            let (dest, ty) = mount(i);
+            format!("mount {dest} ({ty}) failed: {err}{detail}")
+        }
+        Step::MountAttr => {
+            let (dest, ty) = mount(i);
+            format!("mount {dest} ({ty}): set mount flags: {err}")
+        }
+        Step::MountPropagation => {
+            let (dest, ty) = mount(i);
+            format!("mount {dest} ({ty}): set propagation: {err}")
+        }
+        Step::Device => match child::DEVICE_NAMES.get(i) {
+            Some(d) => format!("create device /dev/{d}: {err}"),
+            None => format!("create devices in /dev: {err}"),
+        },
+        Step::DevSymlink => format!(
+            "create symlink /dev/{}: {err}",
+            child::DEV_LINK_NAMES.get(i).unwrap_or(&"?")
+        ),
+        Step::OomScoreAdj => format!("set oom_score_adj: {err}"),
+        Step::Sysctl => match plan.sysctls.get(i) {
+            Some(s) => format!("set sysctl {}: {err}", s.key),
+            None => format!("set sysctl: {err}"),
+        },
+        Step::SysctlNotProc => match plan.sysctls.get(i) {
+            Some(s) => format!(
+                "set sysctl {}: /proc/sys is not procfs in the container",
+                s.key
+            ),
+            None => "set sysctl: /proc/sys is not procfs in the container".to_string(),
+        },
+        Step::ReadonlyPath => format!(
+            "make {} read-only: {err}",
+            plan.readonly_paths.get(i).map_or("?", |p| &p.display)
+        ),
+        Step::MaskedPath => format!(
+            "mask {}: {err}",
+            plan.masked_paths.get(i).map_or("?", |p| &p.display)
+        ),
+        Step::PivotRoot => {
+            let what = [
+                "chdir to rootfs",
+                "pivot_root",
+                "make old root rslave",
+                "detach old root",
+                "chdir /",
+            ];
+            format!("{} failed: {err}", what.get(i).unwrap_or(&"pivot_root"))
+        }
+        Step::RootReadonly => format!("make the root filesystem read-only: {err}"),
+        Step::RootPropagationAfter => format!("set rootfs propagation: {err}"),
+        Step::Hostname => format!("set hostname: {err}"),
+        Step::Loopback => format!("bring up the loopback interface: {err}"),
+        Step::Rlimit => match plan.rlimits.get(i) {
+            Some(r) => format!("set {} to {}/{}: {err}", r.name, r.soft, r.hard),
+            None => format!("set rlimit: {err}"),
+        },
+        Step::Cwd => format!("chdir to cwd {}: {err}", plan.cwd.display),
+        Step::CwdUnreachable => format!("cwd {} is outside the container's root", plan.cwd.display),
+        Step::KeepCaps => format!("prctl(PR_SET_KEEPCAPS): {err}"),
+        Step::Bounding => format!("drop {} from the bounding set: {err}", caps::name(f.index)),
+        Step::Setgroups => format!("setgroups: {err}"),
+        Step::Setresgid => format!("setresgid({}): {err}", plan.gid),
+        Step::Setresuid => format!("setresuid({}): {err}", plan.uid),
+        Step::Capset => format!("capset: {err}"),
+        Step::Ambient => format!("raise ambient {}: {err}", caps::name(f.index)),
+        Step::NoNewPrivs => format!("prctl(PR_SET_NO_NEW_PRIVS): {err}"),
+        Step::CloseFds => format!("close inherited file descriptors: {err}"),
+        Step::Stdio => format!("redirect fd {} of the container: {err}", f.index),
+        Step::ExecNotFound => format!("exec: {name:?}: executable file not found in $PATH"),
+        Step::Exec => format!("exec: {name:?}: {}", err.to_lowercase()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,189 @@
+//! The subset of the OCI runtime-spec 1.x `config.json` that the runtime reads. Unknown fields
+//! are ignored; `null` is accepted wherever a field may be omitted. Parse errors name the JSON
+//! field (`process.user.uid: invalid type: ...`) through serde_path_to_error.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer};
+
+/// `null` reads as the default value, like an omitted field.
+fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Spec {
+    pub oci_version: String,
+    #[serde(default)]
+    pub process: Option<Process>,
+    #[serde(default)]
+    pub root: Option<Root>,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub mounts: Vec<Mount>,
+    #[serde(default)]
+    pub linux: Option<Linux>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Process {
+    #[serde(default, deserialize_with = "null_default")]
+    pub terminal: bool,
+    #[serde(default, deserialize_with = "null_default")]
+    pub user: User,
+    #[serde(default, deserialize_with = "null_default")]
+    pub args: Vec<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub env: Vec<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub cwd: String,
+    #[serde(default)]
+    pub capabilities: Option<Capabilities>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub rlimits: Vec<Rlimit>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub no_new_privileges: bool,
+    #[serde(default)]
+    pub oom_score_adj: Option<i32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    #[serde(default, deserialize_with = "null_default")]
+    pub uid: u32,
+    #[serde(default, deserialize_with = "null_default")]
+    pub gid: u32,
+    #[serde(default)]
+    pub umask: Option<u32>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub additional_gids: Vec<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Capabilities {
+    #[serde(default, deserialize_with = "null_default")]
+    pub bounding: Vec<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub effective: Vec<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub inheritable: Vec<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub permitted: Vec<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub ambient: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Rlimit {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub hard: u64,
+    pub soft: u64,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Root {
+    pub path: String,
+    #[serde(default, deserialize_with = "null_default")]
+    pub readonly: bool,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Mount {
+    pub destination: String,
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub source: Option<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub options: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Linux {
+    #[serde(default, deserialize_with = "null_default")]
+    pub namespaces: Vec<Namespace>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub uid_mappings: Vec<IdMapping>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub gid_mappings: Vec<IdMapping>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub masked_paths: Vec<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub readonly_paths: Vec<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub sysctl: BTreeMap<String, String>,
+    #[serde(default)]
+    pub rootfs_propagation: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Namespace {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IdMapping {
+    #[serde(rename = "containerID")]
+    pub container_id: u32,
+    #[serde(rename = "hostID")]
+    pub host_id: u32,
+    pub size: u32,
+}
+
+/// Parse config.json bytes. The error message starts with the path of the offending field.
+pub fn parse(bytes: &[u8]) -> Result<Spec, String> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path.is_empty() || path == "." {
+            format!("config.json: {inner}")
+        } else {
+            format!("config.json: {path}: {inner}")
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_and_nulls() {
+        let s = parse(br#"{"ociVersion":"1.0.2","process":{"args":["sh"],"env":null,"user":{"uid":1,"gid":2,"additionalGids":null}},"root":{"path":"rootfs"},"mounts":null,"extra":{"x":1}}"#).unwrap();
+        let p = s.process.unwrap();
+        assert_eq!(p.args, vec!["sh"]);
+        assert!(p.env.is_empty());
+        assert_eq!((p.user.uid, p.user.gid), (1, 2));
+        assert!(s.mounts.is_empty());
+        assert_eq!(s.root.unwrap().path, "rootfs");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = parse(br#"{"ociVersion":"1","process":{"user":{"uid":"x"}}}"#).unwrap_err();
+        assert!(e.contains("process.user.uid"), "{e}");
+        let e = parse(br#"{"ociVersion":"1","mounts":[{"destination":"/a"},{"type":"tmpfs"}]}"#)
+            .unwrap_err();
+        assert!(e.contains("mounts[1]"), "{e}");
+        assert!(e.contains("destination"), "{e}");
+        let e = parse(br#"{"process":{}}"#).unwrap_err();
+        assert!(e.contains("ociVersion"), "{e}");
+        let e = parse(b"{").unwrap_err();
+        assert!(e.starts_with("config.json: "), "{e}");
+    }
+}

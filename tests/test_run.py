@@ -1,0 +1,149 @@
+"""`pyrun run` end to end on the busybox test image: Docker's command merging, users, env,
+capabilities, read-only roots, exit codes (125/126/127 and the process's own), container
+records, and the image's shared layers staying untouched."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from helpers import PyrunRunner, needs_root
+from pyrun.client import Client, ContainerError
+from pyrun.errors import ImageInUse
+
+pytestmark = needs_root
+
+DOCKER_DEFAULT_CAPS = "00000000a80425fb"
+
+
+@pytest.fixture
+def bb(client: Client, busybox_tar: Path) -> Client:
+    client.images.import_image(busybox_tar, "bb:run", changes=['CMD ["echo", "default cmd"]'])
+    return client
+
+
+def cap(output: bytes, field: str) -> str:
+    m = re.search(rf"^{field}:\s*([0-9a-f]+)$", output.decode(), re.M)
+    assert m, output
+    return m.group(1)
+
+
+def test_echo_and_default_cmd(bb: Client) -> None:
+    assert bb.containers.run("bb:run", ["echo", "hello"], remove=True) == b"hello\n"
+    assert bb.containers.run("bb:run", remove=True) == b"default cmd\n"
+
+
+def test_exit_status_and_container_error(bb: Client) -> None:
+    with pytest.raises(ContainerError) as info:
+        bb.containers.run("bb:run", ["sh", "-c", "echo oops >&2; exit 7"], name="failing")
+    assert info.value.exit_status == 7
+    assert "oops" in str(info.value)
+    c = bb.containers.get("failing")
+    assert c.status == "exited" and c.attrs["exit_code"] == 7
+
+
+def test_pid1_hostname_and_isolation(bb: Client) -> None:
+    out = bb.containers.run(
+        "bb:run",
+        ["sh", "-c", "echo $$; hostname; ls /proc | grep -c '^[0-9]'"],
+        remove=True,
+        hostname="box",
+    )
+    pid, host, nprocs = out.decode().split()
+    assert pid == "1" and host == "box" and int(nprocs) <= 3
+
+
+def test_docker_default_capabilities(bb: Client) -> None:
+    status = bb.containers.run("bb:run", ["cat", "/proc/self/status"], remove=True)
+    assert cap(status, "CapEff") == DOCKER_DEFAULT_CAPS
+    assert cap(status, "CapBnd") == DOCKER_DEFAULT_CAPS
+    dropped = bb.containers.run(
+        "bb:run", ["cat", "/proc/self/status"], remove=True, cap_drop=["ALL"]
+    )
+    assert cap(dropped, "CapEff") == "0000000000000000"
+    added = bb.containers.run(
+        "bb:run", ["cat", "/proc/self/status"], remove=True, cap_add=["SYS_ADMIN"]
+    )
+    assert int(cap(added, "CapEff"), 16) == int(DOCKER_DEFAULT_CAPS, 16) | (1 << 21)
+    nnp = bb.containers.run(
+        "bb:run", ["cat", "/proc/self/status"], remove=True, security_opt=["no-new-privileges"]
+    )
+    assert re.search(rb"NoNewPrivs:\s*1", nnp)
+
+
+def test_user_env_workdir(bb: Client) -> None:
+    out = bb.containers.run("bb:run", ["id"], remove=True, user="nobody").decode()
+    assert "uid=65534(nobody)" in out and "gid=65534(nogroup)" in out
+    out = bb.containers.run(
+        "bb:run",
+        ["sh", "-c", "echo $FOO $HOME; pwd"],
+        remove=True,
+        environment={"FOO": "bar"},
+        working_dir="/tmp",
+    )
+    assert out.decode().split() == ["bar", "/root", "/tmp"]
+    out = bb.containers.run("bb:run", ["cat", "/proc/self/status"], remove=True, user="1000:1000")
+    assert cap(out, "CapEff") == DOCKER_DEFAULT_CAPS  # ambient keeps Docker's set for non-root
+
+
+def test_read_only_root_and_masked_paths(bb: Client) -> None:
+    with pytest.raises(ContainerError, match="Read-only file system"):
+        bb.containers.run("bb:run", ["touch", "/x"], remove=True, read_only=True)
+    assert bb.containers.run("bb:run", ["cat", "/proc/keys"], remove=True) == b""
+    with pytest.raises(ContainerError):
+        bb.containers.run(
+            "bb:run", ["sh", "-c", "echo 1 > /proc/sys/kernel/domainname"], remove=True
+        )
+
+
+def test_writes_go_to_the_container_not_the_image(bb: Client) -> None:
+    bb.containers.run(
+        "bb:run", ["sh", "-c", "echo changed > /bin/busybox-note; rm /bin/ls"], name="writer"
+    )
+    img = bb.images.get("bb:run")
+    layer = bb.store.layer_diff(img.record.diff_ids[0])
+    assert (layer / "bin" / "ls").is_symlink() or (layer / "bin" / "ls").exists()
+    assert not (layer / "bin" / "busybox-note").exists()
+    upper = bb.containers.get("writer").dir / "upper"
+    assert (upper / "bin" / "busybox-note").read_text() == "changed\n"
+    assert bb.containers.run("bb:run", ["ls", "/bin/ls"], remove=True) == b"/bin/ls\n"
+
+
+def test_image_in_use_and_prune(bb: Client) -> None:
+    bb.containers.run("bb:run", ["true"], name="keeper")
+    with pytest.raises(ImageInUse):
+        bb.images.remove("bb:run")
+    assert [c.name for c in bb.containers.list(all=True)] == ["keeper"]
+    assert bb.containers.list() == []
+    bb.system.prune(all=True)
+    assert [(c.name, c.status) for c in bb.containers.list(all=True)] == []
+    assert bb.images.list() == []
+    assert bb.system.check() == []
+
+
+def test_cli_exit_codes(pyrun: PyrunRunner, busybox_tar: Path) -> None:
+    assert pyrun("import", str(busybox_tar), "bb:cli").returncode == 0
+    res = pyrun("run", "--rm", "bb:cli", "sh", "-c", "exit 42")
+    assert res.returncode == 42
+    res = pyrun("run", "--rm", "bb:cli", "no-such-command")
+    assert res.returncode == 127 and "executable file not found" in res.stderr
+    res = pyrun("run", "--rm", "bb:cli", "/etc/passwd")
+    assert res.returncode == 126
+    res = pyrun("run", "--rm", "nosuch:image", "true")
+    assert res.returncode == 125 and "No such image" in res.stderr
+    res = pyrun("run", "--rm", "--cap-add", "BOGUS", "bb:cli", "true")
+    assert res.returncode == 125 and "BOGUS" in res.stderr
+    assert "Traceback" not in res.stderr
+    res = pyrun("run", "--name", "named", "-e", "A=1", "bb:cli", "sh", "-c", "echo $A")
+    assert res.returncode == 0 and res.stdout == "1\n"
+    assert "named" in pyrun("ps", "-a").stdout
+    assert pyrun("ps", "-q").stdout == ""
+    res = pyrun("run", "--name", "named", "bb:cli", "true")
+    assert res.returncode == 125 and "already in use" in res.stderr
+    info = json.loads(pyrun("inspect", "named").stdout)
+    assert info[0]["State"] == {"Status": "exited", "ExitCode": 0}
+    assert pyrun("rm", "named").returncode == 0
+    assert pyrun("ps", "-aq").stdout == ""
