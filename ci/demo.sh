@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job, on a fresh Debian 12 machine as root: set everything up, then walk through what
-# pyrun does today. Foundation stage: import a rootfs as an image, inspect it, save it, remove it,
-# load it back, copy it to an OCI layout that skopeo reads, and verify the store.
+# pyrun does today: import a rootfs as an image, inspect it, save it, remove it, load it back,
+# copy it to an OCI layout that skopeo reads, run it as a container, and verify the store.
 # Later stages extend this to: build an image, push it to a local registry, pull it, run it.
 set -euo pipefail
 # shellcheck source=ci/lib.sh
@@ -30,5 +30,10 @@ show pyrun image copy demo/busybox:1 "oci:$work/layout:1"
 if command -v skopeo >/dev/null; then
     show skopeo inspect "oci:$work/layout:1"
 fi
+show pyrun run --rm demo/busybox:1
+show pyrun run --rm --hostname demo -u nobody demo/busybox:1 sh -c 'echo "I am $(id -u) on $(hostname), PID $$"'
+show pyrun run --name demo-writer demo/busybox:1 sh -c 'echo data > /note; exit 3' || echo "(exit status $?)"
+show pyrun ps -a
+show pyrun rm demo-writer
 show pyrun system check
 printf '\ndemo finished: store at %s\n' "$PYRUN_ROOT"
