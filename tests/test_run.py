@@ -147,3 +147,54 @@ def test_cli_exit_codes(pyrun: PyrunRunner, busybox_tar: Path) -> None:
     assert info[0]["State"] == {"Status": "exited", "ExitCode": 0}
     assert pyrun("rm", "named").returncode == 0
     assert pyrun("ps", "-aq").stdout == ""
+
+
+def test_kill_9_of_the_cli_leaves_a_removable_container(
+    store_root: Path, busybox_tar: Path, pyrun: PyrunRunner
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    assert pyrun("import", str(busybox_tar), "bb:k").returncode == 0
+    cmd = [
+        sys.executable,
+        "-m",
+        "pyrun.cli",
+        "--root",
+        str(store_root),
+        "run",
+        "--name",
+        "victim",
+        "bb:k",
+        "sleep",
+        "60",
+    ]
+    proc = subprocess.Popen(cmd)
+    client = Client(store_root)
+    for _ in range(200):
+        pid_file = next(iter((store_root / "containers").glob("*/pid")), None)
+        if pid_file is not None and pid_file.read_text().strip():
+            break
+        time.sleep(0.05)
+    assert pid_file is not None, "the container never started"
+    container_pid = int(pid_file.read_text())
+    assert client.containers.get("victim").status == "running"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    for _ in range(100):  # the container dies with its parent (PR_SET_PDEATHSIG)
+        try:
+            os.kill(container_pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the container outlived the killed pyrun process")
+    victim = client.containers.get("victim")
+    assert victim.status == "exited"
+    assert os.path.ismount(victim.rootfs)  # left mounted by the killed process ...
+    assert pyrun("rm", "victim").returncode == 0  # ... and cleaned up by rm
+    assert not victim.dir.exists()
+    assert client.system.check() == []

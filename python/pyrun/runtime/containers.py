@@ -186,6 +186,10 @@ class Container:
                         break
                     time.sleep(0.01)
         self.unmount_rootfs()
+        if os.path.ismount(self.rootfs):
+            raise ContainerConflict(
+                f"cannot remove container {self.name}: its root is still mounted at {self.rootfs}"
+            )
         # Rename first so a crash mid-removal never leaves a half container that looks whole.
         trash = self.store.new_temp(".container")
         os.rename(self.dir, trash)
