@@ -1,6 +1,6 @@
 """pyrun against its peers, side by side, in one run.
 
-    .venv/bin/python benches/compare.py [--quick] [--only extract,sha256,import] [--out DIR]
+    .venv/bin/python benches/compare.py [--quick] [--only extract,sha256,import,start] [--out DIR]
 
 Capabilities and contenders (the first of each case is the baseline of its ratios):
 
@@ -9,6 +9,12 @@ Capabilities and contenders (the first of each case is the baseline of its ratio
     sha256    a 1 GiB blob: pyrun._core.sha256_file vs `openssl dgst -sha256`; both cores busy:
               sha256_files on two 512 MiB blobs vs two concurrent openssl processes; hashlib as info
     import    a rootfs tar into a fresh store: `python -m pyrun.cli import` vs `podman import`
+    start     start busybox `true` and wait for its exit: `pyrun run --rm --network none` (the
+              console script) vs `runc run` and `crun run` on an OCI bundle (runc's default
+              config, rootfs extracted once), `podman --runtime runc run --rm --network none`
+              and `docker run --rm --network none` (images imported once from the same tar and
+              removed at the end); pyrun's Client.containers.run and _core.run_container (the
+              runtime alone, on the bundle runc runs) as info
 
 Method: every contender of a case runs once as a warm-up (excluded), then the contenders run
 interleaved, round after round (the order rotates each round so no tool always runs first). The
@@ -19,7 +25,12 @@ the run, which holds podman's store too (see scratch() for why). CLI tools are t
 time.perf_counter around subprocess.run (process start included); pyrun's Rust calls are timed in
 the benchmark's own process. A contender that is missing or fails becomes a row that says
 "not available: <why>". The report goes to DIR/RESULTS.md and DIR/results.json
-(default DIR: benches/results). --quick uses tiny inputs (busybox, a 64 MiB blob, 2 rounds).
+(default DIR: benches/results). --quick uses tiny inputs (busybox, a 64 MiB blob, 2 rounds; 3
+for start). Timed rounds by default: 5, and 20 for start.
+
+A run of some capabilities only (--only) merges into an existing report in DIR: the rows of the
+other capabilities are kept from results.json (with the date, command and machine of the run that
+measured them), unless that report was made in the other mode (--quick or not) or --no-merge.
 """
 
 from __future__ import annotations
@@ -54,7 +65,9 @@ from typing import Any, Final
 REPO: Final = Path(__file__).resolve().parent.parent
 PYTHON_SRC: Final = REPO / "python"
 TESTS_DIR: Final = REPO / "tests"
-CAPABILITIES: Final = ("extract", "sha256", "import")
+CAPABILITIES: Final = ("extract", "sha256", "import", "start")
+# Timed rounds by default: (full, --quick); --rounds overrides them all.
+DEFAULT_ROUNDS: Final = {"extract": (5, 2), "sha256": (5, 2), "import": (5, 2), "start": (20, 3)}
 MiB: Final = 1 << 20
 CMD_TIMEOUT: Final = 1800.0
 INSTALL_HINT: Final = "ci/install-deps.sh installs it"
@@ -244,6 +257,24 @@ class Row:
             "ratio_peer_over_pyrun": self.ratio,
         }
 
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Row:
+        ok = d.get("status") == "ok"
+        return cls(
+            d["capability"],
+            d["case"],
+            d["tool"],
+            d["timing"],
+            d["role"],
+            d.get("note", ""),
+            list(d.get("samples_s", [])),
+            None if ok else str(d.get("reason") or "not available"),
+            d.get("median_s"),
+            d.get("min_s"),
+            d.get("max_s"),
+            d.get("ratio_peer_over_pyrun"),
+        )
+
 
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")[:40]
@@ -322,13 +353,15 @@ class Context:
     core_error: str | None
     podman_store: list[str] = field(default_factory=list)  # --root/--runroot on the scratch fs
     inputs: dict[str, str] = field(default_factory=dict)
+    # Undo what the cases made outside the scratch space (images in podman's and docker's
+    # stores, open fds): run by main() in reverse order even when the benchmark fails.
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
 
 
 def _images_module() -> ModuleType:
     if str(TESTS_DIR) not in sys.path:
         sys.path.insert(0, str(TESTS_DIR))
-    import images
-
+    images: ModuleType = importlib.import_module("images")
     return images
 
 
@@ -756,6 +789,258 @@ def import_cases(ctx: Context) -> list[Case]:
 
 
 # --------------------------------------------------------------------------------------------
+# capability: start
+
+
+PODMAN_START_IMAGE: Final = "localhost/bb-bench"
+DOCKER_START_IMAGE: Final = "pyrun-bench/bb:1"
+PYRUN_START_REF: Final = "bb:bench"
+
+# `runc spec` of runc 1.1.5 (root.path and process.args set by start_bundle): used for the bundle
+# only where runc is not installed, so that pyrun's runtime row can still run.
+RUNC_DEFAULT_SPEC: Final = """{"ociVersion":"1.0.2-dev","process":{"terminal":true,"user":{"uid":0,
+"gid":0},"args":["sh"],"env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+"TERM=xterm"],"cwd":"/","capabilities":{"bounding":["CAP_AUDIT_WRITE","CAP_KILL",
+"CAP_NET_BIND_SERVICE"],"effective":["CAP_AUDIT_WRITE","CAP_KILL","CAP_NET_BIND_SERVICE"],
+"permitted":["CAP_AUDIT_WRITE","CAP_KILL","CAP_NET_BIND_SERVICE"],"ambient":["CAP_AUDIT_WRITE",
+"CAP_KILL","CAP_NET_BIND_SERVICE"]},"rlimits":[{"type":"RLIMIT_NOFILE","hard":1024,"soft":1024}],
+"noNewPrivileges":true},"root":{"path":"rootfs","readonly":true},"hostname":"runc","mounts":[
+{"destination":"/proc","type":"proc","source":"proc"},{"destination":"/dev","type":"tmpfs",
+"source":"tmpfs","options":["nosuid","strictatime","mode=755","size=65536k"]},{"destination":
+"/dev/pts","type":"devpts","source":"devpts","options":["nosuid","noexec","newinstance",
+"ptmxmode=0666","mode=0620","gid=5"]},{"destination":"/dev/shm","type":"tmpfs","source":"shm",
+"options":["nosuid","noexec","nodev","mode=1777","size=65536k"]},{"destination":"/dev/mqueue",
+"type":"mqueue","source":"mqueue","options":["nosuid","noexec","nodev"]},{"destination":"/sys",
+"type":"sysfs","source":"sysfs","options":["nosuid","noexec","nodev","ro"]},{"destination":
+"/sys/fs/cgroup","type":"cgroup","source":"cgroup","options":["nosuid","noexec","nodev",
+"relatime","ro"]}],"linux":{"resources":{"devices":[{"allow":false,"access":"rwm"}]},
+"namespaces":[{"type":"pid"},{"type":"network"},{"type":"ipc"},{"type":"uts"},{"type":"mount"}],
+"maskedPaths":["/proc/acpi","/proc/asound","/proc/kcore","/proc/keys","/proc/latency_stats",
+"/proc/timer_list","/proc/timer_stats","/proc/sched_debug","/sys/firmware","/proc/scsi"],
+"readonlyPaths":["/proc/bus","/proc/fs","/proc/irq","/proc/sys","/proc/sysrq-trigger"]}}"""
+
+
+def _pyrun_cli() -> list[str]:
+    """pyrun's console script next to the venv's interpreter (no `-m` module lookup), else
+    `python -m pyrun.cli`."""
+    script = Path(_venv_python()).parent / "pyrun"
+    if script.exists():
+        return [str(script)]
+    return [_venv_python(), "-m", "pyrun.cli"]
+
+
+def start_bundle(ctx: Context, src: Path, bundle: Path) -> str:
+    """An OCI bundle that runs busybox `true`: runc's default config.json (`runc spec`) with
+    process.args ["true"], terminal false and root.path the absolute path of a rootfs extracted
+    by pyrun._core.extract_layer. Returns where the config came from."""
+    rootfs = bundle / "rootfs"
+    rootfs.mkdir(parents=True)
+    if ctx.core is not None:
+        ctx.core.extract_layer(str(src), str(rootfs))
+    else:
+        run_cmd([tool_path("tar"), "-xf", src, "-C", rootfs])
+    try:
+        run_cmd([tool_path("runc"), "spec", "--bundle", bundle])
+        spec = json.loads((bundle / "config.json").read_text())
+        origin = "`runc spec`"
+    except (Unavailable, CommandFailed):
+        spec = json.loads(RUNC_DEFAULT_SPEC)
+        origin = "runc 1.1.5's default spec (embedded: runc unavailable)"
+    spec["process"]["args"] = ["true"]
+    spec["process"]["terminal"] = False
+    spec["root"]["path"] = str(rootfs)
+    (bundle / "config.json").write_text(json.dumps(spec, indent=2))
+    return origin
+
+
+def _first_error_line(e: CommandFailed | Unavailable | OSError, stderr: bytes = b"") -> str:
+    for line in stderr.decode(errors="replace").splitlines():
+        if line.strip():
+            return line.strip()
+    return str(e)
+
+
+def _oci_runtime(ctx: Context, tool: str, bundle: Path, note: str) -> Contender:
+    """`TOOL run --bundle B ID` with a unique ID per run and the runtime's state under the
+    scratch space; probed once (untimed) so that a runtime that refuses this host says why."""
+    c = Contender(f"{tool} run", "CLI", note=note)
+    try:
+        exe = tool_path(tool)
+    except Unavailable as e:
+        c.unavailable = str(e)
+        return c
+    state = ctx.work / f"{tool}-state"
+    state.mkdir(exist_ok=True)
+    base = [exe, "--root", str(state)]
+    prefix = f"pyrun-bench-{os.getpid()}"
+
+    def delete(cid: str) -> None:
+        if (state / cid).exists():  # `run` deletes its container on exit; this is a fallback
+            subprocess.run([*base, "delete", "-f", cid], capture_output=True, check=False)
+
+    probe = f"{prefix}-probe"
+    proc = subprocess.run(
+        [*base, "run", "--bundle", str(bundle), probe],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    delete(probe)
+    if proc.returncode != 0:
+        c.unavailable = _first_error_line(CommandFailed(f"exit {proc.returncode}"), proc.stderr)
+        return c
+    c.run = lambda _wd, n: run_cmd([*base, "run", "--bundle", bundle, f"{prefix}-{n}"])
+    c.after = lambda _wd, n: delete(f"{prefix}-{n}")
+    return c
+
+
+def _podman_start(ctx: Context, src: Path) -> Contender:
+    store = "store on the scratch fs; " if ctx.podman_store else ""
+    c = Contender(
+        "podman run --rm",
+        "CLI",
+        note=f"--runtime runc --network none; {store}image from `podman import` once",
+    )
+    try:
+        podman = [tool_path("podman"), *ctx.podman_store]
+        tool_path("runc")
+        run_cmd([*podman, "import", src, PODMAN_START_IMAGE])
+    except (Unavailable, CommandFailed) as e:
+        c.unavailable = str(e)
+        return c
+
+    def cleanup() -> None:
+        subprocess.run(
+            [*podman, "rmi", "--force", PODMAN_START_IMAGE], capture_output=True, check=False
+        )
+
+    ctx.cleanups.append(cleanup)
+    cmd = [*podman, "run", "--runtime", "runc", "--rm", "--network", "none"]
+    c.run = lambda _wd, _n: run_cmd([*cmd, PODMAN_START_IMAGE, "true"])
+    return c
+
+
+def _docker_start(ctx: Context, src: Path) -> Contender:
+    c = Contender("docker run --rm", "CLI", note="--network none; image from `docker import` once")
+    try:
+        docker = tool_path("docker")
+        info = run_cmd(
+            [
+                docker,
+                "info",
+                "--format",
+                "{{.Driver}}, cgroup {{.CgroupDriver}} v{{.CgroupVersion}}",
+            ]
+        )
+        run_cmd([docker, "import", src, DOCKER_START_IMAGE])
+    except (Unavailable, CommandFailed) as e:
+        c.unavailable = str(e)
+        return c
+    c.note += f"; daemon's storage driver {info.stdout.decode().strip()}"
+
+    def cleanup() -> None:
+        # Containers an interrupted `docker run --rm` may have left, then the image.
+        ps = subprocess.run(
+            [docker, "ps", "-aq", "--filter", f"ancestor={DOCKER_START_IMAGE}"],
+            capture_output=True,
+            check=False,
+        )
+        if ids := ps.stdout.decode().split():
+            subprocess.run([docker, "rm", "-f", *ids], capture_output=True, check=False)
+        subprocess.run([docker, "rmi", DOCKER_START_IMAGE], capture_output=True, check=False)
+
+    ctx.cleanups.append(cleanup)
+    cmd = [docker, "run", "--rm", "--network", "none", DOCKER_START_IMAGE, "true"]
+    c.run = lambda _wd, _n: run_cmd(cmd)
+    return c
+
+
+def start_cases(ctx: Context) -> list[Case]:
+    """Start a container of the busybox image running `true` and wait for its exit."""
+    error: str | None = None
+    images = _images_module()
+    try:
+        src: Path = images.busybox_tar()
+        ctx.inputs["start"] = f"{src} ({human_bytes(src.stat().st_size)}), command `true`"
+        warm(src)
+    except (images.ImageUnavailable, OSError) as e:
+        src, error = Path("/nonexistent"), f"test image missing: {_tail(str(e), 2)}"
+    store = ctx.work / "start-store"
+    bundle = ctx.work / "start-bundle"
+    cli = _pyrun_cli()
+    cli_note = "console script" if len(cli) == 1 else "python -m pyrun.cli (no console script)"
+
+    pyrun_cli = Contender(
+        "pyrun run --rm",
+        "CLI",
+        lambda _wd, _n: run_cmd(
+            [*cli, "--root", store, "run", "--rm", "--network", "none", PYRUN_START_REF, "true"],
+            env=_child_env,
+        ),
+        role="pyrun",
+        note=f"{cli_note}; overlay root on the store's layers; no cgroups yet",
+        unavailable=ctx.core_error,
+    )
+
+    def client_run(_wd: Path, _n: int) -> object:
+        from pyrun.client import Client
+
+        return Client(store).containers.run(PYRUN_START_REF, ["true"], remove=True)
+
+    pyrun_api = Contender(
+        "pyrun Client.containers.run",
+        "in-process",
+        client_run,
+        role="info",
+        note="remove=True, network none (default); no interpreter start",
+        unavailable=ctx.core_error,
+    )
+    core = ctx.core
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    ctx.cleanups.append(lambda: os.close(devnull))
+
+    def runtime_run(_wd: Path, _n: int) -> object:
+        assert core is not None
+        status = core.run_container(str(bundle), stdio=(devnull, devnull))
+        if status != 0:
+            raise RuntimeError(f"run_container returned {status}")
+        return status
+
+    pyrun_rt = Contender(
+        "pyrun _core.run_container",
+        "in-process",
+        runtime_run,
+        role="info",
+        note="runtime only, on the bundle runc runs; no cgroups yet",
+        unavailable=ctx.core_error,
+    )
+    contenders = [pyrun_cli, pyrun_api, pyrun_rt]
+    if error is None:
+        try:
+            cli_import: list[str | Path] = [*cli, "--root", store, "import", src, PYRUN_START_REF]
+            run_cmd(cli_import, env=_child_env)
+        except CommandFailed as e:
+            for c in (pyrun_cli, pyrun_api):
+                c.unavailable = c.unavailable or f"pyrun import failed: {e}"
+        try:
+            origin = start_bundle(ctx, src, bundle)
+            ctx.inputs["start bundle"] = f"{bundle}: config.json from {origin}"
+        except Exception as e:
+            error = f"cannot prepare the OCI bundle: {e}"
+    if error is not None:
+        contenders += [Contender(t, "CLI") for t in ("runc run", "crun run")]
+        contenders += [Contender(t, "CLI") for t in ("podman run --rm", "docker run --rm")]
+    else:
+        state = "state under the scratch fs; unique id per run"
+        contenders.append(_oci_runtime(ctx, "runc", bundle, f"{state}; creates v1 cgroups"))
+        contenders.append(_oci_runtime(ctx, "crun", bundle, state))
+        contenders.append(_podman_start(ctx, src))
+        contenders.append(_docker_start(ctx, src))
+    return [Case("start", "busybox `true`, start to exit", contenders, setup_error=error)]
+
+
+# --------------------------------------------------------------------------------------------
 # report
 
 
@@ -861,6 +1146,16 @@ def versions(core: ModuleType | None, core_error: str | None) -> dict[str, str]:
         "umoci": tool_version(["umoci", "--version"]),
         "openssl": tool_version(["openssl", "version"]),
         "podman": tool_version(["podman", "--version"]),
+        "runc": tool_version(["runc", "--version"]),
+        "crun": tool_version(["crun", "--version"]),
+        "docker": tool_version(
+            [
+                "docker",
+                "version",
+                "--format",
+                "client {{.Client.Version}}, server {{.Server.Version}}",
+            ]
+        ),
     }
 
 
@@ -888,6 +1183,72 @@ def _fmt_ratio(x: float | None) -> str:
     return "" if x is None else f"{x:.2f}x"
 
 
+RUN_KEYS: Final = ("date", "command", "quick", "rounds", "warmups", "duration_s")
+
+
+def merge_previous(
+    out: Path,
+    measured: Sequence[str],
+    quick: bool,
+    rows: list[Row],
+    runs: dict[str, dict[str, Any]],
+    inputs: dict[str, str],
+) -> str | None:
+    """Add to `rows`, `runs` and `inputs` what out/results.json holds for the capabilities not
+    measured now (same mode only); rows end up in CAPABILITIES order. Returns a line saying what
+    was kept or why nothing was, or None when there is no earlier report."""
+    path = out / "results.json"
+    try:
+        old = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        return f"not merged with {path}: unreadable ({e})"
+    if bool(old.get("quick")) != quick:
+        return f"not merged with {path}: it is from a {'quick' if old.get('quick') else 'full'} run"
+    old_runs = old.get("runs_by_capability") or {}
+    kept: list[str] = []
+    for cap in CAPABILITIES:
+        cap_rows = [r for r in old.get("rows", []) if r.get("capability") == cap]
+        if cap in measured or not cap_rows:
+            continue
+        run = old_runs.get(cap) or {
+            **{k: old.get(k) for k in RUN_KEYS},
+            "machine": old.get("machine", {}),
+        }
+        if isinstance(run.get("rounds"), dict):  # a run's rounds for all of its capabilities
+            run = {**run, "rounds": run["rounds"].get(cap)}
+        rows.extend(Row.from_json(r) for r in cap_rows)
+        runs[cap] = run
+        kept.append(cap)
+    for k, v in old.get("inputs", {}).items():
+        if k.split()[0] in kept:
+            inputs.setdefault(k, v)
+    rows.sort(key=lambda r: CAPABILITIES.index(r.capability))
+    return f"rows of {', '.join(kept)} kept from {path}" if kept else None
+
+
+def _runs_lines(runs: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per run (capabilities measured by the same command share it)."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for cap in CAPABILITIES:
+        if cap in runs:
+            groups.setdefault((str(runs[cap]["date"]), str(runs[cap]["command"])), []).append(cap)
+    lines = []
+    for (date, command), caps in groups.items():
+        run = runs[caps[0]]
+        m = run.get("machine", {})
+        rounds = ", ".join(f"{c} {runs[c].get('rounds')}" for c in caps)
+        lines.append(
+            f"- {', '.join(caps)}: {date}, `{command}`"
+            f"{' (quick mode, tiny inputs)' if run.get('quick') else ''}; timed rounds: {rounds}, "
+            f"after {run.get('warmups')} warm-up round(s); {run.get('duration_s')} s; load average "
+            f"{m.get('load average at start', '?')} at start, {m.get('load average at end', '?')} "
+            f"at end; {m.get('contention', 'contention unknown')}"
+        )
+    return lines
+
+
 def write_report(
     out: Path,
     rows: list[Row],
@@ -895,14 +1256,21 @@ def write_report(
     vers: dict[str, str],
     meta: dict[str, Any],
     inputs: dict[str, str],
+    runs: dict[str, dict[str, Any]],
+    merge_note: str | None = None,
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    older = sorted({str(r.get("date")) for r in runs.values()} - {meta["date"]})
     md = [
         "# pyrun vs peers",
         "",
         f"Date: {meta['date']}. Command: `{meta['command']}`. "
         f"{'Quick mode (tiny inputs). ' if meta['quick'] else ''}"
-        f"{meta['rounds']} timed rounds after {meta['warmups']} warm-up round(s).",
+        + (
+            f"Rows of other capabilities come from earlier runs ({', '.join(older)}): see Runs."
+            if older
+            else ""
+        ),
         "",
         "peer/pyrun is the peer's median over pyrun's median in the same case: above 1 means pyrun "
         "is faster. Contenders of a case ran interleaved (order rotated each round) on a warm page "
@@ -912,11 +1280,15 @@ def write_report(
         "*in-process*: a call timed inside the benchmark's Python process; *CLI*: perf_counter "
         "around subprocess.run, process start included. *(info)* rows are for reference only.",
         "",
-        "## Machine",
+        "## Runs",
+        "",
+        *_runs_lines(runs),
+        "",
+        "## Machine" + (" (latest run; earlier runs' are in results.json)" if older else ""),
         "",
         *[f"- {k}: {v}" for k, v in machine.items()],
         "",
-        "## Versions",
+        "## Versions" + (" (at the latest run)" if older else ""),
         "",
         *[f"- {k}: {v}" for k, v in vers.items()],
         "",
@@ -935,6 +1307,8 @@ def write_report(
         "machine": machine,
         "versions": vers,
         "inputs": inputs,
+        "merged": merge_note,
+        "runs_by_capability": runs,
         "rows": [r.to_json() for r in rows],
     }
     (out / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
@@ -1046,14 +1420,21 @@ def _mount_line(path: Path) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    ap.add_argument("--quick", action="store_true", help="tiny inputs, 2 rounds (< 60 s)")
+    ap.add_argument("--quick", action="store_true", help="tiny inputs, 2-3 rounds (< 90 s)")
     ap.add_argument(
-        "--only", type=_parse_only, default=list(CAPABILITIES), help="extract,sha256,import"
+        "--only",
+        type=_parse_only,
+        default=list(CAPABILITIES),
+        help=",".join(CAPABILITIES) + " (default: all)",
     )
     ap.add_argument(
         "--out", type=Path, default=REPO / "benches" / "results", help="report directory"
     )
-    ap.add_argument("--rounds", type=int, help="timed rounds (default 5, 2 with --quick)")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        help="timed rounds for every capability (default 5, start 20; with --quick 2, start 3)",
+    )
     ap.add_argument("--warmups", type=int, default=1, help="untimed warm-up rounds (default 1)")
     ap.add_argument("--tmpdir", help="scratch directory parent (default: $TMPDIR or /tmp)")
     ap.add_argument(
@@ -1063,16 +1444,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="loop: a journaled ext4 loop filesystem made for the run (needs root); dir: a plain "
         "directory under --tmpdir; auto (default): loop when possible, else dir",
     )
+    ap.add_argument(
+        "--no-merge",
+        action="store_true",
+        help="write only this run's rows (default: keep the other capabilities' rows of DIR)",
+    )
     args = ap.parse_args(argv)
-    rounds = args.rounds or (2 if args.quick else 5)
-    if rounds < 1 or args.warmups < 0:
+    if (args.rounds is not None and args.rounds < 1) or args.warmups < 0:
         ap.error("--rounds must be >= 1 and --warmups >= 0")
+    rounds = {
+        cap: args.rounds or DEFAULT_ROUNDS[cap][1 if args.quick else 0]
+        for cap in CAPABILITIES
+        if cap in args.only
+    }
 
     core, core_error = _load_pyrun()
     builders: dict[str, Callable[[Context], list[Case]]] = {
         "extract": extract_cases,
         "sha256": sha256_cases,
         "import": import_cases,
+        "start": start_cases,
     }
     started = dt.datetime.now(dt.UTC)
     meter = CpuMeter()
@@ -1083,13 +1474,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if is_loop:  # podman's store on the same filesystem as pyrun's
             ctx.podman_store = ["--root", f"{work}/podman", "--runroot", f"{work}/podman-run"]
         machine = machine_info(scratch_note)
-        for cap in CAPABILITIES:
-            if cap not in args.only:
-                continue
-            for case in builders[cap](ctx):
-                rows.extend(run_case(case, work / "runs", rounds, args.warmups))
-            for p in work.glob("blob*"):
-                p.unlink()  # the blobs take 2 GB: free them once hashed
+        try:
+            for cap in CAPABILITIES:
+                if cap not in args.only:
+                    continue
+                for case in builders[cap](ctx):
+                    rows.extend(run_case(case, work / "runs", rounds[cap], args.warmups))
+                for p in work.glob("blob*"):
+                    p.unlink()  # the blobs take 2 GB: free them once hashed
+        finally:
+            for cleanup in reversed(ctx.cleanups):
+                try:
+                    cleanup()
+                except Exception as e:
+                    print(f"clean-up failed: {e!r}", file=sys.stderr)
     meta = {
         "date": started.strftime("%Y-%m-%d %H:%M UTC"),
         "command": shlex.join(
@@ -1102,7 +1500,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     machine["load average at end"] = _loadavg()
     machine["contention"] = meter.report()
-    write_report(args.out, rows, machine, versions(core, core_error), meta, ctx.inputs)
+    runs = {cap: {**meta, "rounds": n, "machine": machine} for cap, n in rounds.items()}
+    merge_note = None
+    if not args.no_merge:
+        merge_note = merge_previous(args.out, list(rounds), args.quick, rows, runs, ctx.inputs)
+        if merge_note:
+            print(merge_note, file=sys.stderr)
+    write_report(
+        args.out, rows, machine, versions(core, core_error), meta, ctx.inputs, runs, merge_note
+    )
     print(table(rows))
     print(f"\nwrote {args.out / 'RESULTS.md'} and {args.out / 'results.json'}", file=sys.stderr)
     return 0

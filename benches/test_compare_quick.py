@@ -29,6 +29,13 @@ EXPECTED = [
     ("import", "pyrun import"),
     ("import", "podman import"),
     ("import", "pyrun Client.images.import_image"),
+    ("start", "pyrun run --rm"),
+    ("start", "pyrun Client.containers.run"),
+    ("start", "pyrun _core.run_container"),
+    ("start", "runc run"),
+    ("start", "crun run"),
+    ("start", "podman run --rm"),
+    ("start", "docker run --rm"),
 ]
 
 pytestmark = [
@@ -46,7 +53,7 @@ def test_compare_quick(tmp_path: Path) -> None:
         [sys.executable, str(COMPARE), "--quick", "--out", str(out), "--tmpdir", str(tmp_path)],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=400,
         check=False,
     )
     assert proc.returncode == 0, f"compare.py --quick exited {proc.returncode}:\n{proc.stderr}"
@@ -56,9 +63,14 @@ def test_compare_quick(tmp_path: Path) -> None:
 
     for key in ("cpu", "cores", "kernel", "cgroup"):
         assert doc["machine"][key], f"machine info lacks {key}"
-    for tool in ("pyrun", "GNU tar", "umoci", "openssl", "podman"):
+    for tool in ("pyrun", "GNU tar", "umoci", "openssl", "podman", "runc", "crun", "docker"):
         assert doc["versions"][tool], f"no version line for {tool}"
         assert f"- {tool}: " in md
+
+    runs = doc["runs_by_capability"]
+    assert sorted(runs) == sorted({cap for cap, _ in EXPECTED}), runs
+    assert runs["start"]["rounds"] == 3 and runs["extract"]["rounds"] == 2
+    assert "## Runs" in md
 
     seen = {(r["capability"], r["tool"]) for r in rows}
     missing = [e for e in EXPECTED if e not in seen]
@@ -68,7 +80,7 @@ def test_compare_quick(tmp_path: Path) -> None:
         line = next((ln for ln in md.splitlines() if f"| {r['case']} | {r['tool']}" in ln), None)
         assert line is not None, f"RESULTS.md has no row for {r['case']} / {r['tool']}"
         if r["status"] == "ok":
-            assert len(r["samples_s"]) == doc["rounds"]
+            assert len(r["samples_s"]) == runs[r["capability"]]["rounds"]
             assert r["min_s"] <= r["median_s"] <= r["max_s"]
             assert f"{r['median_s']:.3f}" in line
         else:
