@@ -74,9 +74,10 @@ pub enum Step {
     Exec,
     ExecNotFound,
     Stdio,
+    Seccomp,
 }
 
-const STEPS: [Step; 40] = [
+const STEPS: [Step; 41] = [
     Step::Sync,
     Step::Prctl,
     Step::UserNsRoot,
@@ -117,6 +118,7 @@ const STEPS: [Step; 40] = [
     Step::Exec,
     Step::ExecNotFound,
     Step::Stdio,
+    Step::Seccomp,
 ];
 
 impl Step {
@@ -783,6 +785,13 @@ fn setup(p: &Plan, pipes: &ChildPipes<'_>) -> Res<Infallible> {
         Err(e) => return Err(Failure::new(Step::Cwd, 1, e)),
     };
 
+    // Without no_new_privs, seccomp(2) needs CAP_SYS_ADMIN: install the filter while the
+    // process still has it, before the credentials change (runc's order). The calls that
+    // follow must then be allowed by the filter.
+    if !p.no_new_privs {
+        install_seccomp(p)?;
+    }
+
     // Credentials and capabilities.
     sys::set_keepcaps(true).map_err(at(Step::KeepCaps, 0))?;
     if let Some(c) = &p.caps {
@@ -836,7 +845,17 @@ fn setup(p: &Plan, pipes: &ChildPipes<'_>) -> Res<Infallible> {
     }
     // Nothing of the host's beyond stdio survives exec; the error pipe stays usable until then.
     sys::cloexec_from(3).map_err(at(Step::CloseFds, 0))?;
+    if p.no_new_privs {
+        install_seccomp(p)?;
+    }
     Err(exec(p))
+}
+
+fn install_seccomp(p: &Plan) -> Res<()> {
+    match &p.seccomp {
+        Some(f) => sys::seccomp_set_filter(&f.program, f.flags).map_err(at(Step::Seccomp, 0)),
+        None => Ok(()),
+    }
 }
 
 /// Exec the process, searching PATH inside the container when args[0] has no slash (in a

@@ -12,6 +12,8 @@ pub mod caps;
 pub mod child;
 pub mod overlay;
 pub mod plan;
+pub mod seccomp;
+mod seccomp_tables;
 pub mod signals;
 pub mod spec;
 pub mod sys;
@@ -409,6 +411,7 @@ pub fn describe(plan: &Plan, f: &Failure) -> String {
         Step::Capset => format!("capset: {err}"),
         Step::Ambient => format!("raise ambient {}: {err}", caps::name(f.index)),
         Step::NoNewPrivs => format!("prctl(PR_SET_NO_NEW_PRIVS): {err}"),
+        Step::Seccomp => format!("install the seccomp filter: {err}"),
         Step::CloseFds => format!("close inherited file descriptors: {err}"),
         Step::Stdio => format!("redirect fd {} of the container: {err}", f.index),
         Step::ExecNotFound => format!("exec: {name:?}: executable file not found in $PATH"),

@@ -11,6 +11,7 @@ use rustix::fs::{Mode, OFlags};
 use rustix::process::Resource;
 
 use super::caps;
+use super::seccomp;
 use super::spec::{self, Spec};
 use super::sys::{
     MOUNT_ATTR_ATIME_MASK, MOUNT_ATTR_NOATIME, MOUNT_ATTR_NODEV, MOUNT_ATTR_NODIRATIME,
@@ -158,6 +159,9 @@ pub struct Plan {
     pub caps: Option<CapPlan>,
     pub last_cap: u32,
     pub no_new_privs: bool,
+    /// The compiled `linux.seccomp` filter, installed last before exec (or before the
+    /// credentials change when no_new_privs is off: it needs CAP_SYS_ADMIN then).
+    pub seccomp: Option<seccomp::Filter>,
     pub cwd: PathPlan,
     pub exec: ExecPlan,
     /// Where the container's stdout and stderr go instead of the caller's fds 1 and 2
@@ -788,6 +792,11 @@ pub fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, Error> {
         )));
     }
 
+    let seccomp = match &linux.seccomp {
+        Some(s) => Some(seccomp::compile(s)?),
+        None => None,
+    };
+
     let parent_is_root = rustix::process::geteuid().is_root();
     Ok(Plan {
         rootfs_display: rootfs.display().to_string(),
@@ -824,6 +833,7 @@ pub fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, Error> {
         caps,
         last_cap,
         no_new_privs: process.no_new_privileges,
+        seccomp,
         cwd,
         exec: exec_plan(process)?,
         stdio: None,

@@ -124,6 +124,46 @@ pub struct Linux {
     pub sysctl: BTreeMap<String, String>,
     #[serde(default)]
     pub rootfs_propagation: Option<String>,
+    #[serde(default)]
+    pub seccomp: Option<Seccomp>,
+}
+
+/// `linux.seccomp`: compiled to a BPF program by [`super::seccomp`].
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Seccomp {
+    pub default_action: String,
+    #[serde(default)]
+    pub default_errno_ret: Option<u32>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub architectures: Vec<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub flags: Vec<String>,
+    #[serde(default)]
+    pub listener_path: Option<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub syscalls: Vec<SeccompSyscall>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SeccompSyscall {
+    pub names: Vec<String>,
+    pub action: String,
+    #[serde(default)]
+    pub errno_ret: Option<u32>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub args: Vec<SeccompArg>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SeccompArg {
+    pub index: u32,
+    pub value: u64,
+    #[serde(default, deserialize_with = "null_default")]
+    pub value_two: u64,
+    pub op: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -418,3 +418,30 @@ pub fn close_raw(fd: i32) {
         libc::close(fd);
     }
 }
+
+/// `seccomp(SECCOMP_SET_MODE_FILTER, flags, &prog)`: install a classic BPF filter on the
+/// calling thread. Needs no_new_privs or CAP_SYS_ADMIN.
+pub fn seccomp_set_filter(program: &[super::seccomp::SockFilter], flags: u32) -> Result<(), Errno> {
+    #[repr(C)]
+    struct SockFprog {
+        len: u16,
+        filter: *const super::seccomp::SockFilter,
+    }
+    let len = u16::try_from(program.len()).map_err(|_| Errno::INVAL)?;
+    let prog = SockFprog {
+        len,
+        filter: program.as_ptr(),
+    };
+    const SECCOMP_SET_MODE_FILTER: libc::c_ulong = 1;
+    // SAFETY: `prog` points at `len` instructions of #[repr(C)] sock_filter layout, both alive
+    // for the duration of the call; the kernel copies the program.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            SECCOMP_SET_MODE_FILTER,
+            flags as libc::c_ulong,
+            &prog as *const SockFprog,
+        )
+    };
+    check(rc).map(drop)
+}

@@ -1,13 +1,16 @@
 """Build an OCI runtime-spec config.json for a container from its image config and `run` options,
 with Docker's defaults: mounts, masked and read-only paths, namespaces, the 14 default
-capabilities, ENTRYPOINT/CMD merging, user and groups from the image."""
+capabilities, the default seccomp profile, ENTRYPOINT/CMD merging, user and groups from the
+image."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from pyrun.errors import PyrunError
+from pyrun.runtime.seccomp import ProfileError, convert, default_profile
 from pyrun.runtime.users import resolve_user
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -133,6 +136,26 @@ def parse_ulimit(text: str) -> dict[str, Any]:
     return {"type": RLIMITS[name], "soft": s, "hard": h}
 
 
+def seccomp_section(option: str | None, caps: list[str]) -> dict[str, Any] | None:
+    """`linux.seccomp` for `--security-opt seccomp=OPTION`: the default profile when None,
+    nothing for "unconfined", else the Docker-format profile file OPTION."""
+    if option is None:
+        return default_profile(caps)
+    if option == "unconfined":
+        return None
+    try:
+        with open(option, "rb") as f:
+            profile = json.load(f)
+    except OSError as e:
+        raise SpecError(f"opening seccomp profile ({option}) failed: {e.strerror}") from None
+    except ValueError as e:
+        raise SpecError(f"seccomp profile {option}: invalid JSON: {e}") from None
+    try:
+        return convert(profile, caps)
+    except ProfileError as e:
+        raise SpecError(f"seccomp profile {option}: {e}") from None
+
+
 def merge_command(image_cfg: dict[str, Any], opts: RunOptions) -> list[str]:
     """Docker's rule: --entrypoint replaces ENTRYPOINT and drops the image's CMD; arguments
     after the image replace CMD."""
@@ -192,16 +215,22 @@ def build_spec(
     # PATH and HOSTNAME lead, as in Docker's containers.
     env.sort(key=lambda e: (not e.startswith("PATH="), not e.startswith("HOSTNAME=")))
     caps = capabilities(opts)
-    nnp = any(
-        o in ("no-new-privileges", "no-new-privileges:true", "no-new-privileges=true")
-        for o in opts.security_opt
-    )
+    nnp = False
+    seccomp_opt: str | None = None
     for o in opts.security_opt:
-        key = o.split("=", 1)[0].split(":", 1)[0]
-        if key not in ("no-new-privileges",):
+        key, sep, value = o.partition("=")
+        if not sep:
+            key, sep, value = o.partition(":")
+        if key == "no-new-privileges" and value in ("", "true", "false"):
+            nnp = value != "false"
+        elif key == "seccomp" and value:
+            seccomp_opt = value
+        else:
             raise SpecError(
-                f"invalid --security-opt {o!r}: not supported yet (only no-new-privileges)"
+                f"invalid --security-opt {o!r}: not supported yet "
+                "(only no-new-privileges and seccomp=unconfined|PROFILE.json)"
             )
+    seccomp = None if opts.privileged else seccomp_section(seccomp_opt, caps)
     process: dict[str, Any] = {
         "terminal": opts.tty,
         "user": {
@@ -244,6 +273,8 @@ def build_spec(
         {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
     ]  # fmt: skip
     linux: dict[str, Any] = {"namespaces": namespaces}
+    if seccomp is not None:
+        linux["seccomp"] = seccomp
     if not opts.privileged:
         linux["maskedPaths"] = MASKED_PATHS
         linux["readonlyPaths"] = READONLY_PATHS
