@@ -316,9 +316,9 @@ class _LayoutWriter:
                 tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tf,
             ):
                 dirs_done: set[str] = set()
-                for name, content in [
-                    (n, c) for n, c in self._files() if n.startswith("blobs/")
-                ] + [(n, c) for n, c in self._files() if not n.startswith("blobs/")]:
+                # Blobs first, the metadata that names them after (a stable sort keeps the rest).
+                files = sorted(self._files(), key=lambda f: not f[0].startswith("blobs/"))
+                for name, content in files:
                     parent = name.rsplit("/", 1)[0] if "/" in name else ""
                     parts = parent.split("/") if parent else []
                     for i in range(1, len(parts) + 1):
