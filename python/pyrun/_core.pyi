@@ -114,3 +114,10 @@ def run_container(
     there instead of the caller's fds 1 and 2 (stdin stays the caller's). Raises StartError (one
     line) if setup or exec fails; ValueError for a malformed config.json (message names the JSON
     field) or a bad stdio fd."""
+
+# run_container and linux.seccomp: the section (defaultAction, defaultErrnoRet, architectures,
+# flags TSYNC/LOG/SPEC_ALLOW, syscalls with names/action/errnoRet/args) is compiled to a BPF
+# program before the container starts and installed last before exec (before the credentials
+# change when noNewPrivileges is false, since seccomp(2) then needs CAP_SYS_ADMIN). Unknown
+# syscall names are skipped; SCMP_ACT_NOTIFY and listenerPath raise ValueError, as does any
+# malformed field (the message names it, e.g. "linux.seccomp.syscalls[3].action").
