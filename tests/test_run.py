@@ -74,6 +74,19 @@ def test_docker_default_capabilities(bb: Client) -> None:
     assert re.search(rb"NoNewPrivs:\s*1", nnp)
 
 
+def test_privileged(bb: Client) -> None:
+    with open("/proc/self/status") as f:
+        host_bounding = next(line.split()[1] for line in f if line.startswith("CapBnd:"))
+    status = bb.containers.run("bb:run", ["cat", "/proc/self/status"], remove=True, privileged=True)
+    assert cap(status, "CapEff") == host_bounding
+    assert re.search(rb"Seccomp:\s*0", status)
+    assert bb.containers.run("bb:run", ["cat", "/proc/timer_list"], remove=True) == b""
+    unmasked = bb.containers.run(
+        "bb:run", ["head", "-c", "1", "/proc/timer_list"], remove=True, privileged=True
+    )
+    assert unmasked != b""
+
+
 def test_user_env_workdir(bb: Client) -> None:
     out = bb.containers.run("bb:run", ["id"], remove=True, user="nobody").decode()
     assert "uid=65534(nobody)" in out and "gid=65534(nogroup)" in out

@@ -102,8 +102,20 @@ def _cap_name(name: str) -> str:
     return n
 
 
+def host_capabilities() -> list[str]:
+    """The capabilities this process can hand on (its bounding set): what --privileged grants.
+    A sandboxed engine may lack some (e.g. CAP_SYS_RESOURCE), and capset would refuse them."""
+    try:
+        with open("/proc/self/status") as f:
+            line = next(x for x in f if x.startswith("CapBnd:"))
+        mask = int(line.split()[1], 16)
+    except (OSError, StopIteration, ValueError):
+        return list(ALL_CAPS)
+    return [c for i, c in enumerate(ALL_CAPS) if mask >> i & 1]  # ALL_CAPS is in kernel order
+
+
 def capabilities(opts: RunOptions) -> list[str]:
-    caps = list(ALL_CAPS if opts.privileged else DEFAULT_CAPS)
+    caps = list(host_capabilities() if opts.privileged else DEFAULT_CAPS)
     drops = [_cap_name(c) for c in opts.cap_drop]
     adds = [_cap_name(c) for c in opts.cap_add]
     if "CAP_ALL" in drops:
