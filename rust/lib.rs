@@ -1,6 +1,7 @@
 //! PyO3 bindings for pyrun's native core (`pyrun._core`). Only argument conversion, GIL release
 //! and error mapping live here; the work is in `digest`, `layers` and `runtime`.
 
+pub mod cgroups;
 pub mod digest;
 pub mod layers;
 pub mod runtime;
@@ -214,17 +215,28 @@ fn unmount(py: Python<'_>, target: PathBuf, detach: bool) -> PyResult<()> {
         .map_err(runtime_to_py)
 }
 
-/// Run the container of bundle/config.json in the foreground; returns its exit status.
+/// Run the container of bundle/config.json in the foreground; returns its exit status, or
+/// with details=True {"exit_code", "oom_killed", "cgroup"}.
 #[pyfunction]
-#[pyo3(signature = (bundle, *, pid_file=None, stdio=None))]
+#[pyo3(signature = (bundle, *, pid_file=None, stdio=None, details=false))]
 fn run_container(
     py: Python<'_>,
     bundle: PathBuf,
     pid_file: Option<PathBuf>,
     stdio: Option<(i32, i32)>,
-) -> PyResult<i32> {
-    py.detach(|| runtime::run_container(&bundle, pid_file.as_deref(), stdio))
-        .map_err(runtime_to_py)
+    details: bool,
+) -> PyResult<Py<PyAny>> {
+    let out = py
+        .detach(|| runtime::run_container(&bundle, pid_file.as_deref(), stdio))
+        .map_err(runtime_to_py)?;
+    if !details {
+        return Ok(out.exit_code.into_pyobject(py)?.into_any().unbind());
+    }
+    let d = PyDict::new(py);
+    d.set_item("exit_code", out.exit_code)?;
+    d.set_item("oom_killed", out.oom_killed)?;
+    d.set_item("cgroup", out.cgroup)?;
+    Ok(d.into_any().unbind())
 }
 
 #[pymodule]

@@ -157,7 +157,7 @@ def test_cli_exit_codes(pyrun: PyrunRunner, busybox_tar: Path) -> None:
     res = pyrun("run", "--name", "named", "bb:cli", "true")
     assert res.returncode == 125 and "already in use" in res.stderr
     info = json.loads(pyrun("inspect", "named").stdout)
-    assert info[0]["State"] == {"Status": "exited", "ExitCode": 0}
+    assert info[0]["State"] == {"Status": "exited", "ExitCode": 0, "OOMKilled": False}
     assert pyrun("rm", "named").returncode == 0
     assert pyrun("ps", "-aq").stdout == ""
 

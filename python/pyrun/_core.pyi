@@ -1,6 +1,6 @@
 """Type stubs for pyrun's Rust extension (rust/lib.rs). Every function releases the GIL."""
 
-from typing import Literal, TypedDict
+from typing import Literal, TypedDict, overload
 
 __version__: str
 
@@ -16,6 +16,11 @@ class ExtractResult(TypedDict):
     compression: Literal["gzip", "zstd", "none"]
     entries: int  # entries created (whiteouts, opaque markers and skipped entries not counted)
     warnings: list[str]  # e.g. device nodes skipped for lack of CAP_MKNOD
+
+class RunDetails(TypedDict):
+    exit_code: int  # exit code, or 128+signal
+    oom_killed: bool  # the OOM killer killed a process of the container's cgroup
+    cgroup: str  # the cgroup path ("/pyrun/<id>"), "" when none was created
 
 class LayerResult(TypedDict):
     digest: str
@@ -99,9 +104,30 @@ def mount_overlay(
 def unmount(target: str, *, detach: bool = False) -> None:
     """umount2(target, MNT_DETACH if detach else 0); EINVAL/ENOENT (not mounted) is not an error."""
 
+@overload
 def run_container(
-    bundle: str, *, pid_file: str | None = None, stdio: tuple[int, int] | None = None
-) -> int:
+    bundle: str,
+    *,
+    pid_file: str | None = None,
+    stdio: tuple[int, int] | None = None,
+    details: Literal[False] = False,
+) -> int: ...
+@overload
+def run_container(
+    bundle: str,
+    *,
+    pid_file: str | None = None,
+    stdio: tuple[int, int] | None = None,
+    details: Literal[True],
+) -> RunDetails: ...
+@overload
+def run_container(
+    bundle: str,
+    *,
+    pid_file: str | None = None,
+    stdio: tuple[int, int] | None = None,
+    details: bool,
+) -> int | RunDetails:
     """Run the container described by bundle/config.json (OCI runtime-spec 1.x; root.path
     relative to the bundle unless absolute) in the foreground with the caller's
     stdin/stdout/stderr, and return its exit status: the process's exit code, or 128+signal if
@@ -109,8 +135,12 @@ def run_container(
     has been exec'd. Forwards SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 sent to the
     caller by a process to the container process while it runs (a terminal's ^C reaches the
     container directly: it shares the caller's process group); the previous handlers come back
-    afterwards. A mount namespace is required. A "cgroup" mount shows the cgroup2 hierarchy;
-    cgroups are not managed yet. `stdio` = (stdout fd, stderr fd) sends the container's output
+    afterwards. A mount namespace is required. When config.json has linux.resources or
+    linux.cgroupsPath (default "/pyrun/<io.pyrun.container.id annotation or bundle dir name>"),
+    the parent creates that cgroup (v2 when /sys/fs/cgroup is cgroup2, else the v1 memory, cpu,
+    cpuset and pids hierarchies), writes the memory/cpu/pids limits and moves the process in
+    before it runs; the cgroup is removed after the exit. With details=True the result is
+    {"exit_code": int, "oom_killed": bool, "cgroup": str ("" without a cgroup)}. `stdio` = (stdout fd, stderr fd) sends the container's output
     there instead of the caller's fds 1 and 2 (stdin stays the caller's). Raises StartError (one
     line) if setup or exec fails; ValueError for a malformed config.json (message names the JSON
     field) or a bad stdio fd."""

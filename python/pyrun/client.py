@@ -323,7 +323,13 @@ class ContainerCollection:
         import shlex
         import tempfile
 
-        aliases = {"environment": "env", "working_dir": "workdir", "network_mode": "network"}
+        aliases = {
+            "environment": "env",
+            "working_dir": "workdir",
+            "network_mode": "network",
+            "mem_limit": "memory",
+            "memswap_limit": "memory_swap",
+        }
         fields = {aliases.get(k, k): v for k, v in options.items()}
         if isinstance(fields.get("env"), dict):
             fields["env"] = [f"{k}={v}" for k, v in fields["env"].items()]

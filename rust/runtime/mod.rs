@@ -80,14 +80,24 @@ fn start_io(what: impl fmt::Display, e: impl Into<std::io::Error>) -> Error {
     start(format!("{what}: {}", strerror(&e.into())))
 }
 
-/// Run the container of `bundle` in the foreground and return its exit status (the exit code,
-/// or 128 + the signal that killed it). `stdio` = (stdout fd, stderr fd) for the container
-/// instead of the caller's 1 and 2.
+/// How a container run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// The exit code, or 128 + the signal that killed the process.
+    pub exit_code: i32,
+    /// Whether the OOM killer killed a process of the container's cgroup.
+    pub oom_killed: bool,
+    /// The cgroup path ("" when config.json asked for no cgroup).
+    pub cgroup: String,
+}
+
+/// Run the container of `bundle` in the foreground and return how it ended. `stdio` =
+/// (stdout fd, stderr fd) for the container instead of the caller's 1 and 2.
 pub fn run_container(
     bundle: &Path,
     pid_file: Option<&Path>,
     stdio: Option<(i32, i32)>,
-) -> Result<i32> {
+) -> Result<Outcome> {
     let mut plan = plan::build(bundle)?;
     if let Some((out, err)) = stdio {
         let dup = |fd: i32, name: &str| {
@@ -161,7 +171,16 @@ fn status_code(status: rustix::process::WaitStatus) -> i32 {
     }
 }
 
-fn run_plan(plan: &Plan, pid_file: Option<&Path>) -> Result<i32> {
+/// The container's cgroup, removed on drop.
+struct CgroupGuard(Box<dyn crate::cgroups::Manager>);
+
+impl Drop for CgroupGuard {
+    fn drop(&mut self) {
+        let _ = self.0.destroy();
+    }
+}
+
+fn run_plan(plan: &Plan, pid_file: Option<&Path>) -> Result<Outcome> {
     let (sync_r, sync_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let mut forwarder =
@@ -201,6 +220,28 @@ fn run_plan(plan: &Plan, pid_file: Option<&Path>) -> Result<i32> {
             return Err(e);
         }
     }
+    // The cgroup is set up and the child moved in while it still waits on the sync pipe: the
+    // container never runs outside its limits.
+    let mut cgroup = None;
+    if let Some(cg) = &plan.cgroup {
+        let mut guard = match crate::cgroups::manager(Path::new(crate::cgroups::ROOT), &cg.path) {
+            Ok(m) => Some(CgroupGuard(m)),
+            Err(msg) => {
+                forwarder.unwatch();
+                kill_and_reap(pid);
+                return Err(start(msg));
+            }
+        };
+        if let Some(g) = guard.as_mut() {
+            if let Err(msg) = g.0.apply(pid.as_raw_nonzero().get(), &cg.resources) {
+                forwarder.unwatch();
+                kill_and_reap(pid);
+                drop(guard); // removes what was created, now that the child is gone
+                return Err(start(msg));
+            }
+        }
+        cgroup = guard;
+    }
     // Release the child. If it already died, the error pipe says why (or is empty).
     let _ = rustix::io::write(&sync_w, &[1u8]);
     drop(sync_w);
@@ -235,7 +276,20 @@ fn run_plan(plan: &Plan, pid_file: Option<&Path>) -> Result<i32> {
     ) {}
     forwarder.unwatch();
     let status = reap(pid).ok_or_else(|| start("wait for the container process failed"))?;
-    Ok(status_code(status))
+    let (oom_killed, cgroup_path) = match cgroup.as_mut() {
+        Some(g) => {
+            let oom = g.0.oom_killed();
+            let path = g.0.path().to_string();
+            let _ = g.0.destroy();
+            (oom, path)
+        }
+        None => (false, String::new()),
+    };
+    Ok(Outcome {
+        exit_code: status_code(status),
+        oom_killed,
+        cgroup: cgroup_path,
+    })
 }
 
 fn write_id_maps(plan: &Plan, pid: Pid) -> Result<()> {

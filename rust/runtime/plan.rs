@@ -167,6 +167,65 @@ pub struct Plan {
     /// Where the container's stdout and stderr go instead of the caller's fds 1 and 2
     /// (close-on-exec duplicates taken by the parent).
     pub stdio: Option<(OwnedFd, OwnedFd)>,
+    /// The container's cgroup (path and limits) when config.json has `linux.resources` or
+    /// `linux.cgroupsPath`; created by the parent before the child is released.
+    pub cgroup: Option<CgroupPlan>,
+}
+
+pub struct CgroupPlan {
+    pub path: String,
+    pub resources: crate::cgroups::Resources,
+}
+
+/// The cgroup plan: `linux.cgroupsPath`, by default "/pyrun/<container id>" (the
+/// io.pyrun.container.id annotation, else the bundle directory's name).
+fn cgroup_plan(
+    spec: &Spec,
+    linux: &spec::Linux,
+    bundle: &Path,
+) -> Result<Option<CgroupPlan>, Error> {
+    if linux.resources.is_none() && linux.cgroups_path.is_none() {
+        return Ok(None);
+    }
+    let path = match linux.cgroups_path.as_deref() {
+        Some(p) if !p.is_empty() => p.to_string(),
+        _ => {
+            let id = match spec.annotations.get("io.pyrun.container.id") {
+                Some(id) if !id.is_empty() => id.clone(),
+                _ => bundle
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "container".to_string()),
+            };
+            format!("/pyrun/{id}")
+        }
+    };
+    let path = crate::cgroups::normalize(&path).map_err(|_| {
+        value(format!(
+            "config.json: linux.cgroupsPath: invalid path {path:?}"
+        ))
+    })?;
+    let mut res = crate::cgroups::Resources::default();
+    if let Some(r) = &linux.resources {
+        if let Some(m) = &r.memory {
+            res.memory_limit = m.limit;
+            res.memory_swap = m.swap;
+        }
+        if let Some(c) = &r.cpu {
+            res.cpu_shares = c.shares;
+            res.cpu_quota = c.quota;
+            res.cpu_period = c.period;
+            res.cpus = c.cpus.clone().filter(|v| !v.is_empty());
+            res.mems = c.mems.clone().filter(|v| !v.is_empty());
+        }
+        if let Some(p) = &r.pids {
+            res.pids_limit = Some(p.limit);
+        }
+    }
+    Ok(Some(CgroupPlan {
+        path,
+        resources: res,
+    }))
 }
 
 fn value(msg: impl Into<String>) -> Error {
@@ -837,6 +896,7 @@ pub fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, Error> {
         cwd,
         exec: exec_plan(process)?,
         stdio: None,
+        cgroup: cgroup_plan(spec, linux, bundle)?,
     })
 }
 

@@ -29,6 +29,8 @@ pub struct Spec {
     pub mounts: Vec<Mount>,
     #[serde(default)]
     pub linux: Option<Linux>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -126,6 +128,52 @@ pub struct Linux {
     pub rootfs_propagation: Option<String>,
     #[serde(default)]
     pub seccomp: Option<Seccomp>,
+    #[serde(default)]
+    pub cgroups_path: Option<String>,
+    #[serde(default)]
+    pub resources: Option<Resources>,
+}
+
+/// `linux.resources`: the memory, cpu and pids limits (others are ignored).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Resources {
+    #[serde(default)]
+    pub memory: Option<MemoryResources>,
+    #[serde(default)]
+    pub cpu: Option<CpuResources>,
+    #[serde(default)]
+    pub pids: Option<PidsResources>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryResources {
+    #[serde(default)]
+    pub limit: Option<i64>,
+    #[serde(default)]
+    pub swap: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CpuResources {
+    #[serde(default)]
+    pub shares: Option<u64>,
+    #[serde(default)]
+    pub quota: Option<i64>,
+    #[serde(default)]
+    pub period: Option<u64>,
+    #[serde(default)]
+    pub cpus: Option<String>,
+    #[serde(default)]
+    pub mems: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PidsResources {
+    pub limit: i64,
 }
 
 /// `linux.seccomp`: compiled to a BPF program by [`super::seccomp`].

@@ -188,7 +188,7 @@ fn run_exit_codes_and_failures() {
     };
     let d = tempfile::tempdir().unwrap();
     let b = bundle(d.path(), Some(&tar), &config(&["sh", "-c", "exit 3"]));
-    assert_eq!(run_container(&b, None, None).unwrap(), 3);
+    assert_eq!(run_container(&b, None, None).unwrap().exit_code, 3);
 
     std::fs::write(b.join("config.json"), config(&["nosuch"]).to_string()).unwrap();
     let e = run_container(&b, None, None).unwrap_err();
@@ -221,7 +221,10 @@ fn run_sees_its_own_world() {
                   wc -c < /proc/keys >> /out; ls /proc/self/fd >> /out";
     let b = bundle(d.path(), Some(&tar), &config(&["sh", "-c", script]));
     let pid_file = d.path().join("pid");
-    assert_eq!(run_container(&b, Some(&pid_file), None).unwrap(), 0);
+    assert_eq!(
+        run_container(&b, Some(&pid_file), None).unwrap().exit_code,
+        0
+    );
     let out = std::fs::read_to_string(b.join("rootfs/out")).unwrap();
     assert_eq!(out, "1\nrt\n0\n0\n1\n2\n3\n");
     let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
@@ -251,7 +254,7 @@ fn runs_from_many_threads() {
             .map(|_| {
                 s.spawn(|| {
                     (0..5)
-                        .map(|_| run_container(&b, None, None).unwrap())
+                        .map(|_| run_container(&b, None, None).unwrap().exit_code)
                         .collect::<Vec<_>>()
                 })
             })

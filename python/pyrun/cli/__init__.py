@@ -169,6 +169,14 @@ def _run(sub: Any, name: str) -> None:
         "--ulimit", action="append", default=[], help="ulimit options (nofile=1024:2048)"
     )
     p.add_argument("--network", "--net", default="none", help="none or host (bridge: not yet)")
+    p.add_argument("-m", "--memory", help="memory limit (bytes, or with k, m, g)")
+    p.add_argument(
+        "--memory-swap", help="memory plus swap limit (-1: unlimited swap); needs --memory"
+    )
+    p.add_argument("--cpus", help="number of CPUs (a CFS quota per 100 ms period)")
+    p.add_argument("-c", "--cpu-shares", type=int, help="CPU shares (relative weight)")
+    p.add_argument("--cpuset-cpus", help="CPUs in which to allow execution (0-3, 0,1)")
+    p.add_argument("--pids-limit", type=int, help="process limit (-1 or 0: unlimited)")
     p.add_argument("image")
     p.add_argument("command", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd("containers", "cmd_run"))

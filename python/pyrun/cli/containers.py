@@ -36,6 +36,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         "ulimits": args.ulimit,
         "network": args.network,
         "entrypoint": None if args.entrypoint is None else [args.entrypoint],
+        "memory": args.memory,
+        "memory_swap": args.memory_swap,
+        "cpus": args.cpus,
+        "cpu_shares": args.cpu_shares,
+        "cpuset_cpus": args.cpuset_cpus,
+        "pids_limit": args.pids_limit,
     }
     try:
         _c, status = client.containers._run(
@@ -121,4 +127,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def container_attrs(c: Container) -> dict[str, Any]:
-    return {**c.attrs, "State": {"Status": c.status, "ExitCode": c.attrs.get("exit_code")}}
+    # OOMKilled is Docker's always-present field; only containers with a cgroup of their own
+    # (any resource limit) can be OOM-killed by a limit, so it is false for the others.
+    state = {
+        "Status": c.status,
+        "ExitCode": c.attrs.get("exit_code"),
+        "OOMKilled": bool(c.attrs.get("oom_killed")),
+    }
+    return {**c.attrs, "State": state}

@@ -295,7 +295,9 @@ def run_foreground(
         atomic_write_json(bundle / "config.json", spec)
         c.update(state="running", started_at=now_rfc3339(), command=spec["process"]["args"])
         try:
-            status = _core.run_container(str(bundle), pid_file=str(c.dir / "pid"), stdio=stdio)
+            out = _core.run_container(
+                str(bundle), pid_file=str(c.dir / "pid"), stdio=stdio, details=True
+            )
         except _core.StartError as e:
             message, code = e.args
             c.update(state="created", exit_code=code, error=message)
@@ -303,7 +305,15 @@ def run_foreground(
         except ValueError as e:
             c.update(state="created", exit_code=125, error=str(e))
             raise ContainerStartError(f"invalid container config: {e}", 125) from None
-        c.update(state="exited", exit_code=status, finished_at=now_rfc3339())
+        status = out["exit_code"]
+        oom = out["oom_killed"]
+        c.update(
+            state="exited",
+            exit_code=status,
+            oom_killed=oom,
+            cgroup=out["cgroup"],
+            finished_at=now_rfc3339(),
+        )
         return status
     finally:
         c.unmount_rootfs()

@@ -6,6 +6,7 @@ image."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,6 +93,97 @@ class RunOptions:
     ulimits: list[str] = field(default_factory=list)
     network: str = "none"
     tty: bool = False
+    memory: str | int | None = None
+    memory_swap: str | int | None = None
+    cpus: str | float | None = None
+    cpu_shares: int | None = None
+    cpuset_cpus: str | None = None
+    pids_limit: int | None = None
+
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+def parse_bytes(text: str | int, flag: str) -> int:
+    """Docker's RAMInBytes: "512k", "8m", "1g", "1.5g", "1024" (bytes); "-1" = unlimited."""
+    if isinstance(text, int):
+        return text
+    import re
+
+    m = re.fullmatch(r"\s*(-?\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?\s*", str(text).lower())
+    if not m:
+        raise SpecError(f'invalid argument {text!r} for "{flag}" flag: invalid size: {text!r}')
+    value = float(m.group(1)) if "." in m.group(1) else int(m.group(1))
+    if value == -1:
+        return -1
+    if value < 0:
+        raise SpecError(f'invalid argument {text!r} for "{flag}" flag: invalid size: {text!r}')
+    return int(value * _UNITS[m.group(2)])
+
+
+def _cpuset_ok(text: str) -> bool:
+    import re
+
+    return bool(re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", text))
+
+
+def resources_section(opts: RunOptions) -> dict[str, Any] | None:
+    """`linux.resources` for -m/--memory-swap/--cpus/--cpu-shares/--cpuset-cpus/--pids-limit,
+    with Docker's validation; None when no limit was asked for."""
+    res: dict[str, Any] = {}
+    memory = None
+    if opts.memory is not None:
+        memory = parse_bytes(opts.memory, "--memory")
+        if memory != -1 and 0 < memory < 6 * 1024 * 1024:
+            raise SpecError("Minimum memory limit allowed is 6MB")
+        if memory > 0:
+            res.setdefault("memory", {})["limit"] = memory
+    if opts.memory_swap is not None:
+        swap = parse_bytes(opts.memory_swap, "--memory-swap")
+        if not memory or memory <= 0:
+            raise SpecError(
+                "You should always set the Memory limit when using Memoryswap limit, see usage."
+            )
+        if swap != -1 and swap != 0:
+            if swap < memory:
+                raise SpecError(
+                    "Minimum memoryswap limit should be larger than memory limit, see usage."
+                )
+            res["memory"]["swap"] = swap
+        elif swap == -1:
+            res["memory"]["swap"] = -1
+    cpu: dict[str, Any] = {}
+    if opts.cpus is not None:
+        try:
+            cpus = float(opts.cpus)
+        except ValueError:
+            raise SpecError(
+                f'invalid argument {opts.cpus!r} for "--cpus" flag: failed to parse '
+                f"{opts.cpus!r} as a rational number"
+            ) from None
+        if cpus < 0 or cpus != cpus:
+            raise SpecError(f'invalid argument {opts.cpus!r} for "--cpus" flag: range must be >= 0')
+        ncpu = os.cpu_count() or 1
+        if cpus > ncpu:
+            raise SpecError(
+                f"range of CPUs is from 0.01 to {ncpu}.00, as there are only {ncpu} CPUs available"
+            )
+        if cpus > 0:
+            cpu["quota"] = round(cpus * 100000)
+            cpu["period"] = 100000
+    if opts.cpu_shares:
+        if isinstance(opts.cpu_shares, bool) or int(opts.cpu_shares) < 0:
+            raise SpecError(f"invalid --cpu-shares {opts.cpu_shares!r}: must be >= 0")
+        cpu["shares"] = int(opts.cpu_shares)
+    if opts.cpuset_cpus:
+        if not _cpuset_ok(opts.cpuset_cpus):
+            raise SpecError(f"Invalid value {opts.cpuset_cpus} for cpuset cpus: invalid format")
+        cpu["cpus"] = opts.cpuset_cpus
+    if cpu:
+        res["cpu"] = cpu
+    if opts.pids_limit is not None and int(opts.pids_limit) > 0:
+        res["pids"] = {"limit": int(opts.pids_limit)}
+    return res or None
 
 
 def _cap_name(name: str) -> str:
@@ -287,6 +379,10 @@ def build_spec(
     linux: dict[str, Any] = {"namespaces": namespaces}
     if seccomp is not None:
         linux["seccomp"] = seccomp
+    resources = resources_section(opts)
+    if resources is not None:
+        linux["resources"] = resources
+        linux["cgroupsPath"] = f"/pyrun/{container_id}"
     if not opts.privileged:
         linux["maskedPaths"] = MASKED_PATHS
         linux["readonlyPaths"] = READONLY_PATHS

@@ -1,0 +1,182 @@
+//! cgroup resource limits for the runtime: [`v1`] (one hierarchy per controller under
+//! /sys/fs/cgroup/<controller>) and [`v2`] (the unified hierarchy). Every manager takes the
+//! cgroupfs root as a parameter, so the unit tests run against a temporary directory tree.
+//!
+//! Errors are one line naming the file: `cgroup: write memory.limit_in_bytes=1: Invalid argument`.
+
+pub mod v1;
+pub mod v2;
+
+use std::path::{Path, PathBuf};
+
+#[cfg(test)]
+mod tests;
+
+/// `linux.resources` as the managers apply it (OCI runtime-spec units: bytes, shares, µs).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Resources {
+    /// memory.limit (bytes); -1 = unlimited.
+    pub memory_limit: Option<i64>,
+    /// memory.swap: memory + swap (bytes); -1 = unlimited.
+    pub memory_swap: Option<i64>,
+    pub cpu_shares: Option<u64>,
+    /// cpu.quota (µs per period); -1 = unlimited.
+    pub cpu_quota: Option<i64>,
+    pub cpu_period: Option<u64>,
+    pub cpus: Option<String>,
+    pub mems: Option<String>,
+    /// pids.limit; -1 (or 0 from Docker's CLI, mapped before) = unlimited.
+    pub pids_limit: Option<i64>,
+}
+
+impl Resources {
+    pub fn wants_memory(&self) -> bool {
+        self.memory_limit.is_some() || self.memory_swap.is_some()
+    }
+    pub fn wants_cpu(&self) -> bool {
+        self.cpu_shares.is_some() || self.cpu_quota.is_some() || self.cpu_period.is_some()
+    }
+    pub fn wants_cpuset(&self) -> bool {
+        self.cpus.is_some() || self.mems.is_some()
+    }
+    pub fn wants_pids(&self) -> bool {
+        self.pids_limit.is_some()
+    }
+}
+
+/// A container's cgroup: created and limited by [`Manager::apply`], which also moves the
+/// process in; [`Manager::oom_killed`] after the exit; [`Manager::destroy`] removes it.
+pub trait Manager {
+    /// Create the cgroup, write the limits, and add `pid` to it.
+    fn apply(&mut self, pid: i32, res: &Resources) -> Result<(), String>;
+    /// Whether the OOM killer killed a process of the cgroup.
+    fn oom_killed(&self) -> bool;
+    /// Remove the cgroup directories (retrying briefly while they are busy).
+    fn destroy(&mut self) -> Result<(), String>;
+    /// The cgroup path (relative to the hierarchy roots, with a leading /).
+    fn path(&self) -> &str;
+}
+
+/// The default cgroupfs root.
+pub const ROOT: &str = "/sys/fs/cgroup";
+
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+
+/// Whether `root` is a cgroup2 mount (the unified hierarchy).
+pub fn is_unified(root: &Path) -> bool {
+    match rustix::fs::statfs(root) {
+        // f_type is i64 on x86_64 but another width elsewhere.
+        #[allow(clippy::unnecessary_cast)]
+        Ok(st) => st.f_type as i64 == CGROUP2_SUPER_MAGIC,
+        Err(_) => false,
+    }
+}
+
+/// The manager for this host: v2 when `root` is cgroup2, else the v1 hierarchies.
+pub fn manager(root: &Path, path: &str) -> Result<Box<dyn Manager>, String> {
+    let path = normalize(path)?;
+    if is_unified(root) {
+        Ok(Box::new(v2::V2Manager::new(root, &path)))
+    } else {
+        Ok(Box::new(v1::V1Manager::new(root, &path)))
+    }
+}
+
+/// "/a/b" from "a/b", "/a//b/"; rejects "..", "." and an empty path.
+pub fn normalize(path: &str) -> Result<String, String> {
+    let parts: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+    if parts.is_empty() || parts.iter().any(|c| *c == "." || *c == "..") {
+        return Err(format!("cgroup: invalid cgroups path {path:?}"));
+    }
+    Ok(format!("/{}", parts.join("/")))
+}
+
+pub(crate) fn errno_text(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+pub(crate) fn write_file(dir: &Path, name: &str, value: &str) -> Result<(), String> {
+    std::fs::write(dir.join(name), value)
+        .map_err(|e| format!("cgroup: write {name}={value}: {}", errno_text(&e)))
+}
+
+pub(crate) fn read_file(dir: &Path, name: &str) -> Option<String> {
+    std::fs::read_to_string(dir.join(name)).ok()
+}
+
+/// The value of `key` in a flat-keyed file ("oom_kill 3").
+pub(crate) fn keyed_value(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        if k == key {
+            v.trim().parse().ok()
+        } else {
+            None
+        }
+    })
+}
+
+/// Create `path` (absolute cgroup path) under `base` one level at a time; returns the
+/// directories made, outermost first.
+pub(crate) fn mkdirs(base: &Path, path: &str) -> Result<Vec<PathBuf>, String> {
+    let mut dir = base.to_path_buf();
+    let mut made = Vec::new();
+    for comp in path.split('/').filter(|c| !c.is_empty()) {
+        dir.push(comp);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => made.push(dir.clone()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(format!(
+                    "cgroup: create {}: {}",
+                    dir.display(),
+                    errno_text(&e)
+                ))
+            }
+        }
+    }
+    Ok(made)
+}
+
+/// rmdir, retrying for up to about a second while the cgroup still has tasks (EBUSY).
+pub(crate) fn rmdir_retry(dir: &Path) -> Result<(), String> {
+    let mut tries = 0;
+    loop {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "cgroup: remove {}: {}",
+                    dir.display(),
+                    errno_text(&e)
+                ))
+            }
+        }
+    }
+}
+
+/// runc's cpu.shares → cpu.weight conversion (opencontainers/cgroups 0.0.5 / runc 1.3.2): a
+/// quadratic in log2 space through (2, 1), (1024, 100) and (262144, 10000).
+pub fn shares_to_weight(shares: u64) -> u64 {
+    if shares == 0 {
+        return 0;
+    }
+    if shares <= 2 {
+        return 1;
+    }
+    if shares >= 262_144 {
+        return 10_000;
+    }
+    let l = (shares as f64).log2();
+    let exponent = (l * l + 125.0 * l) / 612.0 - 7.0 / 34.0;
+    10f64.powf(exponent).ceil() as u64
+}
