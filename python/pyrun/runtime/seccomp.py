@@ -5,7 +5,6 @@ files into the runtime-spec `linux.seccomp` object that the runtime compiles to 
 from __future__ import annotations
 
 import os
-import platform
 import re
 from typing import Any
 
@@ -193,7 +192,7 @@ OPS = {
 }
 FLAGS = {"SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW"}
 
-# platform.machine() -> (Docker's arch name for includes/excludes, the native SCMP arch).
+# os.uname().machine -> (Docker's arch name for includes/excludes, the native SCMP arch).
 _MACHINES = {
     "x86_64": ("amd64", "SCMP_ARCH_X86_64"),
     "aarch64": ("arm64", "SCMP_ARCH_AARCH64"),
@@ -297,7 +296,7 @@ def convert(
     """A Docker-format profile -> the runtime-spec `linux.seccomp` object for a container
     with capabilities `caps`. Raises ProfileError naming the offending field."""
     profile = _obj(profile, "profile")
-    docker_arch, native = _MACHINES.get(machine or platform.machine(), ("", ""))
+    docker_arch, native = _MACHINES.get(machine or os.uname().machine, ("", ""))
     kernel = kernel or os.uname().release
     cap_set = set(caps)
     default = profile.get("defaultAction")
