@@ -979,7 +979,7 @@ def start_cases(ctx: Context) -> list[Case]:
             env=_child_env,
         ),
         role="pyrun",
-        note=f"{cli_note}; overlay root on the store's layers; no cgroups yet",
+        note=f"{cli_note}; overlay root on the store's layers; no cgroup (pyrun makes one only for limits)",
         unavailable=ctx.core_error,
     )
 
@@ -1012,7 +1012,7 @@ def start_cases(ctx: Context) -> list[Case]:
         "in-process",
         runtime_run,
         role="info",
-        note="runtime only, on the bundle runc runs; no cgroups yet",
+        note="runtime only, on the bundle runc runs; no cgroup (the bundle sets no limits)",
         unavailable=ctx.core_error,
     )
     contenders = [pyrun_cli, pyrun_api, pyrun_rt]
