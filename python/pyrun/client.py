@@ -333,6 +333,12 @@ class ContainerCollection:
         fields = {aliases.get(k, k): v for k, v in options.items()}
         if isinstance(fields.get("env"), dict):
             fields["env"] = [f"{k}={v}" for k, v in fields["env"].items()]
+        if isinstance(fields.get("volumes"), dict):  # docker-py: {host: {"bind": dst, "mode": m}}
+            fields["volumes"] = [
+                f"{src}:{v['bind']}:{v.get('mode', 'rw')}" for src, v in fields["volumes"].items()
+            ]
+        if isinstance(fields.get("tmpfs"), dict):  # docker-py: {dst: "size=1m"}
+            fields["tmpfs"] = [f"{k}:{v}" if v else k for k, v in fields["tmpfs"].items()]
         if isinstance(command, str):
             command = shlex.split(command)
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -362,12 +368,13 @@ class ContainerCollection:
         fields: dict[str, Any],
     ) -> tuple[Container, int]:
         from pyrun.runtime import containers as rt
-        from pyrun.runtime.spec import RunOptions
+        from pyrun.runtime.spec import RunOptions, validate
 
         try:
             opts = RunOptions(command=list(command), **fields)
         except TypeError as e:
             raise InvalidReference(f"unknown run option: {e}") from None
+        validate(opts)  # bad flags fail before any container record exists
         record = self.client.store.get(image)
         c = rt.create(
             self.client.store, record, opts, name=name, auto_remove=remove, image_name=image

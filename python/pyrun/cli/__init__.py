@@ -155,6 +155,12 @@ def _run(sub: Any, name: str) -> None:
     p.add_argument("-i", "--interactive", action="store_true", help="keep STDIN open (always)")
     p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-TTY (not yet)")
     p.add_argument("-e", "--env", action="append", default=[], help="set an environment variable")
+    p.add_argument(
+        "--env-file", action="append", default=[], help="read environment variables from a file"
+    )
+    p.add_argument("-v", "--volume", action="append", default=[], help="bind mount /host:/ctr[:ro]")
+    p.add_argument("--mount", action="append", default=[], help="type=bind|tmpfs,target=...")
+    p.add_argument("--tmpfs", action="append", default=[], help="mount a tmpfs: /path[:options]")
     p.add_argument("-w", "--workdir", help="working directory inside the container")
     p.add_argument("-u", "--user", help="user[:group] (name or number)")
     p.add_argument("--group-add", action="append", default=[], help="add supplementary groups")

@@ -42,7 +42,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         "cpu_shares": args.cpu_shares,
         "cpuset_cpus": args.cpuset_cpus,
         "pids_limit": args.pids_limit,
+        "volumes": args.volume,
+        "mounts": args.mount,
+        "tmpfs": args.tmpfs,
     }
+    for path in args.env_file:
+        fields["env"] = read_env_file(path) + fields["env"]
     try:
         _c, status = client.containers._run(
             args.image, args.command, remove=args.rm, name=args.name, stdio=None, fields=fields
@@ -53,6 +58,27 @@ def cmd_run(args: argparse.Namespace) -> int:
             e.exit_code = 125
         raise
     return status
+
+
+def read_env_file(path: str) -> list[str]:
+    """Docker's --env-file: KEY=VALUE lines, bare KEY taken from this environment, # comments."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise UsageError(f"open {path}: {e.strerror}") from None
+    out = []
+    for n, line in enumerate(lines, 1):
+        text = line.lstrip()
+        if not text or text.startswith("#"):
+            continue
+        key = text.split("=", 1)[0]
+        if not key or any(c.isspace() for c in key):
+            raise UsageError(
+                f"{path}:{n}: invalid environment variable {key!r}: contains whitespace or is empty"
+            )
+        out.append(text)
+    return out
 
 
 def _status_text(c: Container) -> str:

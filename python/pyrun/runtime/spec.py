@@ -99,6 +99,141 @@ class RunOptions:
     cpu_shares: int | None = None
     cpuset_cpus: str | None = None
     pids_limit: int | None = None
+    volumes: list[str] = field(default_factory=list)
+    mounts: list[str] = field(default_factory=list)
+    tmpfs: list[str] = field(default_factory=list)
+
+
+_PROPAGATIONS = ("private", "rprivate", "shared", "rshared", "slave", "rslave")
+_TMPFS_DEFAULTS = ["nosuid", "nodev", "noexec"]
+
+
+def _absolute_target(target: str, spec: str) -> str:
+    import posixpath
+
+    if not target.startswith("/"):
+        raise SpecError(f"invalid mount config {spec!r}: mount path must be absolute")
+    clean = posixpath.normpath(target)
+    if clean == "/":
+        raise SpecError(f"invalid mount config {spec!r}: cannot mount over /")
+    return clean
+
+
+def _bind(
+    source: str, target: str, spec: str, readonly: bool, propagation: str | None
+) -> dict[str, Any]:
+    import os
+
+    if not os.path.exists(source):
+        raise SpecError(f"invalid mount config {spec!r}: bind source path does not exist: {source}")
+    options = ["rbind", propagation or "rprivate"]
+    if readonly:
+        options.append("ro")
+    return {
+        "destination": _absolute_target(target, spec),
+        "type": "bind",
+        "source": os.path.realpath(source),
+        "options": options,
+    }
+
+
+def user_mounts(opts: RunOptions) -> list[dict[str, Any]]:
+    """`-v SRC:DST[:OPTS]`, `--mount type=bind|tmpfs,...` and `--tmpfs DST[:OPTS]` as
+    runtime-spec mounts (named volumes arrive with the volume work)."""
+    import os
+
+    out: list[dict[str, Any]] = []
+    for spec in opts.volumes:
+        parts = spec.split(":")
+        if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+            raise SpecError(
+                f"invalid volume specification {spec!r}: expected /host/path:/container/path[:options]"
+            )
+        source, target = parts[0], parts[1]
+        if not source.startswith("/"):
+            raise SpecError(
+                f"invalid volume specification {spec!r}: named volumes are not supported yet; use an absolute host path"
+            )
+        flags = [f for f in (parts[2].split(",") if len(parts) == 3 else []) if f]
+        propagation = None
+        for f in flags:
+            if f in _PROPAGATIONS:
+                propagation = f
+            elif f not in ("ro", "rw", "z", "Z"):
+                raise SpecError(f"invalid volume specification {spec!r}: invalid mode {f!r}")
+        os.makedirs(source, exist_ok=True)  # -v creates a missing host directory, as Docker does
+        out.append(_bind(source, target, spec, "ro" in flags, propagation))
+    for spec in opts.mounts:
+        fields: dict[str, str] = {}
+        for item in spec.split(","):
+            key, eq, value = item.partition("=")
+            if key in ("readonly", "ro") and not eq:
+                value = "true"
+            elif not eq:
+                raise SpecError(f"invalid --mount {spec!r}: {item!r} is not KEY=VALUE")
+            fields[key.strip()] = value.strip()
+        kind = fields.pop("type", "volume")
+        target = fields.pop("target", fields.pop("destination", fields.pop("dst", "")))
+        if not target:
+            raise SpecError(f"invalid --mount {spec!r}: target is required")
+        readonly = fields.pop("readonly", fields.pop("ro", "false")) in ("true", "1")
+        if kind == "bind":
+            source = fields.pop("source", fields.pop("src", ""))
+            if not source.startswith("/"):
+                raise SpecError(f"invalid --mount {spec!r}: source must be an absolute host path")
+            propagation = fields.pop("bind-propagation", None)
+            if propagation is not None and propagation not in _PROPAGATIONS:
+                raise SpecError(
+                    f"invalid --mount {spec!r}: invalid bind-propagation {propagation!r}"
+                )
+            m = _bind(source, target, spec, readonly, propagation)
+        elif kind == "tmpfs":
+            options = list(_TMPFS_DEFAULTS)
+            if "tmpfs-size" in fields:
+                options.append(
+                    f"size={parse_bytes(fields.pop('tmpfs-size'), '--mount tmpfs-size')}"
+                )
+            if "tmpfs-mode" in fields:
+                mode = fields.pop("tmpfs-mode")
+                if not all(c in "01234567" for c in mode):
+                    raise SpecError(f"invalid --mount {spec!r}: tmpfs-mode must be octal")
+                options.append(f"mode={mode}")
+            if readonly:
+                options.append("ro")
+            m = {
+                "destination": _absolute_target(target, spec),
+                "type": "tmpfs",
+                "source": "tmpfs",
+                "options": options,
+            }
+        else:
+            raise SpecError(
+                f"invalid --mount {spec!r}: type {kind!r} is not supported yet (bind, tmpfs)"
+            )
+        if fields:
+            raise SpecError(
+                f"invalid --mount {spec!r}: unknown option(s) {', '.join(sorted(fields))}"
+            )
+        out.append(m)
+    for spec in opts.tmpfs:
+        target, _, extra = spec.partition(":")
+        options = list(_TMPFS_DEFAULTS) + [o for o in extra.split(",") if o]
+        out.append(
+            {
+                "destination": _absolute_target(target, spec),
+                "type": "tmpfs",
+                "source": "tmpfs",
+                "options": options,
+            }
+        )
+    seen: set[str] = set()
+    for m in out:
+        if m["destination"] in seen:
+            raise SpecError(f"duplicate mount point: {m['destination']}")
+        seen.add(m["destination"])
+    # Parents before children, as Docker orders them.
+    out.sort(key=lambda m: m["destination"].count("/"))
+    return out
 
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
@@ -125,6 +260,16 @@ def _cpuset_ok(text: str) -> bool:
     import re
 
     return bool(re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", text))
+
+
+def validate(opts: RunOptions) -> None:
+    """Check the options that do not need the image, so bad input fails before a container
+    is created (SpecError, one line)."""
+    capabilities(opts)
+    for u in opts.ulimits:
+        parse_ulimit(u)
+    resources_section(opts)
+    user_mounts(opts)
 
 
 def resources_section(opts: RunOptions) -> dict[str, Any] | None:
@@ -376,6 +521,7 @@ def build_spec(
         {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
         {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
     ]  # fmt: skip
+    mounts += user_mounts(opts)
     linux: dict[str, Any] = {"namespaces": namespaces}
     if seccomp is not None:
         linux["seccomp"] = seccomp
