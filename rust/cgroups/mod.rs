@@ -104,6 +104,15 @@ pub(crate) fn write_file(dir: &Path, name: &str, value: &str) -> Result<(), Stri
         .map_err(|e| format!("cgroup: write {name}={value}: {}", errno_text(&e)))
 }
 
+/// The value written to `pids.max` (both versions): a negative limit means unlimited.
+pub(crate) fn pids_max(limit: i64) -> String {
+    if limit < 0 {
+        "max".to_string()
+    } else {
+        limit.to_string()
+    }
+}
+
 pub(crate) fn read_file(dir: &Path, name: &str) -> Option<String> {
     std::fs::read_to_string(dir.join(name)).ok()
 }

@@ -2,7 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{keyed_value, mkdirs, read_file, rmdir_retry, write_file, Manager, Resources};
+use super::{
+    keyed_value, mkdirs, pids_max, read_file, rmdir_retry, write_file, Manager, Resources,
+};
 
 /// The controllers a container joins (when their hierarchy is mounted).
 pub const CONTROLLERS: [&str; 4] = ["memory", "cpu", "cpuset", "pids"];
@@ -103,12 +105,7 @@ impl V1Manager {
         }
         if let Some(d) = self.dir("pids") {
             if let Some(limit) = res.pids_limit {
-                let v = if limit < 0 {
-                    "max".to_string()
-                } else {
-                    limit.to_string()
-                };
-                write_file(d, "pids.max", &v)?;
+                write_file(d, "pids.max", &pids_max(limit))?;
             }
         }
         Ok(())

@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use super::{
-    keyed_value, mkdirs, read_file, rmdir_retry, shares_to_weight, write_file, Manager, Resources,
+    keyed_value, mkdirs, pids_max, read_file, rmdir_retry, shares_to_weight, write_file, Manager,
+    Resources,
 };
 
 pub struct V2Manager {
@@ -125,12 +126,7 @@ impl V2Manager {
             write_file(d, "cpuset.mems", mems)?;
         }
         if let Some(limit) = res.pids_limit {
-            let v = if limit < 0 {
-                "max".to_string()
-            } else {
-                limit.to_string()
-            };
-            write_file(d, "pids.max", &v)?;
+            write_file(d, "pids.max", &pids_max(limit))?;
         }
         Ok(())
     }

@@ -51,7 +51,11 @@ def _hex(digest: str) -> str:
 
 
 def now_rfc3339() -> str:
-    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """The time as Go's RFC3339Nano writes it (no trailing zeros in the fraction), so configs
+    that Go tools (skopeo, Docker) parse and write back keep their bytes and digests."""
+    t = _dt.datetime.now(_dt.UTC)
+    frac = f"{t.microsecond:06d}".rstrip("0")
+    return t.strftime("%Y-%m-%dT%H:%M:%S") + (f".{frac}" if frac else "") + "Z"
 
 
 @dataclass
