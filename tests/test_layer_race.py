@@ -48,30 +48,35 @@ def test_swapping_a_parent_for_a_symlink_never_escapes(tmp_path: Path, seed: int
     outside = tmp_path / "outside"
     (outside / "sub0").mkdir(parents=True)
     (outside / "keep").write_text("sentinel")
-    target = tmp_path / "target"
-    target.mkdir()
     before = snapshot(outside)
-    stop = threading.Event()
     swaps = 0
+    # The racer only swaps once the layer has created `a`; an extraction can finish first, so
+    # run rounds (fresh targets) until at least one swap happened during an extraction.
+    for round_no in range(10):
+        target = tmp_path / f"target{round_no}"
+        target.mkdir()
+        stop = threading.Event()
 
-    def racer() -> None:
-        nonlocal swaps
-        a, hidden = target / "a", target / "a.real"
-        while not stop.is_set():
-            with contextlib.suppress(OSError):
-                os.rename(a, hidden)
-                os.symlink(outside, a)  # absolute path to a real host directory
-                swaps += 1
-                os.unlink(a)
-                os.rename(hidden, a)
+        def racer(target: Path = target, stop: threading.Event = stop) -> None:
+            nonlocal swaps
+            a, hidden = target / "a", target / "a.real"
+            while not stop.is_set():
+                with contextlib.suppress(OSError):
+                    os.rename(a, hidden)
+                    os.symlink(outside, a)  # absolute path to a real host directory
+                    swaps += 1
+                    os.unlink(a)
+                    os.rename(hidden, a)
 
-    t = threading.Thread(target=racer)
-    t.start()
-    try:
-        with contextlib.suppress(_core.LayerError, OSError):
-            _core.extract_layer(str(layer), str(target))
-    finally:
-        stop.set()
-        t.join()
+        t = threading.Thread(target=racer)
+        t.start()
+        try:
+            with contextlib.suppress(_core.LayerError, OSError):
+                _core.extract_layer(str(layer), str(target))
+        finally:
+            stop.set()
+            t.join()
+        assert snapshot(outside) == before
+        if swaps > 0:
+            break
     assert swaps > 0, "the racer never swapped: the test raced nothing"
-    assert snapshot(outside) == before

@@ -37,3 +37,11 @@ def test_cli_import_is_lean() -> None:
 def test_version_loads_no_engine() -> None:
     code = "import sys; from pyrun.cli import main\ntry:\n    main(['--version'])\nexcept SystemExit:\n    pass"
     assert "pyrun._core" not in loaded_after(code)
+
+
+def test_run_path_skips_dataclasses() -> None:
+    """`pyrun run` imports the client, store and runtime: none of them may pull in dataclasses
+    (it imports inspect, ~10 ms)."""
+    baseline = loaded_after("pass")
+    added = loaded_after("import pyrun.client, pyrun.runtime.containers") - baseline
+    assert "dataclasses" not in added

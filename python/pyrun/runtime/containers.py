@@ -268,7 +268,7 @@ def create(
         "created": now_rfc3339(),
         "state": "created",
         "auto_remove": auto_remove,
-        "options": {k: v for k, v in vars(opts).items()},
+        "options": opts.as_dict(),
     }
     c.save()
     return c

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from pyrun.errors import PyrunError
 from pyrun.runtime.seccomp import ProfileError, convert, default_profile
@@ -74,34 +73,72 @@ class SpecError(PyrunError):
     exit_code = 125
 
 
-@dataclass
 class RunOptions:
-    """What `pyrun run` / `containers.run` take, in Docker's vocabulary."""
+    """What `pyrun run` / `containers.run` take, in Docker's vocabulary. Unknown names raise
+    TypeError. (A plain class: importing dataclasses costs the CLI ~10 ms.)"""
 
-    command: list[str] = field(default_factory=list)
-    entrypoint: list[str] | None = None
-    env: list[str] = field(default_factory=list)
-    workdir: str | None = None
-    user: str | None = None
-    group_add: list[str] = field(default_factory=list)
-    hostname: str | None = None
-    read_only: bool = False
-    privileged: bool = False
-    cap_add: list[str] = field(default_factory=list)
-    cap_drop: list[str] = field(default_factory=list)
-    security_opt: list[str] = field(default_factory=list)
-    ulimits: list[str] = field(default_factory=list)
-    network: str = "none"
-    tty: bool = False
-    memory: str | int | None = None
-    memory_swap: str | int | None = None
-    cpus: str | float | None = None
-    cpu_shares: int | None = None
-    cpuset_cpus: str | None = None
-    pids_limit: int | None = None
-    volumes: list[str] = field(default_factory=list)
-    mounts: list[str] = field(default_factory=list)
-    tmpfs: list[str] = field(default_factory=list)
+    command: list[str]
+    entrypoint: list[str] | None
+    env: list[str]
+    workdir: str | None
+    user: str | None
+    group_add: list[str]
+    hostname: str | None
+    read_only: bool
+    privileged: bool
+    cap_add: list[str]
+    cap_drop: list[str]
+    security_opt: list[str]
+    ulimits: list[str]
+    network: str
+    tty: bool
+    memory: str | int | None
+    memory_swap: str | int | None
+    cpus: str | float | None
+    cpu_shares: int | None
+    cpuset_cpus: str | None
+    pids_limit: int | None
+    volumes: list[str]
+    mounts: list[str]
+    tmpfs: list[str]
+
+    _DEFAULTS: ClassVar[dict[str, Any]] = {
+        "command": [],
+        "entrypoint": None,
+        "env": [],
+        "workdir": None,
+        "user": None,
+        "group_add": [],
+        "hostname": None,
+        "read_only": False,
+        "privileged": False,
+        "cap_add": [],
+        "cap_drop": [],
+        "security_opt": [],
+        "ulimits": [],
+        "network": "none",
+        "tty": False,
+        "memory": None,
+        "memory_swap": None,
+        "cpus": None,
+        "cpu_shares": None,
+        "cpuset_cpus": None,
+        "pids_limit": None,
+        "volumes": [],
+        "mounts": [],
+        "tmpfs": [],
+    }
+
+    def __init__(self, **options: Any) -> None:
+        unknown = set(options) - set(self._DEFAULTS)
+        if unknown:
+            raise TypeError(f"unexpected option(s): {', '.join(sorted(unknown))}")
+        for name, default in self._DEFAULTS.items():
+            value = options.get(name, default)
+            setattr(self, name, list(value) if isinstance(value, list) else value)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self._DEFAULTS}
 
 
 _PROPAGATIONS = ("private", "rprivate", "shared", "rshared", "slave", "rslave")

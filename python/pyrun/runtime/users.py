@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import posixpath
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from pyrun.errors import PyrunError
 
@@ -51,12 +51,11 @@ def _read_db(rootfs: str, name: str) -> list[list[str]]:
         return []
 
 
-@dataclass
-class ResolvedUser:
+class ResolvedUser(NamedTuple):
     uid: int
     gid: int
-    additional_gids: list[int] = field(default_factory=list)
-    home: str = "/"
+    additional_gids: list[int]
+    home: str
 
 
 def resolve_user(rootfs: str, spec: str, group_add: list[str] | None = None) -> ResolvedUser:

@@ -22,7 +22,6 @@ import fcntl
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,17 +57,26 @@ def now_rfc3339() -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S") + (f".{frac}" if frac else "") + "Z"
 
 
-@dataclass
 class ImageRecord:
     """One image in the store, as resolved from a reference."""
 
-    manifest_digest: str
-    media_type: str
-    manifest: dict[str, Any]
-    config_digest: str
-    config: dict[str, Any]
-    tags: list[str] = field(default_factory=list)
-    added: str = ""
+    def __init__(
+        self,
+        manifest_digest: str,
+        media_type: str,
+        manifest: dict[str, Any],
+        config_digest: str,
+        config: dict[str, Any],
+        tags: list[str] | None = None,
+        added: str = "",
+    ) -> None:
+        self.manifest_digest = manifest_digest
+        self.media_type = media_type
+        self.manifest = manifest
+        self.config_digest = config_digest
+        self.config = config
+        self.tags = tags if tags is not None else []
+        self.added = added
 
     @property
     def id(self) -> str:
@@ -84,12 +92,14 @@ class ImageRecord:
         return list(self.manifest.get("layers", []))
 
 
-@dataclass
 class GCResult:
-    blobs_removed: int = 0
-    layers_removed: int = 0
-    bytes_freed: int = 0
-    images_removed: list[str] = field(default_factory=list)
+    """What a garbage collection removed."""
+
+    def __init__(self) -> None:
+        self.blobs_removed = 0
+        self.layers_removed = 0
+        self.bytes_freed = 0
+        self.images_removed: list[str] = []
 
 
 class Store:
