@@ -53,3 +53,25 @@ def debian_tar() -> Path:
     from images import debian_tar as build
 
     return build()
+
+
+@pytest.fixture(scope="session")
+def busybox_rootfs(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path) -> Path:
+    """The busybox image unpacked once, as a template for runtime bundles."""
+    from pyrun import _core
+
+    root = tmp_path_factory.mktemp("busybox") / "rootfs"
+    root.mkdir()
+    _core.extract_layer(str(busybox_tar), str(root))
+    return root
+
+
+@pytest.fixture
+def bundle(tmp_path: Path, busybox_rootfs: Path) -> Path:
+    """An OCI bundle dir with a private copy of the busybox rootfs (config.json is the test's)."""
+    import shutil
+
+    b = tmp_path / "bundle"
+    b.mkdir()
+    shutil.copytree(busybox_rootfs, b / "rootfs", symlinks=True)
+    return b

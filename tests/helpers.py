@@ -8,11 +8,23 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 
 IS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root: mknod, chown and overlay mounts")
+
+F = TypeVar("F", bound=Callable[..., None])
+
+
+def root_test(fn: F) -> F:
+    """Decorator form of needs_root that also adds the `root` marker (for -m selection)."""
+    skip = pytest.mark.skipif(
+        not IS_ROOT,
+        reason="needs root: mknod, chown to other uids, trusted.* and security.* xattrs",
+    )
+    return pytest.mark.root(skip(fn))  # type: ignore[no-any-return]
 
 
 @functools.cache

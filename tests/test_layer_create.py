@@ -10,12 +10,11 @@ import socket
 import stat
 import subprocess
 import tarfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
+from helpers import root_test as needs_root
 from layergen import (
     CAP_V2_NET_BIND,
     OPQ,
@@ -30,16 +29,6 @@ from layergen import (
     snapshot,
 )
 from pyrun import _core
-
-F = TypeVar("F", bound=Callable[..., None])
-
-
-def needs_root(fn: F) -> F:
-    skip = pytest.mark.skipif(
-        os.geteuid() != 0,
-        reason="needs root: mknod, chown to other uids, trusted.* and security.* xattrs",
-    )
-    return pytest.mark.root(skip(fn))  # type: ignore[no-any-return]
 
 
 def _create(src: Path, out: Path, **kw: object) -> tuple[_core.LayerResult, list[RawMember]]:

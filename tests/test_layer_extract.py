@@ -10,12 +10,13 @@ import os
 import random
 import stat
 import tarfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal
 
 import pytest
 
+from helpers import root_test as needs_root
 from layergen import (
     CAP_V2_NET_BIND,
     FIXED_MTIME,
@@ -34,17 +35,6 @@ from layergen import (
     snapshot,
 )
 from pyrun import _core
-
-F = TypeVar("F", bound=Callable[..., None])
-
-
-def needs_root(fn: F) -> F:
-    skip = pytest.mark.skipif(
-        os.geteuid() != 0,
-        reason="needs root: mknod, chown to other uids, trusted.* and security.* xattrs",
-    )
-    return pytest.mark.root(skip(fn))  # type: ignore[no-any-return]
-
 
 Whiteouts = Literal["overlay", "apply"]
 

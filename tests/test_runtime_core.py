@@ -125,22 +125,6 @@ def spec(*args: str, **process: Any) -> dict[str, Any]:
     return cfg
 
 
-@pytest.fixture(scope="module")
-def rootfs_template(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path) -> Path:
-    root = tmp_path_factory.mktemp("busybox") / "rootfs"
-    root.mkdir()
-    _core.extract_layer(str(busybox_tar), str(root))
-    return root
-
-
-@pytest.fixture
-def bundle(tmp_path: Path, rootfs_template: Path) -> Path:
-    b = tmp_path / "bundle"
-    b.mkdir()
-    shutil.copytree(rootfs_template, b / "rootfs", symlinks=True)
-    return b
-
-
 def run(bundle: Path, cfg: dict[str, Any], pid_file: Path | None = None) -> tuple[int, str, str]:
     """Write config.json and run the container with stdin from /dev/null and stdout/stderr
     captured; returns (status, stdout, stderr)."""
@@ -432,12 +416,12 @@ def test_bind_mounts(bundle: Path, tmp_path: Path) -> None:
     assert not (data / "g").exists()
 
 
-def test_user_namespace(tmp_path: Path, rootfs_template: Path) -> None:
+def test_user_namespace(tmp_path: Path, busybox_rootfs: Path) -> None:
     # The mapped root must reach the rootfs: pytest's temporary directories are 0700.
     bundle = Path(tempfile.mkdtemp(prefix="pyrun-userns-"))
     os.chmod(bundle, 0o755)
     try:
-        shutil.copytree(rootfs_template, bundle / "rootfs", symlinks=True)
+        shutil.copytree(busybox_rootfs, bundle / "rootfs", symlinks=True)
         _user_namespace(bundle)
     finally:
         shutil.rmtree(bundle)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -133,22 +132,6 @@ def test_bad_profile_file_is_one_line_exit_125(
 
 
 # --- raw linux.seccomp sections through _core.run_container ----------------------------------
-
-
-@pytest.fixture(scope="module")
-def rootfs(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path) -> Path:
-    root = tmp_path_factory.mktemp("bb-seccomp") / "rootfs"
-    root.mkdir()
-    _core.extract_layer(str(busybox_tar), str(root))
-    return root
-
-
-@pytest.fixture
-def bundle(tmp_path: Path, rootfs: Path) -> Path:
-    b = tmp_path / "bundle"
-    b.mkdir()
-    shutil.copytree(rootfs, b / "rootfs", symlinks=True)
-    return b
 
 
 def raw_spec(script: str, seccomp: dict[str, Any] | None, **process: Any) -> dict[str, Any]:
