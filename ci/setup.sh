@@ -106,4 +106,17 @@ else
     printf '%s\n' "$stamp" >"$stamp_file"
 fi
 ci_log "extension built ($(ci_since "$build_start") s)"
+
+# --- pyrun-runtime ------------------------------------------------------------------------------
+# The native executable (per-container monitor of detached containers), installed next to the
+# package where pyrun looks for it first (python/pyrun/_bin/, ignored by git). cargo rebuilds
+# only what changed; the copy is replaced atomically so a running monitor keeps its image.
+bin_start="$(ci_now)"
+quietly cargo-bin cargo build --release --locked --bin pyrun-runtime
+mkdir -p python/pyrun/_bin
+if ! cmp -s target/release/pyrun-runtime python/pyrun/_bin/pyrun-runtime; then
+    cp target/release/pyrun-runtime python/pyrun/_bin/.pyrun-runtime.tmp
+    mv -f python/pyrun/_bin/.pyrun-runtime.tmp python/pyrun/_bin/pyrun-runtime
+fi
+ci_log "pyrun-runtime built ($(ci_since "$bin_start") s)"
 ci_log "setup done ($(ci_since "$setup_start") s)"

@@ -65,7 +65,7 @@ ci_rust_path
 ci_venv_env
 
 step "cargo fmt" cargo fmt --all --check
-step "cargo clippy" cargo clippy --locked --all-targets -- -D warnings
+step "cargo clippy" cargo clippy --locked --all-targets --all-features -- -D warnings
 step "cargo test" cargo test --locked --release
 step "ruff check" "$VENV/bin/ruff" check "${py_paths[@]}"
 step "ruff format" "$VENV/bin/ruff" format --check "${py_paths[@]}"

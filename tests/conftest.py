@@ -3,19 +3,29 @@ Markers (needs_root, needs_docker, needs_tool) live in helpers.py."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from helpers import PyrunRunner
 from pyrun.client import Client
+from pyrun.errors import PyrunError
 
 
 @pytest.fixture
-def store_root(tmp_path: Path) -> Path:
-    return tmp_path / "store"
+def store_root(tmp_path: Path) -> Iterator[Path]:
+    root = tmp_path / "store"
+    yield root
+    # Detached containers outlive the CLI: take down whatever a test left running (monitors,
+    # mounts, cgroups), so no test leaks into the next.
+    if (root / "containers").is_dir():
+        for c in Client(root).containers.list(all=True):
+            with contextlib.suppress(PyrunError, OSError):
+                c.remove(force=True)
 
 
 @pytest.fixture

@@ -55,8 +55,8 @@ def test_memory_limit_oom_kill(bb: PyrunRunner) -> None:
     info = inspect(bb, "oom")
     assert info["State"]["OOMKilled"] is True
     assert info["State"]["ExitCode"] == 137
-    assert info["cgroup"] == f"/pyrun/{info['id']}"
-    assert leftovers(info["id"]) == []
+    assert info["Cgroup"] == f"/pyrun/{info['Id']}"
+    assert leftovers(info["Id"]) == []
 
 
 def test_memory_limit_not_hit(bb: PyrunRunner) -> None:
@@ -64,7 +64,7 @@ def test_memory_limit_not_hit(bb: PyrunRunner) -> None:
     assert res.returncode == 0 and res.stdout == "ok\n", res.stderr
     info = inspect(bb, "fine")
     assert info["State"]["OOMKilled"] is False
-    assert leftovers(info["id"]) == []
+    assert leftovers(info["Id"]) == []
 
 
 def test_pids_limit(bb: PyrunRunner) -> None:

@@ -145,6 +145,14 @@ def run_container(
     line) if setup or exec fails; ValueError for a malformed config.json (message names the JSON
     field) or a bad stdio fd."""
 
+def exec_container(config: str, target_pid: int, *, stdio: tuple[int, int] | None = None) -> int:
+    """Run config's process (a runtime-spec config.json path whose linux.namespaces all carry a
+    `path`, normally /proc/<target_pid>/ns/*) inside the running container whose init is
+    target_pid, in the foreground: it joins those namespaces (the pid one for its children) and
+    every cgroup target_pid is in, then applies rlimits, capabilities, no_new_privs, seccomp,
+    user and cwd like run_container, and execs; root, mounts and hostname are the container's.
+    Returns the exit status; raises StartError (127/126/125) or ValueError like run_container."""
+
 # run_container and linux.seccomp: the section (defaultAction, defaultErrnoRet, architectures,
 # flags TSYNC/LOG/SPEC_ALLOW, syscalls with names/action/errnoRet/args) is compiled to a BPF
 # program before the container starts and installed last before exec (before the credentials

@@ -286,9 +286,44 @@ class ContainerError(PyrunError):
         self.stderr = stderr
         text = stderr.decode(errors="replace").strip().splitlines()
         super().__init__(
-            f"command {command!r} in image {container.attrs.get('image_name')} returned non-zero "
-            f"exit status {exit_status}" + (f": {text[-1]}" if text else "")
+            f"command {command!r} in image {container.record.get('image_name')} returned "
+            f"non-zero exit status {exit_status}" + (f": {text[-1]}" if text else "")
         )
+
+
+_ALIASES = {
+    "environment": "env",
+    "working_dir": "workdir",
+    "network_mode": "network",
+    "mem_limit": "memory",
+    "memswap_limit": "memory_swap",
+    "restart_policy": "restart",
+}
+
+
+def run_fields(options: dict[str, Any]) -> dict[str, Any]:
+    """docker-py's spelling of run options as RunOptions fields."""
+    fields = {_ALIASES.get(k, k): v for k, v in options.items()}
+    if isinstance(fields.get("env"), dict):
+        fields["env"] = [f"{k}={v}" for k, v in fields["env"].items()]
+    if isinstance(fields.get("volumes"), dict):  # docker-py: {host: {"bind": dst, "mode": m}}
+        fields["volumes"] = [
+            f"{src}:{v['bind']}:{v.get('mode', 'rw')}" for src, v in fields["volumes"].items()
+        ]
+    if isinstance(fields.get("tmpfs"), dict):  # docker-py: {dst: "size=1m"}
+        fields["tmpfs"] = [f"{k}:{v}" if v else k for k, v in fields["tmpfs"].items()]
+    if isinstance(fields.get("labels"), dict):
+        fields["labels"] = [f"{k}={v}" for k, v in fields["labels"].items()]
+    restart = fields.get("restart")
+    if isinstance(restart, dict):  # docker-py: {"Name": "on-failure", "MaximumRetryCount": 3}
+        name = restart.get("Name") or "no"
+        count = restart.get("MaximumRetryCount") or 0
+        fields["restart"] = f"{name}:{count}" if name == "on-failure" and count else name
+    if isinstance(fields.get("entrypoint"), str):
+        import shlex
+
+        fields["entrypoint"] = shlex.split(fields["entrypoint"])
+    return fields
 
 
 class ContainerCollection:
@@ -301,10 +336,28 @@ class ContainerCollection:
         return get_container(self.client.store, ref)
 
     def list(self, all: bool = False) -> builtins.list[Container]:
-        from pyrun.runtime.containers import list_containers
+        from pyrun.runtime.containers import ACTIVE, list_containers
 
         found = list_containers(self.client.store)
-        return found if all else [c for c in found if c.status == "running"]
+        return found if all else [c for c in found if c.status in ACTIVE]
+
+    def create(
+        self,
+        image: str,
+        command: str | builtins.list[str] | None = None,
+        *,
+        name: str | None = None,
+        auto_remove: bool = False,
+        **options: Any,
+    ) -> Container:
+        """A container that is not started yet (`container.start()` starts it detached)."""
+        import shlex
+
+        if isinstance(command, str):
+            command = shlex.split(command)
+        return self._create(
+            image, command or [], name=name, remove=auto_remove, fields=run_fields(options)
+        )
 
     def run(
         self,
@@ -312,40 +365,42 @@ class ContainerCollection:
         command: str | builtins.list[str] | None = None,
         *,
         remove: bool = False,
+        auto_remove: bool = False,
+        detach: bool = False,
         name: str | None = None,
         stdout: bool = True,
         stderr: bool = False,
         **options: Any,
-    ) -> bytes:
-        """docker-py's `containers.run` (foreground): returns the output; a non-zero exit
-        raises ContainerError. `options` are RunOptions fields (environment= and working_dir=
-        are accepted as docker-py spells them)."""
+    ) -> Any:
+        """docker-py's `containers.run`. In the foreground it returns the output (stdout, and
+        stderr with stderr=True); a non-zero exit raises ContainerError. With detach=True it
+        returns the Container, running under its monitor. `options` are RunOptions fields
+        (docker-py's environment=, working_dir=, mem_limit=, restart_policy= too)."""
         import shlex
         import tempfile
 
-        aliases = {
-            "environment": "env",
-            "working_dir": "workdir",
-            "network_mode": "network",
-            "mem_limit": "memory",
-            "memswap_limit": "memory_swap",
-        }
-        fields = {aliases.get(k, k): v for k, v in options.items()}
-        if isinstance(fields.get("env"), dict):
-            fields["env"] = [f"{k}={v}" for k, v in fields["env"].items()]
-        if isinstance(fields.get("volumes"), dict):  # docker-py: {host: {"bind": dst, "mode": m}}
-            fields["volumes"] = [
-                f"{src}:{v['bind']}:{v.get('mode', 'rw')}" for src, v in fields["volumes"].items()
-            ]
-        if isinstance(fields.get("tmpfs"), dict):  # docker-py: {dst: "size=1m"}
-            fields["tmpfs"] = [f"{k}:{v}" if v else k for k, v in fields["tmpfs"].items()]
+        from pyrun.runtime import containers as rt
+
+        fields = run_fields(options)
         if isinstance(command, str):
             command = shlex.split(command)
+        if detach:
+            c = self._create(
+                image, command or [], name=name, remove=remove or auto_remove, fields=fields
+            )
+            try:
+                rt.start_detached(c)
+            except PyrunError:
+                if remove or auto_remove:
+                    with contextlib.suppress(PyrunError, OSError):
+                        c.remove(force=True)
+                raise
+            return c
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             c, status = self._run(
                 image,
                 command or [],
-                remove=remove,
+                remove=remove or auto_remove,
                 name=name,
                 stdio=(out.fileno(), err.fileno()),
                 fields=fields,
@@ -357,6 +412,28 @@ class ContainerCollection:
             raise ContainerError(c, status, command or [], err_b)
         return (out_b if stdout else b"") + (err_b if stderr else b"")
 
+    def _create(
+        self,
+        image: str,
+        command: builtins.list[str],
+        *,
+        remove: bool,
+        name: str | None,
+        fields: dict[str, Any],
+    ) -> Container:
+        from pyrun.runtime import containers as rt
+        from pyrun.runtime.spec import RunOptions, validate
+
+        try:
+            opts = RunOptions(command=list(command), **fields)
+        except TypeError as e:
+            raise InvalidReference(f"unknown run option: {e}") from None
+        validate(opts)  # bad flags fail before any container record exists
+        record = self.client.store.get(image)
+        return rt.create(
+            self.client.store, record, opts, name=name, auto_remove=remove, image_name=image
+        )
+
     def _run(
         self,
         image: str,
@@ -367,24 +444,21 @@ class ContainerCollection:
         stdio: tuple[int, int] | None,
         fields: dict[str, Any],
     ) -> tuple[Container, int]:
+        """A foreground run in this process (the CLI's `run` without -d)."""
         from pyrun.runtime import containers as rt
-        from pyrun.runtime.spec import RunOptions, validate
+        from pyrun.runtime.spec import RunOptions
 
-        try:
-            opts = RunOptions(command=list(command), **fields)
-        except TypeError as e:
-            raise InvalidReference(f"unknown run option: {e}") from None
-        validate(opts)  # bad flags fail before any container record exists
-        record = self.client.store.get(image)
-        c = rt.create(
-            self.client.store, record, opts, name=name, auto_remove=remove, image_name=image
-        )
-        return c, rt.run_foreground(self.client.store, record, c, opts, stdio=stdio)
+        c = self._create(image, command, remove=remove, name=name, fields=fields)
+        opts = RunOptions(**c.options)
+        assert c.image is not None
+        return c, rt.run_foreground(self.client.store, c.image, c, opts, stdio=stdio)
 
     def prune(self) -> dict[str, Any]:
+        from pyrun.runtime.containers import ACTIVE
+
         deleted = []
         for c in self.list(all=True):
-            if c.status != "running":
+            if c.status not in ACTIVE:
                 c.remove()
                 deleted.append(c.id)
         return {"ContainersDeleted": deleted}

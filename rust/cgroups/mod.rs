@@ -189,3 +189,47 @@ pub fn shares_to_weight(shares: u64) -> u64 {
     let exponent = (l * l + 125.0 * l) / 612.0 - 7.0 / 34.0;
     10f64.powf(exponent).ceil() as u64
 }
+
+/// The cgroup directories (under `root`) of every hierarchy `/proc/<pid>/cgroup` names: for
+/// cgroup v1 `<root>/<controllers>/<path>` (`name=systemd` → `systemd`), for the unified line
+/// `0::<path>` `<root>/<path>` on a pure v2 host, else `<root>/unified/<path>`. Hierarchies
+/// without a mount under `root` are left out.
+pub fn dirs_of_process(root: &Path, proc_cgroup: &str) -> Vec<PathBuf> {
+    let unified_root = if is_unified(root) {
+        root.to_path_buf()
+    } else {
+        root.join("unified")
+    };
+    let mut out = Vec::new();
+    for line in proc_cgroup.lines() {
+        let mut it = line.splitn(3, ':');
+        let (Some(_id), Some(ctrls), Some(path)) = (it.next(), it.next(), it.next()) else {
+            continue;
+        };
+        let rel = path.trim_start_matches('/');
+        if rel.split('/').any(|c| c == "..") {
+            continue;
+        }
+        let base = if ctrls.is_empty() {
+            unified_root.clone()
+        } else {
+            root.join(ctrls.strip_prefix("name=").unwrap_or(ctrls))
+        };
+        if base.join("cgroup.procs").exists() {
+            out.push(base.join(rel));
+        }
+    }
+    out
+}
+
+/// Put `pid` into every cgroup `target` (a running process) is in: how `exec` enters the
+/// container's cgroups. Fails when a hierarchy refuses it.
+pub fn join_cgroups_of(root: &Path, target: i32, pid: i32) -> Result<(), String> {
+    let text = std::fs::read_to_string(format!("/proc/{target}/cgroup"))
+        .map_err(|e| format!("cgroup: read /proc/{target}/cgroup: {}", errno_text(&e)))?;
+    for dir in dirs_of_process(root, &text) {
+        std::fs::write(dir.join("cgroup.procs"), pid.to_string())
+            .map_err(|e| format!("cgroup: join {}: {}", dir.display(), errno_text(&e)))?;
+    }
+    Ok(())
+}

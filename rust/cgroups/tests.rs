@@ -331,3 +331,25 @@ fn keyed_files() {
     );
     assert_eq!(keyed_value("under_oom 0\n", "oom_kill"), None);
 }
+
+#[test]
+fn dirs_of_process_maps_v1_and_unified_lines() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    for d in ["memory", "cpu,cpuacct", "systemd", "unified", "pids"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+        std::fs::write(root.join(d).join("cgroup.procs"), "").unwrap();
+    }
+    let text = "12:memory:/pyrun/abc\n4:cpu,cpuacct:/pyrun/abc\n1:name=systemd:/user.slice\n\
+                0::/pyrun/abc\n7:blkio:/x\n3:pids:/../etc\n";
+    let dirs = super::dirs_of_process(root, text);
+    assert_eq!(
+        dirs,
+        vec![
+            root.join("memory/pyrun/abc"),
+            root.join("cpu,cpuacct/pyrun/abc"),
+            root.join("systemd/user.slice"),
+            root.join("unified/pyrun/abc"),
+        ]
+    );
+}

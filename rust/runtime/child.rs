@@ -666,41 +666,10 @@ fn set_rlimits(p: &Plan) -> Res<()> {
     Ok(())
 }
 
-fn setup(p: &Plan, pipes: &ChildPipes<'_>) -> Res<Infallible> {
-    sys::set_pdeathsig(libc::SIGKILL).map_err(at(Step::Prctl, 0))?;
-    // Not dumpable: no container process can ptrace us or open our /proc/PID/exe or fds
-    // while we still hold the host's view (CVE-2016-9962, CVE-2019-5736 class).
-    sys::set_dumpable(false).map_err(at(Step::Prctl, 1))?;
-
-    // Wait for the parent: id maps written, pid recorded.
-    let mut byte = [0u8; 1];
-    loop {
-        match rustix::io::read(pipes.sync_r, &mut byte) {
-            Ok(1) => break,
-            Ok(_) => return Err(Failure::new(Step::Sync, 0, Errno::PIPE)),
-            Err(Errno::INTR) => {}
-            Err(e) => return Err(Failure::new(Step::Sync, 0, e)),
-        }
-    }
-    sys::close_raw(pipes.sync_r.as_raw_fd());
-
-    if p.new_userns {
-        let root_gid = Gid::from_raw(0);
-        let root_uid = Uid::from_raw(0);
-        rustix::thread::set_thread_res_gid(root_gid, root_gid, root_gid)
-            .map_err(at(Step::UserNsRoot, 0))?;
-        rustix::thread::set_thread_res_uid(root_uid, root_uid, root_uid)
-            .map_err(at(Step::UserNsRoot, 1))?;
-    }
-    for (i, j) in p.join.iter().enumerate() {
-        rustix::thread::move_into_link_name_space(j.fd.as_fd(), None)
-            .map_err(at(Step::Setns, i as u32))?;
-    }
-    if p.unshare_flags != 0 {
-        sys::unshare(p.unshare_flags).map_err(at(Step::Unshare, 0))?;
-    }
-    rustix::process::umask(Mode::empty());
-
+/// The container's root: propagation, the rootfs bind, every mount, /dev, sysctls, read-only
+/// and masked paths, pivot_root, hostname and loopback. Skipped by `exec`, which joined the
+/// mount namespace of a container whose root is set up already.
+fn setup_root(p: &Plan) -> Res<()> {
     // The root filesystem.
     rmount::mount_change(
         c"/",
@@ -766,6 +735,46 @@ fn setup(p: &Plan, pipes: &ChildPipes<'_>) -> Res<Infallible> {
     }
     if p.new_netns {
         sys::loopback_up().map_err(at(Step::Loopback, 0))?;
+    }
+    Ok(())
+}
+
+fn setup(p: &Plan, pipes: &ChildPipes<'_>) -> Res<Infallible> {
+    sys::set_pdeathsig(libc::SIGKILL).map_err(at(Step::Prctl, 0))?;
+    // Not dumpable: no container process can ptrace us or open our /proc/PID/exe or fds
+    // while we still hold the host's view (CVE-2016-9962, CVE-2019-5736 class).
+    sys::set_dumpable(false).map_err(at(Step::Prctl, 1))?;
+
+    // Wait for the parent: id maps written, pid recorded.
+    let mut byte = [0u8; 1];
+    loop {
+        match rustix::io::read(pipes.sync_r, &mut byte) {
+            Ok(1) => break,
+            Ok(_) => return Err(Failure::new(Step::Sync, 0, Errno::PIPE)),
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(Failure::new(Step::Sync, 0, e)),
+        }
+    }
+    sys::close_raw(pipes.sync_r.as_raw_fd());
+
+    if p.new_userns {
+        let root_gid = Gid::from_raw(0);
+        let root_uid = Uid::from_raw(0);
+        rustix::thread::set_thread_res_gid(root_gid, root_gid, root_gid)
+            .map_err(at(Step::UserNsRoot, 0))?;
+        rustix::thread::set_thread_res_uid(root_uid, root_uid, root_uid)
+            .map_err(at(Step::UserNsRoot, 1))?;
+    }
+    for (i, j) in p.join.iter().enumerate() {
+        rustix::thread::move_into_link_name_space(j.fd.as_fd(), None)
+            .map_err(at(Step::Setns, i as u32))?;
+    }
+    if p.unshare_flags != 0 {
+        sys::unshare(p.unshare_flags).map_err(at(Step::Unshare, 0))?;
+    }
+    rustix::process::umask(Mode::empty());
+    if p.exec_into.is_none() {
+        setup_root(p)?;
     }
     set_rlimits(p)?;
 

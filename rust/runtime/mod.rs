@@ -100,11 +100,7 @@ pub fn run_container(
 ) -> Result<Outcome> {
     let mut plan = plan::build(bundle)?;
     if let Some((out, err)) = stdio {
-        let dup = |fd: i32, name: &str| {
-            crate::sys::dup_raw_fd(fd)
-                .map_err(|e| Error::Value(format!("stdio: {name} fd {fd}: {}", strerror(&e))))
-        };
-        plan.stdio = Some((dup(out, "stdout")?, dup(err, "stderr")?));
+        plan.stdio = Some(dup_stdio(out, err)?);
     }
     run_plan(&plan, pid_file)
 }
@@ -145,7 +141,7 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 }
 
 /// Reap `pid`, retrying on EINTR; returns its wait status.
-fn reap(pid: Pid) -> Option<rustix::process::WaitStatus> {
+pub fn reap(pid: Pid) -> Option<rustix::process::WaitStatus> {
     loop {
         match rustix::process::waitpid(Some(pid), WaitOptions::empty()) {
             Ok(Some((_, status))) => return Some(status),
@@ -180,11 +176,66 @@ impl Drop for CgroupGuard {
     }
 }
 
+/// A container process that has exec'd: its pid and its cgroup (removed by [`Started::finish`]
+/// or on drop).
+pub struct Started {
+    pub pid: Pid,
+    cgroup: Option<CgroupGuard>,
+}
+
+impl Started {
+    pub fn pid_raw(&self) -> i32 {
+        self.pid.as_raw_nonzero().get()
+    }
+
+    /// The outcome once the process has exited and `status` was reaped; removes the cgroup.
+    pub fn finish(mut self, status: rustix::process::WaitStatus) -> Outcome {
+        let (oom_killed, cgroup_path) = match self.cgroup.as_mut() {
+            Some(g) => {
+                let oom = g.0.oom_killed();
+                let path = g.0.path().to_string();
+                let _ = g.0.destroy();
+                (oom, path)
+            }
+            None => (false, String::new()),
+        };
+        Outcome {
+            exit_code: status_code(status),
+            oom_killed,
+            cgroup: cgroup_path,
+        }
+    }
+}
+
+/// Wait for `pid` to exit without reaping it (so a signal sent meanwhile cannot reach a
+/// process that reused the pid).
+pub fn wait_exited(pid: Pid) {
+    while let Err(Errno::INTR) = rustix::process::waitid(
+        rustix::process::WaitId::Pid(pid),
+        WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
+    ) {}
+}
+
 fn run_plan(plan: &Plan, pid_file: Option<&Path>) -> Result<Outcome> {
-    let (sync_r, sync_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
     let mut forwarder =
         signals::Forwarder::install().map_err(|e| start_io("install signal handlers", e))?;
+    let started = start_plan(plan, pid_file, Some(&mut forwarder))?;
+    wait_exited(started.pid);
+    forwarder.unwatch();
+    let status = reap(started.pid).ok_or_else(|| start("wait for the container process failed"))?;
+    Ok(started.finish(status))
+}
+
+/// Clone the container process, set up its id maps and cgroup, release it and wait until it
+/// exec'd (or report why it could not). `forwarder`, when given, forwards signals to it from
+/// the moment it exists.
+pub fn start_plan(
+    plan: &Plan,
+    pid_file: Option<&Path>,
+    mut forwarder: Option<&mut signals::Forwarder>,
+) -> Result<Started> {
+    let (sync_r, sync_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
 
     let pidns = match &plan.join_pid {
         Some(j) => Some(PidNsGuard::enter(j)?),
@@ -203,8 +254,8 @@ fn run_plan(plan: &Plan, pid_file: Option<&Path>) -> Result<Outcome> {
         };
         child::main(plan, &pipes);
     }
-    if let Ok(pid) = cloned {
-        forwarder.watch(pid);
+    if let (Ok(pid), Some(f)) = (cloned, forwarder.as_deref_mut()) {
+        f.watch(pid);
     }
     sys::restore_signal_mask(&mask);
     drop(pidns);
@@ -212,12 +263,17 @@ fn run_plan(plan: &Plan, pid_file: Option<&Path>) -> Result<Outcome> {
     let pid = Pid::from_raw(pid).ok_or_else(|| start("clone returned no pid"))?;
     drop(sync_r);
     drop(err_w);
+    let fail = |forwarder: Option<&mut signals::Forwarder>, e: Error| {
+        if let Some(f) = forwarder {
+            f.unwatch();
+        }
+        kill_and_reap(pid);
+        Err(e)
+    };
 
     if plan.new_userns {
         if let Err(e) = write_id_maps(plan, pid) {
-            forwarder.unwatch();
-            kill_and_reap(pid);
-            return Err(e);
+            return fail(forwarder, e);
         }
     }
     // The cgroup is set up and the child moved in while it still waits on the sync pipe: the
@@ -225,22 +281,22 @@ fn run_plan(plan: &Plan, pid_file: Option<&Path>) -> Result<Outcome> {
     let mut cgroup = None;
     if let Some(cg) = &plan.cgroup {
         let mut guard = match crate::cgroups::manager(Path::new(crate::cgroups::ROOT), &cg.path) {
-            Ok(m) => Some(CgroupGuard(m)),
-            Err(msg) => {
-                forwarder.unwatch();
-                kill_and_reap(pid);
-                return Err(start(msg));
-            }
+            Ok(m) => CgroupGuard(m),
+            Err(msg) => return fail(forwarder, start(msg)),
         };
-        if let Some(g) = guard.as_mut() {
-            if let Err(msg) = g.0.apply(pid.as_raw_nonzero().get(), &cg.resources) {
-                forwarder.unwatch();
-                kill_and_reap(pid);
-                drop(guard); // removes what was created, now that the child is gone
-                return Err(start(msg));
-            }
+        if let Err(msg) = guard.0.apply(pid.as_raw_nonzero().get(), &cg.resources) {
+            let r = fail(forwarder, start(msg));
+            drop(guard); // removes what was created, now that the child is gone
+            return r;
         }
-        cgroup = guard;
+        cgroup = Some(guard);
+    }
+    if let Some(target) = plan.exec_into {
+        let root = Path::new(crate::cgroups::ROOT);
+        if let Err(msg) = crate::cgroups::join_cgroups_of(root, target, pid.as_raw_nonzero().get())
+        {
+            return fail(forwarder, start(msg));
+        }
     }
     // Release the child. If it already died, the error pipe says why (or is empty).
     let _ = rustix::io::write(&sync_w, &[1u8]);
@@ -249,7 +305,9 @@ fn run_plan(plan: &Plan, pid_file: Option<&Path>) -> Result<Outcome> {
     let record = read_record(&err_r);
     drop(err_r);
     if let Some(rec) = record {
-        forwarder.unwatch();
+        if let Some(f) = forwarder {
+            f.unwatch();
+        }
         reap(pid);
         return Err(match Failure::decode(&rec) {
             Some(f) => Error::Start {
@@ -262,34 +320,35 @@ fn run_plan(plan: &Plan, pid_file: Option<&Path>) -> Result<Outcome> {
 
     if let Some(pf) = pid_file {
         if let Err(e) = write_pid_file(pf, pid.as_raw_nonzero().get()) {
-            forwarder.unwatch();
-            kill_and_reap(pid);
-            return Err(start_io(format!("write pid file {}", pf.display()), e));
+            return fail(
+                forwarder,
+                start_io(format!("write pid file {}", pf.display()), e),
+            );
         }
     }
+    Ok(Started { pid, cgroup })
+}
 
-    // Wait for the exit without reaping, stop forwarding, then reap: a signal can never reach
-    // a process that reused the pid.
-    while let Err(Errno::INTR) = rustix::process::waitid(
-        rustix::process::WaitId::Pid(pid),
-        WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
-    ) {}
-    forwarder.unwatch();
-    let status = reap(pid).ok_or_else(|| start("wait for the container process failed"))?;
-    let (oom_killed, cgroup_path) = match cgroup.as_mut() {
-        Some(g) => {
-            let oom = g.0.oom_killed();
-            let path = g.0.path().to_string();
-            let _ = g.0.destroy();
-            (oom, path)
-        }
-        None => (false, String::new()),
+/// Run a process in the running container whose init is `target_pid` (`exec`), in the
+/// foreground: `config` is a runtime-spec config whose namespaces are joined by path.
+pub fn exec_container(
+    config: &Path,
+    target_pid: i32,
+    stdio: Option<(i32, i32)>,
+) -> Result<Outcome> {
+    let mut plan = plan::build_exec(config, target_pid)?;
+    if let Some((out, err)) = stdio {
+        plan.stdio = Some(dup_stdio(out, err)?);
+    }
+    run_plan(&plan, None)
+}
+
+fn dup_stdio(out: i32, err: i32) -> Result<(OwnedFd, OwnedFd)> {
+    let dup = |fd: i32, name: &str| {
+        crate::sys::dup_raw_fd(fd)
+            .map_err(|e| Error::Value(format!("stdio: {name} fd {fd}: {}", strerror(&e))))
     };
-    Ok(Outcome {
-        exit_code: status_code(status),
-        oom_killed,
-        cgroup: cgroup_path,
-    })
+    Ok((dup(out, "stdout")?, dup(err, "stderr")?))
 }
 
 fn write_id_maps(plan: &Plan, pid: Pid) -> Result<()> {

@@ -170,6 +170,9 @@ pub struct Plan {
     /// The container's cgroup (path and limits) when config.json has `linux.resources` or
     /// `linux.cgroupsPath`; created by the parent before the child is released.
     pub cgroup: Option<CgroupPlan>,
+    /// `exec`: the pid of the container's init, whose namespaces (all joined by path) and
+    /// cgroups the process enters; no root, mounts, hostname or cgroup of its own are set up.
+    pub exec_into: Option<i32>,
 }
 
 pub struct CgroupPlan {
@@ -602,10 +605,22 @@ pub fn build(bundle: &Path) -> Result<Plan, Error> {
         code: 125,
     })?;
     let spec = spec::parse(&bytes).map_err(Error::Value)?;
-    from_spec(&spec, &bundle)
+    from_spec(&spec, &bundle, None)
 }
 
-pub fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, Error> {
+/// The plan of `exec`: `config` is a runtime-spec config whose namespaces are all joined by
+/// path (those of `target_pid`, the container's init); root and mounts are not used.
+pub fn build_exec(config: &Path, target_pid: i32) -> Result<Plan, Error> {
+    let bytes = std::fs::read(config).map_err(|e| Error::Start {
+        msg: format!("read {}: {}", config.display(), super::strerror(&e)),
+        code: 125,
+    })?;
+    let spec = spec::parse(&bytes).map_err(Error::Value)?;
+    let dir = config.parent().unwrap_or(Path::new("/"));
+    from_spec(&spec, dir, Some(target_pid))
+}
+
+pub fn from_spec(spec: &Spec, bundle: &Path, exec_into: Option<i32>) -> Result<Plan, Error> {
     if !spec.oci_version.starts_with("1.") {
         return Err(value(format!(
             "config.json: ociVersion: {:?} is not a 1.x version",
@@ -622,27 +637,33 @@ pub fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, Error> {
             code: 125,
         });
     }
-    let root = spec
-        .root
-        .as_ref()
-        .ok_or_else(|| value("config.json: root: required"))?;
-    if root.path.is_empty() {
-        return Err(value("config.json: root.path: must not be empty"));
-    }
-    let rootfs: PathBuf = bundle.join(&root.path);
-    let rootfs = std::fs::canonicalize(&rootfs).map_err(|e| Error::Start {
-        msg: format!("rootfs {}: {}", rootfs.display(), super::strerror(&e)),
-        code: 125,
-    })?;
-    if !rootfs.is_dir() {
-        return Err(Error::Start {
-            msg: format!("rootfs {}: not a directory", rootfs.display()),
-            code: 125,
-        });
-    }
-    if rootfs == Path::new("/") {
-        return Err(value("config.json: root.path: cannot be the host's /"));
-    }
+    let (rootfs, root_readonly) = match exec_into {
+        Some(_) => (PathBuf::from("/"), false),
+        None => {
+            let root = spec
+                .root
+                .as_ref()
+                .ok_or_else(|| value("config.json: root: required"))?;
+            if root.path.is_empty() {
+                return Err(value("config.json: root.path: must not be empty"));
+            }
+            let rootfs: PathBuf = bundle.join(&root.path);
+            let rootfs = std::fs::canonicalize(&rootfs).map_err(|e| Error::Start {
+                msg: format!("rootfs {}: {}", rootfs.display(), super::strerror(&e)),
+                code: 125,
+            })?;
+            if !rootfs.is_dir() {
+                return Err(Error::Start {
+                    msg: format!("rootfs {}: not a directory", rootfs.display()),
+                    code: 125,
+                });
+            }
+            if rootfs == Path::new("/") {
+                return Err(value("config.json: root.path: cannot be the host's /"));
+            }
+            (rootfs, root.readonly)
+        }
+    };
     let empty = spec::Linux::default();
     let linux = spec.linux.as_ref().unwrap_or(&empty);
 
@@ -679,9 +700,14 @@ pub fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, Error> {
             _ => new_flags |= flag,
         }
     }
+    if exec_into.is_some() && new_flags != 0 {
+        return Err(value(
+            "exec: linux.namespaces: every namespace must be joined by path",
+        ));
+    }
     // The root is set up (and pivot_root'ed) in a mount namespace of the container's own:
     // pivot_root in a joined one would move every process in it.
-    if new_flags & CLONE_NEWNS == 0 {
+    if exec_into.is_none() && new_flags & CLONE_NEWNS == 0 {
         let msg = if seen & CLONE_NEWNS == 0 {
             "config.json: linux.namespaces: a mount namespace is required"
         } else {
@@ -732,9 +758,15 @@ pub fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, Error> {
         }
     };
 
-    let mut mounts = Vec::with_capacity(spec.mounts.len());
+    let no_mounts: &[spec::Mount] = &[];
+    let spec_mounts = if exec_into.is_some() {
+        no_mounts
+    } else {
+        &spec.mounts
+    };
+    let mut mounts = Vec::with_capacity(spec_mounts.len());
     let mut dev_tmpfs = false;
-    for (i, m) in spec.mounts.iter().enumerate() {
+    for (i, m) in spec_mounts.iter().enumerate() {
         let mp = mount_plan(i, m, bundle)?;
         if mp.target.rel.as_bytes() == b"dev" {
             dev_tmpfs = matches!(mp.kind, MountKind::Fs { .. });
@@ -743,7 +775,7 @@ pub fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, Error> {
     }
 
     let mut sysctls = Vec::with_capacity(linux.sysctl.len());
-    for (key, val) in &linux.sysctl {
+    for (key, val) in linux.sysctl.iter().filter(|_| exec_into.is_none()) {
         let rel = if key.contains('/') {
             key.trim_matches('/').to_string()
         } else {
@@ -771,15 +803,25 @@ pub fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, Error> {
     }
 
     let mut readonly_paths = Vec::with_capacity(linux.readonly_paths.len());
-    for (i, p) in linux.readonly_paths.iter().enumerate() {
+    for (i, p) in linux
+        .readonly_paths
+        .iter()
+        .enumerate()
+        .filter(|_| exec_into.is_none())
+    {
         readonly_paths.push(path_plan(&format!("linux.readonlyPaths[{i}]"), p)?);
     }
     let mut masked_paths = Vec::with_capacity(linux.masked_paths.len());
-    for (i, p) in linux.masked_paths.iter().enumerate() {
+    for (i, p) in linux
+        .masked_paths
+        .iter()
+        .enumerate()
+        .filter(|_| exec_into.is_none())
+    {
         masked_paths.push(path_plan(&format!("linux.maskedPaths[{i}]"), p)?);
     }
 
-    let hostname = match spec.hostname.as_deref() {
+    let hostname = match spec.hostname.as_deref().filter(|_| exec_into.is_none()) {
         None | Some("") => None,
         Some(h) => {
             if seen & CLONE_NEWUTS == 0 {
@@ -860,7 +902,7 @@ pub fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, Error> {
     Ok(Plan {
         rootfs_display: rootfs.display().to_string(),
         rootfs: cstring("root.path", rootfs.as_os_str().as_bytes())?,
-        root_readonly: root.readonly,
+        root_readonly,
         clone_flags,
         unshare_flags,
         join,
@@ -869,7 +911,7 @@ pub fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, Error> {
         uid_map,
         gid_map,
         setgroups_allowed: !new_userns || parent_is_root,
-        new_netns: new_flags & CLONE_NEWNET != 0,
+        new_netns: new_flags & CLONE_NEWNET != 0 && exec_into.is_none(),
         propagation_start,
         propagation_after,
         mounts,
@@ -896,7 +938,11 @@ pub fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, Error> {
         cwd,
         exec: exec_plan(process)?,
         stdio: None,
-        cgroup: cgroup_plan(spec, linux, bundle)?,
+        cgroup: match exec_into {
+            Some(_) => None,
+            None => cgroup_plan(spec, linux, bundle)?,
+        },
+        exec_into,
     })
 }
 

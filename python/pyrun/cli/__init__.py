@@ -146,18 +146,18 @@ def _version(sub: Any, name: str) -> None:
     p.set_defaults(func=_cmd("system", "cmd_version"))
 
 
-def _run(sub: Any, name: str) -> None:
-    p = sub.add_parser(name, help="run a command in a new container", add_help=False)
+def _container_options(p: Any) -> None:
+    """The options `run` and `create` share (Docker's names)."""
     p.add_argument("--help", action="help", help="show this help message and exit")
     p.add_argument("--rm", action="store_true", help="remove the container when it exits")
     p.add_argument("--name", help="assign a name to the container")
-    p.add_argument("-d", "--detach", action="store_true", help="run in the background (not yet)")
-    p.add_argument("-i", "--interactive", action="store_true", help="keep STDIN open (always)")
+    p.add_argument("-i", "--interactive", action="store_true", help="keep STDIN open")
     p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-TTY (not yet)")
     p.add_argument("-e", "--env", action="append", default=[], help="set an environment variable")
     p.add_argument(
         "--env-file", action="append", default=[], help="read environment variables from a file"
     )
+    p.add_argument("-l", "--label", action="append", default=[], help="set metadata KEY=VALUE")
     p.add_argument("-v", "--volume", action="append", default=[], help="bind mount /host:/ctr[:ro]")
     p.add_argument("--mount", action="append", default=[], help="type=bind|tmpfs,target=...")
     p.add_argument("--tmpfs", action="append", default=[], help="mount a tmpfs: /path[:options]")
@@ -183,9 +183,89 @@ def _run(sub: Any, name: str) -> None:
     p.add_argument("-c", "--cpu-shares", type=int, help="CPU shares (relative weight)")
     p.add_argument("--cpuset-cpus", help="CPUs in which to allow execution (0-3, 0,1)")
     p.add_argument("--pids-limit", type=int, help="process limit (-1 or 0: unlimited)")
+    p.add_argument(
+        "--restart", default="no", help="no, on-failure[:max-retries], always, unless-stopped"
+    )
+    p.add_argument("--stop-signal", help="signal to stop the container (default SIGTERM)")
+    p.add_argument("--stop-timeout", type=int, help="seconds to wait before SIGKILL on stop")
     p.add_argument("image")
     p.add_argument("command", nargs=argparse.REMAINDER)
+
+
+def _run(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="run a command in a new container", add_help=False)
+    p.add_argument("-d", "--detach", action="store_true", help="run in the background")
+    _container_options(p)
     p.set_defaults(func=_cmd("containers", "cmd_run"))
+
+
+def _create(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="create a new container (start it with `start`)", add_help=False)
+    _container_options(p)
+    p.set_defaults(func=_cmd("containers", "cmd_create"))
+
+
+def _start(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="start stopped containers")
+    p.add_argument("containers", nargs="+")
+    p.add_argument("-a", "--attach", action="store_true", help="follow output, exit with its code")
+    p.add_argument("-i", "--interactive", action="store_true", help="(accepted; stdin: not yet)")
+    p.set_defaults(func=_cmd("containers", "cmd_start"))
+
+
+def _stop(sub: Any, name: str, help_text: str = "stop running containers") -> None:
+    p = sub.add_parser(name, help=help_text)
+    p.add_argument("containers", nargs="+")
+    p.add_argument(
+        "-t", "--time", "--timeout", type=int, dest="time", help="seconds before SIGKILL"
+    )
+    p.add_argument("-s", "--signal", help="signal to send (default: the container's stop signal)")
+    p.set_defaults(func=_cmd("containers", "cmd_stop" if name == "stop" else "cmd_restart"))
+
+
+def _restart(sub: Any, name: str) -> None:
+    _stop(sub, name, "restart containers")
+
+
+def _kill(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="kill running containers")
+    p.add_argument("containers", nargs="+")
+    p.add_argument("-s", "--signal", default="KILL", help="signal to send (default KILL)")
+    p.set_defaults(func=_cmd("containers", "cmd_kill"))
+
+
+def _wait(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="block until containers stop, then print their exit codes")
+    p.add_argument("containers", nargs="+")
+    p.set_defaults(func=_cmd("containers", "cmd_wait"))
+
+
+def _logs(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="fetch the logs of a container")
+    p.add_argument("container")
+    p.add_argument("-f", "--follow", action="store_true", help="follow the log output")
+    p.add_argument("-n", "--tail", default="all", help="lines to show from the end")
+    p.add_argument("-t", "--timestamps", action="store_true", help="show timestamps")
+    p.add_argument("--since", help="since a time (RFC 3339, Unix time or a duration like 10m)")
+    p.add_argument("--until", help="until a time (same forms as --since)")
+    p.set_defaults(func=_cmd("containers", "cmd_logs"))
+
+
+def _exec(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="run a command in a running container")
+    p.add_argument("-i", "--interactive", action="store_true", help="keep STDIN open")
+    p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-TTY (not yet)")
+    p.add_argument("-d", "--detach", action="store_true", help="run in the background (not yet)")
+    p.add_argument("-e", "--env", action="append", default=[], help="set an environment variable")
+    p.add_argument(
+        "--env-file", action="append", default=[], help="read environment variables from a file"
+    )
+    p.add_argument("-u", "--user", help="user[:group] (name or number)")
+    p.add_argument("-w", "--workdir", help="working directory inside the container")
+    p.add_argument("--privileged", action="store_true", help="give extended privileges")
+    p.add_argument("container")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd("containers", "cmd_exec"))
 
 
 def _ps(sub: Any, name: str) -> None:
@@ -243,6 +323,14 @@ IMAGE_COMMANDS: dict[str, Adder] = {
 }
 CONTAINER_COMMANDS: dict[str, Adder] = {
     "run": _run,
+    "create": _create,
+    "start": _start,
+    "stop": _stop,
+    "restart": _restart,
+    "kill": _kill,
+    "wait": _wait,
+    "logs": _logs,
+    "exec": _exec,
     "ls": _ps,
     "rm": _rm,
     "prune": _container_prune,
@@ -255,6 +343,14 @@ SYSTEM_COMMANDS: dict[str, Adder] = {
 }
 COMMANDS: dict[str, Adder] = {
     "run": _run,
+    "create": _create,
+    "start": _start,
+    "stop": _stop,
+    "restart": _restart,
+    "kill": _kill,
+    "wait": _wait,
+    "logs": _logs,
+    "exec": _exec,
     "ps": _ps,
     "rm": _rm,
     "images": _images,

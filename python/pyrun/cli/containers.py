@@ -1,4 +1,5 @@
-"""Container commands: run (foreground), ps, rm, container prune, container inspect."""
+"""Container commands: run, create, start, stop, restart, kill, wait, logs, exec, ps, rm,
+container prune, container inspect."""
 
 from __future__ import annotations
 
@@ -9,20 +10,20 @@ from typing import Any
 from pyrun.cli.output import human_ago, print_json, table
 from pyrun.client import Client
 from pyrun.errors import PyrunError
-from pyrun.runtime.containers import Container
+from pyrun.runtime.containers import Container, start_detached
+from pyrun.runtime.spec import parse_signal
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 class UsageError(PyrunError):
     exit_code = 125
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    if args.detach:
-        raise UsageError("detached containers (-d) are not supported yet: run in the foreground")
-    if args.tty:
-        raise UsageError("a pseudo-TTY (-t) is not supported yet: run without -t")
-    client = Client()
-    fields = {
+def _fields(args: argparse.Namespace) -> dict[str, Any]:
+    fields: dict[str, Any] = {
         "env": args.env,
         "workdir": args.workdir,
         "user": args.user,
@@ -45,19 +46,194 @@ def cmd_run(args: argparse.Namespace) -> int:
         "volumes": args.volume,
         "mounts": args.mount,
         "tmpfs": args.tmpfs,
+        "restart": args.restart,
+        "stop_signal": args.stop_signal,
+        "stop_timeout": args.stop_timeout,
+        "labels": args.label,
     }
     for path in args.env_file:
         fields["env"] = read_env_file(path) + fields["env"]
+    return fields
+
+
+def _engine_errors(e: PyrunError) -> PyrunError:
+    # Docker's `run`/`create` report engine failures with 125 (or 126/127 from the runtime).
+    if e.exit_code == 1:
+        e.exit_code = 125
+    return e
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.tty:
+        raise UsageError("a pseudo-TTY (-t) is not supported yet: run without -t")
+    client = Client()
+    fields = _fields(args)
     try:
-        _c, status = client.containers._run(
-            args.image, args.command, remove=args.rm, name=args.name, stdio=None, fields=fields
+        if args.detach or args.restart not in ("no", ""):
+            c = client.containers._create(
+                args.image, args.command, remove=args.rm, name=args.name, fields=fields
+            )
+            try:
+                start_detached(c)
+            except PyrunError:
+                if args.rm:
+                    c.remove(force=True)
+                raise
+        else:
+            _c, status = client.containers._run(
+                args.image, args.command, remove=args.rm, name=args.name, stdio=None, fields=fields
+            )
+            return status
+    except PyrunError as e:
+        raise _engine_errors(e) from None
+    if args.detach:
+        print(c.id)
+        return 0
+    return attach(c)
+
+
+def attach(c: Container) -> int:
+    """Stream the container's output until its current run ends; forward SIGINT, SIGTERM,
+    SIGHUP to it meanwhile (Docker's sig-proxy). Returns the exit code of that run."""
+    import signal
+
+    from pyrun.runtime.logs import follow_logs, write_to_fds
+
+    def forward(signum: int, _frame: object) -> None:
+        c._signal(signum)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        first = c.state.get("restart_count", 0)
+        write_to_fds(follow_logs(c, follow=True, until_run_ends=first))
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    c.reload()
+    try:
+        code = c.state.get("exit_code", 0)
+    except PyrunError:  # removed by --rm: the log said it all
+        return 0
+    return int(code) if isinstance(code, int) else 0
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    if args.tty:
+        raise UsageError("a pseudo-TTY (-t) is not supported yet: create without -t")
+    try:
+        c = Client().containers._create(
+            args.image, args.command, remove=args.rm, name=args.name, fields=_fields(args)
         )
     except PyrunError as e:
-        # Docker's `run` reports engine failures with 125 (or 126/127 from the runtime).
-        if e.exit_code == 1:
-            e.exit_code = 125
-        raise
+        raise _engine_errors(e) from None
+    print(c.id)
+    return 0
+
+
+def _each(refs: list[str], action: Callable[[Container, str], None]) -> int:
+    """Docker's multi-container commands: act on each, print errors, exit 1 if any failed."""
+    client = Client()
+    status = 0
+    for ref in refs:
+        try:
+            action(client.containers.get(ref), ref)
+        except PyrunError as e:
+            print(f"Error: {e}", file=sys.stderr)
+            status = e.exit_code if e.exit_code in (125, 126, 127) else 1
     return status
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    if args.attach:
+        if len(args.containers) != 1:
+            raise UsageError("you cannot start and attach multiple containers at once")
+        c = Client().containers.get(args.containers[0])
+        start_detached(c)
+        return attach(c)
+
+    def start(c: Container, ref: str) -> None:
+        start_detached(c)
+        print(ref)
+
+    return _each(args.containers, start)
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    def stop(c: Container, ref: str) -> None:
+        if args.signal:
+            c.record.setdefault("options", {})["stop_signal"] = args.signal
+        c.stop(args.time)
+        print(ref)
+
+    return _each(args.containers, stop)
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    def restart(c: Container, ref: str) -> None:
+        if args.signal:
+            c.record.setdefault("options", {})["stop_signal"] = args.signal
+        c.stop(args.time)
+        start_detached(c)
+        print(ref)
+
+    return _each(args.containers, restart)
+
+
+def cmd_kill(args: argparse.Namespace) -> int:
+    parse_signal(args.signal)  # a bad signal is a usage error before anything is touched
+
+    def kill(c: Container, ref: str) -> None:
+        c.kill(args.signal)
+        print(ref)
+
+    return _each(args.containers, kill)
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    def wait(c: Container, ref: str) -> None:
+        print(c.wait_exit(), flush=True)
+
+    return _each(args.containers, wait)
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from pyrun.runtime.logs import follow_logs, write_to_fds
+
+    c = Client().containers.get(args.container)
+    write_to_fds(
+        follow_logs(
+            c,
+            timestamps=args.timestamps,
+            tail=args.tail,
+            since=args.since,
+            until=args.until,
+            follow=args.follow,
+        )
+    )
+    return 0
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    from pyrun.runtime.containers import exec_in
+
+    if args.tty:
+        raise UsageError("a pseudo-TTY (-t) is not supported yet: exec without -t")
+    if args.detach:
+        raise UsageError("detached exec (-d) is not supported yet")
+    if not args.command:
+        raise UsageError('"pyrun exec" requires at least 2 arguments: CONTAINER COMMAND [ARG...]')
+    env = list(args.env)
+    for path in args.env_file:
+        env = read_env_file(path) + env
+    c = Client().containers.get(args.container)
+    return exec_in(
+        c,
+        args.command,
+        user=args.user,
+        env=env,
+        workdir=args.workdir,
+        privileged=args.privileged,
+    )
 
 
 def read_env_file(path: str) -> list[str]:
@@ -82,12 +258,14 @@ def read_env_file(path: str) -> list[str]:
 
 
 def _status_text(c: Container) -> str:
+    st = c.state
     status = c.status
     if status == "running":
-        return f"Up since {c.attrs.get('started_at', '')[:19]}"
+        return "Up " + human_ago(str(st.get("started_at", ""))).removesuffix(" ago")
+    if status == "restarting":
+        return f"Restarting ({st.get('exit_code', 0)}) {human_ago(str(st.get('finished_at', '')))}"
     if status == "exited":
-        code = c.attrs.get("exit_code", "?") if c.attrs.get("state") == "exited" else "137"
-        return f"Exited ({code}) {human_ago(c.attrs.get('finished_at', ''))}"
+        return f"Exited ({st.get('exit_code', 0)}) {human_ago(str(st.get('finished_at', '')))}"
     return "Created"
 
 
@@ -99,15 +277,15 @@ def cmd_ps(args: argparse.Namespace) -> int:
         return 0
     rows = []
     for c in containers:
-        command = " ".join(c.attrs.get("command") or [])
+        command = " ".join(c.record.get("command") or [])
         if not args.no_trunc and len(command) > 20:
             command = command[:19] + "…"
         rows.append(
             [
                 c.id if args.no_trunc else c.id[:12],
-                str(c.attrs.get("image_name", "")),
+                str(c.record.get("image_name", "")),
                 f'"{command}"',
-                human_ago(str(c.attrs.get("created", ""))),
+                human_ago(str(c.record.get("created", ""))),
                 _status_text(c),
                 c.name,
             ]
@@ -117,16 +295,11 @@ def cmd_ps(args: argparse.Namespace) -> int:
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
-    client = Client()
-    status = 0
-    for ref in args.containers:
-        try:
-            client.containers.get(ref).remove(force=args.force)
-            print(ref)
-        except PyrunError as e:
-            print(f"Error: {e}", file=sys.stderr)
-            status = 1
-    return status
+    def rm(c: Container, ref: str) -> None:
+        c.remove(force=args.force)
+        print(ref)
+
+    return _each(args.containers, rm)
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
@@ -144,20 +317,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     status = 0
     for ref in args.containers:
         try:
-            out.append(container_attrs(client.containers.get(ref)))
+            out.append(client.containers.get(ref).attrs)
         except PyrunError as e:
             print(f"Error: {e}", file=sys.stderr)
             status = 1
     print_json(out)
     return status
-
-
-def container_attrs(c: Container) -> dict[str, Any]:
-    # OOMKilled is Docker's always-present field; only containers with a cgroup of their own
-    # (any resource limit) can be OOM-killed by a limit, so it is false for the others.
-    state = {
-        "Status": c.status,
-        "ExitCode": c.attrs.get("exit_code"),
-        "OOMKilled": bool(c.attrs.get("oom_killed")),
-    }
-    return {**c.attrs, "State": state}

@@ -151,10 +151,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         except PyrunError as e:
             message = str(e)
         if args.command == "inspect":
-            from pyrun.cli.containers import container_attrs
-
             try:
-                out.append(container_attrs(client.containers.get(name)))
+                out.append(client.containers.get(name).attrs)
                 continue
             except PyrunError:
                 message = f"No such object: {name}"

@@ -1,6 +1,14 @@
-"""Container records in the store (containers/<id>/container.json) and their lifecycle: create
-the overlay root from the image's shared unpacked layers, write the OCI bundle, run it in the
-foreground through the Rust runtime, record the outcome, clean up."""
+"""Containers in the store and their lifecycle.
+
+containers/<id>/ holds `container.json` (what the container is: image, name, options; written
+by the CLI at create), `state.json` (what it is doing: status, pid, exit code, times; written
+atomically by whoever runs it: the `pyrun-runtime monitor` of a detached container, or the CLI
+process of a foreground `run`), the OCI bundle, the overlay's upper/work dirs and the mounted
+rootfs, and `container.log` (Docker's json-file format, written by the monitor).
+
+A container whose state says running but whose runner (monitor or CLI, identified by pid and
+start time) is gone was killed with it (the runtime sets PR_SET_PDEATHSIG): the next reader
+recovers it (kills leftovers, unmounts, removes the cgroup, records exit 137)."""
 
 from __future__ import annotations
 
@@ -10,10 +18,18 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pyrun.errors import PyrunError
-from pyrun.runtime.spec import RunOptions, build_spec
+from pyrun.runtime.spec import (
+    RunOptions,
+    build_spec,
+    merge_command,
+    merge_env,
+    parse_labels,
+    parse_restart,
+    parse_signal,
+)
 from pyrun.store import ImageRecord, Store, now_rfc3339
 from pyrun.store.fsutil import atomic_write_json, remove_tree
 
@@ -72,11 +88,15 @@ _NAMES = [
 
 
 class ContainerNotFound(PyrunError):
-    pass
+    exit_code = 1
 
 
 class ContainerConflict(PyrunError):
     exit_code = 125
+
+
+class ContainerNotRunning(PyrunError):
+    exit_code = 1
 
 
 class ContainerStartError(PyrunError):
@@ -85,14 +105,64 @@ class ContainerStartError(PyrunError):
         self.exit_code = exit_code
 
 
-def _pid_alive(pid: int) -> bool:
+class ExecResult(NamedTuple):
+    exit_code: int
+    output: Any
+
+
+STOP_MARKER = "stop-requested"
+LOG_NAME = "container.log"
+ACTIVE = ("running", "restarting")
+
+
+def start_time(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat (start time in ticks): with the pid, a process's identity."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    try:
+        return int(stat[stat.rindex(b")") + 2 :].split()[19])
+    except (ValueError, IndexError):
+        return None
+
+
+def _alive(pid: object, start: object) -> bool:
+    """Whether the process `pid` that started at `start` (None/0: unknown) still runs."""
+    if not isinstance(pid, int) or pid <= 0:
         return False
-    except PermissionError:
+    now = start_time(pid)
+    if now is None:
+        return False
+    if not isinstance(start, int) or start == 0:
         return True
-    return True
+    if now != start:
+        return False
+    try:  # a zombie (exited, not yet reaped) does not run any more
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] != b"Z"
+    except (OSError, ValueError):
+        return False
+
+
+def runtime_binary() -> str:
+    """pyrun-runtime: $PYRUN_RUNTIME, else the one installed in the package, else on PATH."""
+    explicit = os.environ.get("PYRUN_RUNTIME")
+    if explicit:
+        return explicit
+    here = Path(__file__).resolve().parent.parent / "_bin" / "pyrun-runtime"
+    if here.exists():
+        return str(here)
+    import shutil
+
+    found = shutil.which("pyrun-runtime")
+    if found:
+        return found
+    raise ContainerStartError(
+        "pyrun-runtime not found (not in pyrun/_bin nor on PATH): build it with ci/setup.sh", 125
+    )
 
 
 class Container:
@@ -102,54 +172,128 @@ class Container:
         self.store = store
         self.id = cid
         self.dir = store.root / "containers" / cid
-        self._attrs: dict[str, Any] | None = None
+        self._record: dict[str, Any] | None = None
+        self._state: dict[str, Any] | None = None
+        # The image record, when the caller has it at hand (create): spares a store lookup.
+        self.image: ImageRecord | None = None
 
     @property
-    def attrs(self) -> dict[str, Any]:
-        if self._attrs is None:
+    def record(self) -> dict[str, Any]:
+        """container.json: what the container is (image, name, options)."""
+        if self._record is None:
             try:
-                self._attrs = json.loads((self.dir / "container.json").read_bytes())
-            except (FileNotFoundError, ValueError):
+                self._record = json.loads((self.dir / "container.json").read_bytes())
+            except (FileNotFoundError, NotADirectoryError, ValueError):
                 raise ContainerNotFound(f"No such container: {self.id}") from None
-        return self._attrs
+        return self._record
 
     def save(self) -> None:
-        atomic_write_json(self.dir / "container.json", self.attrs)
+        atomic_write_json(self.dir / "container.json", self.record)
 
-    def update(self, **fields: Any) -> None:
-        self.attrs.update(fields)
-        self.save()
+    def reload(self) -> None:
+        self._record = None
+        self._state = None
 
     @property
     def name(self) -> str:
-        return str(self.attrs["name"])
+        return str(self.record["name"])
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.record.get("options") or {})
+
+    # --- state ---------------------------------------------------------------------------
+    @property
+    def state(self) -> dict[str, Any]:
+        """state.json (empty for a container never started); stale state is recovered."""
+        if self._state is None:
+            self._state = self._read_state()
+            if self._state.get("status") in ACTIVE and not self.runner_alive():
+                self._recover()
+        return self._state
+
+    def _read_state(self) -> dict[str, Any]:
+        try:
+            data = json.loads((self.dir / "state.json").read_bytes())
+        except (FileNotFoundError, NotADirectoryError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _write_state(self, **fields: Any) -> None:
+        atomic_write_json(self.dir / "state.json", fields)
+        self._state = fields
+
+    def runner_alive(self) -> bool:
+        st = self._state if self._state is not None else self._read_state()
+        return _alive(st.get("monitor_pid"), st.get("monitor_start"))
+
+    @property
+    def status(self) -> str:
+        return str(self.state.get("status", "created"))
 
     @property
     def pid(self) -> int | None:
+        st = self.state
+        if st.get("status") not in ACTIVE:
+            return None
+        pid = st.get("pid")
+        if isinstance(pid, int):
+            return pid
         try:
             return int((self.dir / "pid").read_text())
         except (FileNotFoundError, ValueError):
             return None
 
-    @property
-    def status(self) -> str:
-        state = str(self.attrs.get("state", "created"))
-        if state == "running":
-            pid = self.pid
-            if pid is None or not _pid_alive(pid):
-                # The pyrun process that ran it is gone (kill -9): the container died with it.
-                return "exited"
-        return state
+    def _recover(self) -> None:
+        """The runner died (kill -9): kill what is left, unmount, drop the cgroup, record it."""
+        st = self._state or {}
+        pid = st.get("pid")
+        if isinstance(pid, int) and _alive(pid, st.get("pid_start")):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        self.unmount_rootfs()
+        remove_cgroups(f"/pyrun/{self.id}")
+        fields = {k: v for k, v in st.items() if k not in ("monitor_pid", "monitor_start")}
+        fields.update(
+            status="exited",
+            exit_code=137,
+            finished_at=now_rfc3339(),
+            error="the container's monitor died; the container was killed with it",
+        )
+        with contextlib.suppress(OSError):
+            self._write_state(**fields)
+        self._state = fields
 
+    # --- filesystem ------------------------------------------------------------------------
     @property
     def rootfs(self) -> Path:
         return self.dir / "rootfs"
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / LOG_NAME
+
+    def image_record(self) -> ImageRecord:
+        from pyrun.errors import ImageNotFound
+
+        if self.image is not None:
+            return self.image
+        try:
+            return self.store.get(str(self.record["image"]))
+        except ImageNotFound:
+            raise ContainerStartError(
+                f"cannot start container {self.name}: its image {self.record.get('image_name')} "
+                "is gone",
+                125,
+            ) from None
 
     def mount_rootfs(self, image: ImageRecord) -> str:
         from pyrun import _core
 
         for d in ("upper", "work", "rootfs"):
             (self.dir / d).mkdir(exist_ok=True)
+        if os.path.ismount(self.rootfs):
+            return "mounted"
         lowers = [str(self.store.layer_diff(d)) for d in reversed(image.diff_ids)]
         if not lowers:
             (self.dir / "empty").mkdir(exist_ok=True)
@@ -170,30 +314,237 @@ class Container:
         with contextlib.suppress(OSError):
             _core.unmount(str(self.rootfs), detach=True)
 
-    def remove(self, *, force: bool = False) -> None:
+    def write_bundle(self, image: ImageRecord) -> dict[str, Any]:
+        opts = RunOptions(**self.options)
+        spec = build_spec(image.config.get("config", {}), str(self.rootfs), opts, self.id)
+        spec["root"]["path"] = str(self.rootfs)
+        bundle = self.dir / "bundle"
+        bundle.mkdir(exist_ok=True)
+        atomic_write_json(bundle / "config.json", spec)
+        return spec
+
+    def bundle_spec(self) -> dict[str, Any]:
+        try:
+            spec: dict[str, Any] = json.loads((self.dir / "bundle" / "config.json").read_bytes())
+        except (OSError, ValueError):
+            raise ContainerNotRunning(f"container {self.name} has no runtime config") from None
+        return spec
+
+    # --- signals and waiting ---------------------------------------------------------------
+    def stop_signal(self) -> int:
+        sig = self.options.get("stop_signal")
+        if not sig:
+            with contextlib.suppress(PyrunError, KeyError):
+                sig = self.image_record().config.get("config", {}).get("StopSignal")
+        return parse_signal(sig) if sig else int(signal.SIGTERM)
+
+    def _mark_stopped(self) -> None:
+        with contextlib.suppress(OSError):
+            (self.dir / STOP_MARKER).touch()
+
+    def kill(self, sig: int | str = signal.SIGKILL) -> None:
+        """Send `sig` to the container's process; a terminating one also keeps the restart
+        policy from bringing it back (Docker's "manually stopped")."""
+        signum = parse_signal(sig)
+        if self.status not in ACTIVE:
+            raise ContainerNotRunning(
+                f"cannot kill container {self.name}: container is not running"
+            )
+        if signum in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, self.stop_signal()):
+            self._mark_stopped()
+        self._signal(signum)
+
+    def _signal(self, signum: int) -> bool:
+        st = self.state
+        pid = self.pid
+        if pid is None or not _alive(pid, st.get("pid_start")):
+            return False
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            return False
+        try:
+            if _alive(pid, st.get("pid_start")):  # the pidfd now pins this very process
+                signal.pidfd_send_signal(fd, signum)
+                return True
+        except ProcessLookupError:
+            pass
+        finally:
+            os.close(fd)
+        return False
+
+    def wait_stopped(self, timeout: float | None = None) -> bool:
+        """Until the status is neither running nor restarting and the runner is done."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            self._state = None
+            if self.status not in ACTIVE and not self.runner_alive():
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Docker's stop: the stop signal, `timeout` seconds (the container's --stop-timeout,
+        else 10; -1 = forever), then SIGKILL; waits until the container is down."""
+        if self.status not in ACTIVE:
+            self.wait_stopped(5)
+            return
+        if timeout is None:
+            t = self.options.get("stop_timeout")
+            timeout = 10 if t is None else t
+        self._mark_stopped()
         if self.status == "running":
+            self._signal(self.stop_signal())
+        if not self.wait_stopped(None if timeout < 0 else timeout):
+            self._signal(signal.SIGKILL)
+            if not self.wait_stopped(10):
+                raise ContainerConflict(f"cannot stop container {self.name}: it does not exit")
+
+    def wait_exit(self, timeout: float | None = None) -> int:
+        if not self.wait_stopped(timeout):
+            raise ContainerConflict(f"timed out waiting for container {self.name}")
+        code = self.state.get("exit_code", 0)
+        return int(code) if isinstance(code, int) else 0
+
+    # --- removal ---------------------------------------------------------------------------
+    def remove(self, *, force: bool = False) -> None:
+        if self.status in ACTIVE:
             if not force:
                 raise ContainerConflict(
                     f"cannot remove container {self.name}: container is running: "
                     "stop the container before removing or force remove"
                 )
-            pid = self.pid
-            if pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                for _ in range(100):
-                    if not _pid_alive(pid):
-                        break
-                    time.sleep(0.01)
+            self._mark_stopped()
+            self._signal(signal.SIGKILL)
+            self.wait_stopped(10)
+        else:
+            self.wait_stopped(5)  # a monitor may still be finishing (unmount)
         self.unmount_rootfs()
         if os.path.ismount(self.rootfs):
             raise ContainerConflict(
                 f"cannot remove container {self.name}: its root is still mounted at {self.rootfs}"
             )
+        remove_cgroups(f"/pyrun/{self.id}")
         # Rename first so a crash mid-removal never leaves a half container that looks whole.
         trash = self.store.new_temp(".container")
-        os.rename(self.dir, trash)
+        try:
+            os.rename(self.dir, trash)
+        except FileNotFoundError:
+            return  # removed meanwhile (--rm)
         remove_tree(trash)
+
+    # --- docker-py's Container -------------------------------------------------------------
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return dict(self.record.get("labels") or {})
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """What `pyrun container inspect` prints, in Docker's shape."""
+        return inspect(self)
+
+    def start(self) -> None:
+        start_detached(self)
+
+    def restart(self, timeout: float | None = None) -> None:
+        self.stop(timeout)
+        start_detached(self)
+
+    def wait(self, timeout: float | None = None, condition: str = "not-running") -> dict[str, Any]:
+        """docker-py's wait: {"StatusCode": exit code, "Error": None or a message}."""
+        code = self.wait_exit(timeout)
+        err = self.state.get("error")
+        return {"StatusCode": code, "Error": {"Message": err} if err else None}
+
+    def logs(
+        self,
+        stdout: bool = True,
+        stderr: bool = True,
+        stream: bool = False,
+        timestamps: bool = False,
+        tail: str | int = "all",
+        since: str | float | None = None,
+        follow: bool | None = None,
+        until: str | float | None = None,
+    ) -> Any:
+        """The container's output (bytes), or with stream=True an iterator of chunks that
+        follows the log until the container stops (follow defaults to stream)."""
+        from pyrun.runtime.logs import follow_logs
+
+        pieces = follow_logs(
+            self,
+            stdout=stdout,
+            stderr=stderr,
+            timestamps=timestamps,
+            tail=tail,
+            since=since,
+            until=until,
+            follow=stream if follow is None else follow,
+        )
+        if stream:
+            return (data for _, data in pieces)
+        return b"".join(data for _, data in pieces)
+
+    def exec_run(
+        self,
+        cmd: str | list[str],
+        stdout: bool = True,
+        stderr: bool = True,
+        privileged: bool = False,
+        user: str = "",
+        environment: dict[str, str] | list[str] | None = None,
+        workdir: str | None = None,
+        demux: bool = False,
+    ) -> ExecResult:
+        """Run `cmd` in the container; (exit_code, output) with output bytes, or with
+        demux=True a (stdout, stderr) pair."""
+        import shlex
+        import tempfile
+
+        args = shlex.split(cmd) if isinstance(cmd, str) else list(cmd)
+        env = (
+            [f"{k}={v}" for k, v in environment.items()]
+            if isinstance(environment, dict)
+            else list(environment or [])
+        )
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            code = exec_in(
+                self,
+                args,
+                user=user or None,
+                env=env,
+                workdir=workdir,
+                privileged=privileged,
+                stdio=(out.fileno(), err.fileno()),
+            )
+            out.seek(0)
+            err.seek(0)
+            o, e = out.read(), err.read()
+        if demux:
+            return ExecResult(code, (o if stdout else None, e if stderr else None))
+        return ExecResult(code, (o if stdout else b"") + (e if stderr else b""))
+
+    def __repr__(self) -> str:
+        return f"<Container: {self.short_id}>"
+
+
+def remove_cgroups(path: str) -> None:
+    """rmdir the container's cgroup in every hierarchy (v2, hybrid unified, each v1 one)."""
+    root = Path("/sys/fs/cgroup")
+    rel = path.strip("/")
+    candidates = [root / rel, root / "unified" / rel]
+    with contextlib.suppress(OSError):
+        candidates += [d / rel for d in root.iterdir() if d.is_dir() and not d.is_symlink()]
+    for d in candidates:
+        with contextlib.suppress(OSError):
+            d.rmdir()
 
 
 def new_id() -> str:
@@ -216,9 +567,9 @@ def list_containers(store: Store) -> list[Container]:
     for meta in cdir.glob("*/container.json"):
         c = Container(store, meta.parent.name)
         with contextlib.suppress(ContainerNotFound):
-            _ = c.attrs
+            _ = c.record
             out.append(c)
-    out.sort(key=lambda c: str(c.attrs.get("created", "")), reverse=True)
+    out.sort(key=lambda c: str(c.record.get("created", "")), reverse=True)
     return out
 
 
@@ -245,6 +596,8 @@ def create(
     auto_remove: bool,
     image_name: str,
 ) -> Container:
+    if auto_remove and parse_restart(opts.restart)[0] != "no":
+        raise ContainerConflict("conflicting options: cannot specify both --restart and --rm")
     taken = {c.name for c in list_containers(store)}
     if name is not None:
         import re
@@ -255,10 +608,11 @@ def create(
             )
         if name in taken:
             raise ContainerConflict(f'Conflict. The container name "/{name}" is already in use')
+    image_cfg = image.config.get("config", {})
     cid = new_id()
     c = Container(store, cid)
     c.dir.mkdir(parents=True)
-    c._attrs = {
+    c._record = {
         "id": cid,
         "name": name or new_name(taken),
         "image": image.manifest_digest,
@@ -266,12 +620,19 @@ def create(
         "image_name": image_name,
         "diff_ids": image.diff_ids,
         "created": now_rfc3339(),
-        "state": "created",
         "auto_remove": auto_remove,
+        "command": merge_command(image_cfg, opts),
+        "labels": {**(image_cfg.get("Labels") or {}), **parse_labels(opts.labels)},
         "options": opts.as_dict(),
     }
     c.save()
+    c.image = image
     return c
+
+
+def _runner_fields() -> dict[str, Any]:
+    me = os.getpid()
+    return {"monitor_pid": me, "monitor_start": start_time(me) or 0}
 
 
 def run_foreground(
@@ -282,40 +643,265 @@ def run_foreground(
     *,
     stdio: tuple[int, int] | None = None,
 ) -> int:
-    """Mount, run to completion with the caller's stdio (or stdout/stderr fds `stdio`), record
-    the exit, unmount."""
+    """Mount, run to completion in this process with the caller's stdio (or stdout/stderr
+    fds `stdio`), record the exit, unmount."""
     from pyrun import _core
 
     try:
         c.mount_rootfs(image)
-        spec = build_spec(image.config.get("config", {}), str(c.rootfs), opts, c.id)
-        spec["root"]["path"] = str(c.rootfs)
-        bundle = c.dir / "bundle"
-        bundle.mkdir(exist_ok=True)
-        atomic_write_json(bundle / "config.json", spec)
-        c.update(state="running", started_at=now_rfc3339(), command=spec["process"]["args"])
+        c.write_bundle(image)
+        started = now_rfc3339()
+        c._write_state(status="running", started_at=started, restart_count=0, **_runner_fields())
         try:
             out = _core.run_container(
-                str(bundle), pid_file=str(c.dir / "pid"), stdio=stdio, details=True
+                str(c.dir / "bundle"), pid_file=str(c.dir / "pid"), stdio=stdio, details=True
             )
         except _core.StartError as e:
             message, code = e.args
-            c.update(state="created", exit_code=code, error=message)
+            c._write_state(status="created", exit_code=code, error=message)
             raise ContainerStartError(str(message), int(code)) from None
         except ValueError as e:
-            c.update(state="created", exit_code=125, error=str(e))
+            c._write_state(status="created", exit_code=125, error=str(e))
             raise ContainerStartError(f"invalid container config: {e}", 125) from None
         status = out["exit_code"]
-        oom = out["oom_killed"]
-        c.update(
-            state="exited",
+        c._write_state(
+            status="exited",
             exit_code=status,
-            oom_killed=oom,
+            oom_killed=out["oom_killed"],
             cgroup=out["cgroup"],
+            started_at=started,
             finished_at=now_rfc3339(),
+            restart_count=0,
         )
         return status
     finally:
         c.unmount_rootfs()
-        if c.attrs.get("auto_remove"):
+        if c.record.get("auto_remove"):
             c.remove(force=True)
+
+
+def start_detached(c: Container) -> int:
+    """Start `c` under a `pyrun-runtime monitor` that outlives this process; returns the
+    container's pid once it has exec'd, or raises ContainerStartError (125/126/127)."""
+    if c.status in ACTIVE:
+        return int(c.pid or 0)
+    c.wait_stopped(5)  # a previous monitor may still be finishing
+    image = c.image_record()
+    with contextlib.suppress(FileNotFoundError):
+        (c.dir / STOP_MARKER).unlink()
+    c.mount_rootfs(image)
+    try:
+        c.write_bundle(image)
+        name, max_retries = parse_restart(str(c.options.get("restart") or "no"))
+        config = {
+            "bundle": str(c.dir / "bundle"),
+            "dir": str(c.dir),
+            "log": str(c.log_path),
+            "restart": {"name": name, "max": max_retries},
+            "unmount": str(c.rootfs),
+            "remove_to": str(c.store.new_temp(".container"))
+            if c.record.get("auto_remove")
+            else None,
+        }
+        atomic_write_json(c.dir / "monitor.json", config)
+        line = _spawn_monitor(c)
+    except BaseException:
+        c.unmount_rootfs()
+        raise
+    c._state = None
+    word, _, rest = line.partition(" ")
+    if word == "ok" and rest.strip().isdigit():
+        return int(rest)
+    if word == "err":
+        code, _, message = rest.partition(" ")
+        raise ContainerStartError(message.strip(), int(code) if code.isdigit() else 125)
+    detail = ""
+    with contextlib.suppress(OSError):
+        detail = (c.dir / "monitor.log").read_text(errors="replace").strip().splitlines()[-1]
+    c.unmount_rootfs()
+    raise ContainerStartError(
+        f"the container monitor exited without starting the container{': ' + detail if detail else ''}",
+        125,
+    )
+
+
+def _spawn_monitor(c: Container) -> str:
+    """Run `pyrun-runtime monitor` (it forks and detaches at once) and read its one-line
+    report from a pipe: `ok PID` or `err CODE MESSAGE`; "" when it died without one."""
+    binary = runtime_binary()
+    r, w = os.pipe()
+    try:
+        os.set_inheritable(w, True)
+        actions = [
+            (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 1, "/dev/null", os.O_WRONLY, 0),
+            (
+                os.POSIX_SPAWN_OPEN,
+                2,
+                str(c.dir / "monitor.log"),
+                os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                0o644,
+            ),
+        ]
+        argv = [binary, "monitor", "--config", str(c.dir / "monitor.json"), "--report-fd", str(w)]
+        try:
+            pid = os.posix_spawn(binary, argv, os.environ, file_actions=actions, setsid=True)
+        except OSError as e:
+            raise ContainerStartError(f"cannot run {binary}: {e.strerror}", 125) from None
+        os.close(w)
+        w = -1
+        os.waitpid(pid, 0)  # the first process exits as soon as it has forked the monitor
+        chunks = []
+        while True:
+            b = os.read(r, 4096)
+            if not b:
+                break
+            chunks.append(b)
+        return b"".join(chunks).decode(errors="replace").strip()
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+
+
+def exec_in(
+    c: Container,
+    command: list[str],
+    *,
+    user: str | None = None,
+    env: list[str] | None = None,
+    workdir: str | None = None,
+    privileged: bool = False,
+    stdio: tuple[int, int] | None = None,
+) -> int:
+    """Docker's exec: `command` as a new process of the running container `c`, joining its
+    namespaces and cgroups with the container's capabilities, seccomp filter and rlimits;
+    returns its exit status."""
+    from pyrun import _core
+    from pyrun.runtime.users import resolve_user
+
+    if not command:
+        raise ContainerConflict("no command specified")
+    st = c.state
+    pid = c.pid if st.get("status") == "running" else None
+    if pid is None or not _alive(pid, st.get("pid_start")):
+        raise ContainerNotRunning(f"container {c.name} is not running")
+    spec = c.bundle_spec()
+    process = dict(spec["process"])
+    process["args"] = list(command)
+    process["terminal"] = False
+    if user is not None:
+        u = resolve_user(str(c.rootfs), user, list(c.options.get("group_add") or []))
+        process["user"] = {
+            "uid": u.uid,
+            "gid": u.gid,
+            **({"additionalGids": u.additional_gids} if u.additional_gids else {}),
+        }
+    if env:
+        process["env"] = merge_env(list(process.get("env") or []), env, {})
+    if workdir:
+        if not workdir.startswith("/"):
+            raise ContainerConflict(f"the working directory {workdir!r} must be absolute")
+        process["cwd"] = workdir
+    linux = dict(spec.get("linux") or {})
+    if privileged:
+        from pyrun.runtime.spec import host_capabilities
+
+        caps = host_capabilities()
+        process["capabilities"] = {"bounding": caps, "effective": caps, "permitted": caps}
+        linux.pop("seccomp", None)
+    names = {"pid": "pid", "ipc": "ipc", "uts": "uts", "mount": "mnt", "network": "net",
+             "cgroup": "cgroup", "user": "user", "time": "time"}  # fmt: skip
+    linux["namespaces"] = [
+        {"type": ns["type"], "path": f"/proc/{pid}/ns/{names[ns['type']]}"}
+        for ns in linux.get("namespaces", [])
+        if ns.get("type") in names
+    ]
+    for key in ("resources", "cgroupsPath", "maskedPaths", "readonlyPaths", "sysctl"):
+        linux.pop(key, None)
+    exec_spec = {**spec, "process": process, "linux": linux, "mounts": []}
+    exec_dir = c.dir / "exec"
+    exec_dir.mkdir(exist_ok=True)
+    path = exec_dir / f"{os.getpid()}-{os.urandom(4).hex()}.json"
+    atomic_write_json(path, exec_spec)
+    try:
+        return _core.exec_container(str(path), pid, stdio=stdio)
+    except _core.StartError as e:
+        message, code = e.args
+        raise ContainerStartError(str(message), int(code)) from None
+    except ValueError as e:
+        raise ContainerStartError(f"invalid exec config: {e}", 125) from None
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def inspect(c: Container) -> dict[str, Any]:
+    """Docker's `container inspect` shape, from the record and the state."""
+    rec, st = c.record, c.state
+    status = str(st.get("status", "created"))
+    opts = c.options
+    restart, max_retries = parse_restart(str(opts.get("restart") or "no"))
+    spec_path = c.dir / "bundle" / "config.json"
+    return {
+        "Id": c.id,
+        "Created": rec.get("created", ""),
+        "Path": (rec.get("command") or [""])[0],
+        "Args": list(rec.get("command") or [])[1:],
+        "State": {
+            "Status": status,
+            "Running": status in ACTIVE,
+            "Paused": False,
+            "Restarting": status == "restarting",
+            "OOMKilled": bool(st.get("oom_killed")),
+            "Dead": False,
+            "Pid": (c.pid or 0) if status in ACTIVE else 0,
+            "ExitCode": st.get("exit_code", 0),
+            "Error": st.get("error", ""),
+            "StartedAt": st.get("started_at", "0001-01-01T00:00:00Z"),
+            "FinishedAt": st.get("finished_at", "0001-01-01T00:00:00Z"),
+        },
+        "Image": rec.get("image_id", ""),
+        "LogPath": str(c.log_path),
+        "Name": "/" + c.name,
+        "RestartCount": st.get("restart_count", 0),
+        # pyrun's: the cgroup of the last run ("" without limits), the monitor's pid.
+        "Cgroup": st.get("cgroup", ""),
+        "MonitorPid": st.get("monitor_pid", 0) if status in ACTIVE else 0,
+        "Driver": "overlay2",
+        "Platform": "linux",
+        "HostConfig": {
+            "AutoRemove": bool(rec.get("auto_remove")),
+            "RestartPolicy": {"Name": restart, "MaximumRetryCount": max_retries},
+            "NetworkMode": opts.get("network", "none"),
+            "Privileged": bool(opts.get("privileged")),
+            "ReadonlyRootfs": bool(opts.get("read_only")),
+            "CapAdd": opts.get("cap_add") or None,
+            "CapDrop": opts.get("cap_drop") or None,
+            "Binds": opts.get("volumes") or None,
+            "Tmpfs": opts.get("tmpfs") or None,
+            "Memory": opts.get("memory") or 0,
+            "PidsLimit": opts.get("pids_limit"),
+        },
+        "GraphDriver": {
+            "Name": "overlay2",
+            "Data": {
+                "UpperDir": str(c.dir / "upper"),
+                "WorkDir": str(c.dir / "work"),
+                "MergedDir": str(c.rootfs),
+            },
+        },
+        "Config": {
+            "Hostname": opts.get("hostname") or c.id[:12],
+            "User": opts.get("user") or "",
+            "Env": opts.get("env") or [],
+            "Cmd": opts.get("command") or None,
+            "Image": rec.get("image_name", ""),
+            "WorkingDir": opts.get("workdir") or "",
+            "Entrypoint": opts.get("entrypoint"),
+            "Labels": c.labels,
+            "StopSignal": opts.get("stop_signal"),
+            "StopTimeout": opts.get("stop_timeout"),
+        },
+        "BundlePath": str(spec_path.parent),
+    }

@@ -101,6 +101,10 @@ class RunOptions:
     volumes: list[str]
     mounts: list[str]
     tmpfs: list[str]
+    restart: str
+    stop_signal: str | None
+    stop_timeout: int | None
+    labels: list[str]
 
     _DEFAULTS: ClassVar[dict[str, Any]] = {
         "command": [],
@@ -127,6 +131,10 @@ class RunOptions:
         "volumes": [],
         "mounts": [],
         "tmpfs": [],
+        "restart": "no",
+        "stop_signal": None,
+        "stop_timeout": None,
+        "labels": [],
     }
 
     def __init__(self, **options: Any) -> None:
@@ -299,9 +307,67 @@ def _cpuset_ok(text: str) -> bool:
     return bool(re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", text))
 
 
+_RESTART_POLICIES = ("no", "on-failure", "always", "unless-stopped")
+
+
+def parse_restart(text: str) -> tuple[str, int]:
+    """Docker's --restart: no | on-failure[:MAX] | always | unless-stopped -> (name, max)."""
+    name, sep, count = (text or "no").partition(":")
+    if name not in _RESTART_POLICIES:
+        raise SpecError(
+            f"invalid restart policy {text!r}: expected one of no, on-failure[:max-retries], "
+            "always, unless-stopped"
+        )
+    if not sep:
+        return name, 0
+    if name != "on-failure":
+        raise SpecError(
+            f"invalid restart policy {text!r}: maximum retry count cannot be used with {name}"
+        )
+    if not count.isdigit():
+        raise SpecError(
+            f"invalid restart policy {text!r}: maximum retry count must be a number >= 0"
+        )
+    return name, int(count)
+
+
+def parse_signal(text: str | int) -> int:
+    """A signal by number, or by name with or without SIG ("TERM", "SIGKILL", "9")."""
+    import signal
+
+    raw = str(text).strip()
+    if raw.isdigit():
+        n = int(raw)
+        if 0 < n < signal.NSIG:
+            return n
+    else:
+        name = raw.upper()
+        name = name if name.startswith("SIG") else "SIG" + name
+        sig = getattr(signal.Signals, name, None) if name.isidentifier() else None
+        if sig is not None:
+            return int(sig)
+    raise SpecError(f"invalid signal: {text}")
+
+
+def parse_labels(labels: list[str]) -> dict[str, str]:
+    out = {}
+    for item in labels:
+        key, _, value = item.partition("=")
+        if not key:
+            raise SpecError(f"invalid label {item!r}: empty name")
+        out[key] = value
+    return out
+
+
 def validate(opts: RunOptions) -> None:
     """Check the options that do not need the image, so bad input fails before a container
     is created (SpecError, one line)."""
+    parse_restart(opts.restart)
+    if opts.stop_signal is not None:
+        parse_signal(opts.stop_signal)
+    if opts.stop_timeout is not None and opts.stop_timeout < -1:
+        raise SpecError(f"invalid --stop-timeout {opts.stop_timeout}: must be -1 or more")
+    parse_labels(opts.labels)
     capabilities(opts)
     for u in opts.ulimits:
         parse_ulimit(u)

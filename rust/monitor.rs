@@ -1,0 +1,596 @@
+//! The per-container monitor (`pyrun-runtime monitor`): what keeps a detached container after
+//! the CLI that started it has exited, in the role conmon plays for Podman. One small native
+//! process per container that
+//! - starts the container from its bundle through [`crate::runtime::start_plan`] and reports
+//!   the start (`ok PID` or `err CODE MESSAGE`) on a pipe to the CLI, then detaches from it;
+//! - copies the container's stdout and stderr into a log file in Docker's json-file format,
+//!   one `{"log","stream","time"}` record per line;
+//! - reaps the container, records exit code, OOM kill and times in `state.json` (atomic
+//!   replace), and applies the restart policy (Docker's: `no`, `on-failure[:N]`, `always`,
+//!   `unless-stopped`, with a delay doubling from 100 ms up to a minute, reset after 10 s up);
+//! - at the end unmounts the container's root and, for `--rm`, removes its directory.
+//!
+//! A stop asked by the user (`stop`, `kill`, `rm -f`) is announced with the `stop-requested`
+//! file in the container directory, so that the restart policy does not bring it back.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rustix::event::{poll, PollFd, PollFlags};
+use rustix::io::Errno;
+use serde::Deserialize;
+
+use crate::runtime::{self, Error};
+use crate::timefmt;
+
+/// monitor.json, written by the CLI next to the bundle.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The OCI bundle (config.json; root.path is the mounted overlay).
+    pub bundle: PathBuf,
+    /// The container directory: state.json, pid, stop-requested.
+    pub dir: PathBuf,
+    /// The json-file log; none = the output is discarded.
+    #[serde(default)]
+    pub log: Option<PathBuf>,
+    #[serde(default)]
+    pub restart: Restart,
+    /// Unmount this (the container's root) when the container is done for good.
+    #[serde(default)]
+    pub unmount: Option<PathBuf>,
+    /// `--rm`: rename the container directory to this path (in the store's tmp/) and delete it.
+    #[serde(default)]
+    pub remove_to: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Restart {
+    /// "no", "on-failure", "always" or "unless-stopped".
+    #[serde(default)]
+    pub name: String,
+    /// on-failure's retry limit (0 = unlimited).
+    #[serde(default)]
+    pub max: u32,
+}
+
+impl Restart {
+    fn wants(&self, exit_code: i32, restarts: u32) -> bool {
+        match self.name.as_str() {
+            "always" | "unless-stopped" => true,
+            "on-failure" => exit_code != 0 && (self.max == 0 || restarts < self.max),
+            _ => false,
+        }
+    }
+}
+
+pub const STOP_MARKER: &str = "stop-requested";
+const LINE_MAX: usize = 16 * 1024;
+const STREAMS: [&str; 2] = ["stdout", "stderr"];
+
+/// The json-file log writer: whole lines (or 16 KiB pieces of longer ones), one write each.
+struct LogWriter {
+    file: Option<File>,
+    pending: [Vec<u8>; 2],
+}
+
+impl LogWriter {
+    fn new(path: Option<&Path>) -> std::io::Result<LogWriter> {
+        let file = match path {
+            Some(p) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)?,
+            ),
+            None => None,
+        };
+        Ok(LogWriter {
+            file,
+            pending: [Vec::new(), Vec::new()],
+        })
+    }
+
+    fn feed(&mut self, stream: usize, mut data: &[u8]) {
+        while !data.is_empty() {
+            let room = LINE_MAX - self.pending[stream].len();
+            let take = match data.iter().position(|&b| b == b'\n') {
+                Some(i) if i < room => i + 1,
+                _ => data.len().min(room),
+            };
+            self.pending[stream].extend_from_slice(&data[..take]);
+            data = &data[take..];
+            let buf = &self.pending[stream];
+            if buf.last() == Some(&b'\n') || buf.len() >= LINE_MAX {
+                self.flush(stream);
+            }
+        }
+    }
+
+    fn flush(&mut self, stream: usize) {
+        if self.pending[stream].is_empty() {
+            return;
+        }
+        let line = std::mem::take(&mut self.pending[stream]);
+        if let Some(f) = self.file.as_mut() {
+            let rec = serde_json::json!({
+                "log": String::from_utf8_lossy(&line),
+                "stream": STREAMS[stream],
+                "time": timefmt::now(),
+            });
+            let mut out = rec.to_string().into_bytes();
+            out.push(b'\n');
+            if let Err(e) = f.write_all(&out) {
+                eprintln!("pyrun-runtime monitor: write log: {e}");
+            }
+        }
+        // Keep the allocation small between lines.
+        self.pending[stream] = Vec::new();
+    }
+}
+
+/// Field 22 of /proc/PID/stat: the process's start time in clock ticks since boot; with the
+/// pid it names a process for good (pids are reused, start times of one pid are not).
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split(' ').nth(19)?.parse().ok()
+}
+
+struct StateFile {
+    dir: PathBuf,
+    monitor_pid: i32,
+    monitor_start: u64,
+}
+
+impl StateFile {
+    fn write(&self, mut fields: serde_json::Map<String, serde_json::Value>) {
+        fields.insert("monitor_pid".into(), self.monitor_pid.into());
+        fields.insert("monitor_start".into(), self.monitor_start.into());
+        let tmp = self.dir.join(".state.json.tmp");
+        let res = (|| {
+            let mut f = File::create(&tmp)?;
+            f.write_all(serde_json::Value::Object(fields).to_string().as_bytes())?;
+            f.sync_data()?;
+            std::fs::rename(&tmp, self.dir.join("state.json"))
+        })();
+        if let Err(e) = res {
+            eprintln!("pyrun-runtime monitor: write state.json: {e}");
+        }
+    }
+}
+
+macro_rules! fields {
+    ($($k:expr => $v:expr),* $(,)?) => {{
+        let mut m = serde_json::Map::new();
+        $( m.insert($k.to_string(), serde_json::Value::from($v)); )*
+        m
+    }};
+}
+
+/// Read what is there now from the two output pipes into the log; a pipe at EOF is dropped.
+fn pump(
+    pipes: &mut [Option<OwnedFd>; 2],
+    log: &mut LogWriter,
+    pidfd: Option<&OwnedFd>,
+    timeout_ms: i32,
+) -> bool {
+    let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(3);
+    let mut which: Vec<usize> = Vec::with_capacity(3);
+    for (i, p) in pipes.iter().enumerate() {
+        if let Some(fd) = p {
+            fds.push(PollFd::new(fd, PollFlags::IN));
+            which.push(i);
+        }
+    }
+    if let Some(fd) = pidfd {
+        fds.push(PollFd::new(fd, PollFlags::IN));
+        which.push(2);
+    }
+    if fds.is_empty() {
+        return false;
+    }
+    let timeout = if timeout_ms < 0 {
+        None
+    } else {
+        Some(rustix::event::Timespec {
+            tv_sec: i64::from(timeout_ms / 1000),
+            tv_nsec: i64::from(timeout_ms % 1000) * 1_000_000,
+        })
+    };
+    match poll(&mut fds, timeout.as_ref()) {
+        Ok(0) => return false,
+        Ok(_) => {}
+        Err(Errno::INTR) => return true,
+        Err(_) => return false,
+    }
+    let ready: Vec<(usize, PollFlags)> = fds
+        .iter()
+        .zip(which.iter())
+        .map(|(f, w)| (*w, f.revents()))
+        .collect();
+    drop(fds);
+    let mut exited = false;
+    let mut buf = [0u8; 16 * 1024];
+    for (w, rev) in ready {
+        if rev.is_empty() {
+            continue;
+        }
+        if w == 2 {
+            exited = true;
+            continue;
+        }
+        let Some(fd) = pipes[w].as_ref() else {
+            continue;
+        };
+        match rustix::io::read(fd, &mut buf) {
+            Ok(0) => {
+                log.flush(w);
+                pipes[w] = None;
+            }
+            Ok(n) => log.feed(w, &buf[..n]),
+            Err(Errno::INTR) | Err(Errno::AGAIN) => {}
+            Err(_) => {
+                log.flush(w);
+                pipes[w] = None;
+            }
+        }
+    }
+    !exited
+}
+
+/// How one run of the container ended.
+struct RunEnd {
+    exit_code: i32,
+    oom_killed: bool,
+    cgroup: String,
+    error: Option<String>,
+    ran_for: Duration,
+}
+
+fn run_once(
+    cfg: &Config,
+    log: &mut LogWriter,
+    state: &StateFile,
+    restarts: u32,
+    report: &mut Option<OwnedFd>,
+) -> RunEnd {
+    let began = Instant::now();
+    let fail = |code: i32, msg: String| RunEnd {
+        exit_code: code,
+        oom_killed: false,
+        cgroup: String::new(),
+        error: Some(msg),
+        ran_for: began.elapsed(),
+    };
+    let mut plan = match runtime::plan::build(&cfg.bundle) {
+        Ok(p) => p,
+        Err(Error::Start { msg, code }) => return fail(code, msg),
+        Err(e) => return fail(125, format!("invalid container config: {e}")),
+    };
+    let pipe = || rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC);
+    let (out_r, out_w, err_r, err_w) = match (pipe(), pipe()) {
+        (Ok((a, b)), Ok((c, d))) => (a, b, c, d),
+        (Err(e), _) | (_, Err(e)) => return fail(125, format!("pipe: {e}")),
+    };
+    plan.stdio = Some((out_w, err_w));
+    let started = runtime::start_plan(&plan, Some(&cfg.dir.join("pid")), None);
+    drop(plan); // closes our copies of the write ends
+    let started = match started {
+        Ok(s) => s,
+        Err(Error::Start { msg, code }) => return fail(code, msg),
+        Err(e) => return fail(125, e.to_string()),
+    };
+    let pid = started.pid_raw();
+    state.write(fields! {
+        "status" => "running",
+        "pid" => pid,
+        "pid_start" => start_time(pid).unwrap_or(0),
+        "started_at" => timefmt::now(),
+        "restart_count" => restarts,
+    });
+    if let Some(r) = report.take() {
+        let _ = rustix::io::write(&r, format!("ok {pid}\n").as_bytes());
+    }
+    let pidfd = rustix::process::pidfd_open(started.pid, rustix::process::PidfdFlags::empty()).ok();
+    let mut pipes = [Some(out_r), Some(err_r)];
+    // Until the process exits: copy output, wake on the pidfd (or every 100 ms without one).
+    loop {
+        let alive = pump(
+            &mut pipes,
+            log,
+            pidfd.as_ref(),
+            if pidfd.is_some() { -1 } else { 100 },
+        );
+        if !alive {
+            break;
+        }
+        if pidfd.is_none() && has_exited(started.pid) {
+            break;
+        }
+    }
+    runtime::wait_exited(started.pid);
+    // The rest of the output: until EOF, or 500 ms of silence (a process outside the
+    // container's pid namespace may hold the pipe open).
+    while pipes.iter().any(Option::is_some) {
+        if !pump(&mut pipes, log, None, 500) && pipes.iter().any(Option::is_some) {
+            // a timeout (pump returns true on data): stop waiting
+            let quiet = matches!(
+                poll(
+                    &mut pipes
+                        .iter()
+                        .flatten()
+                        .map(|f| PollFd::new(f, PollFlags::IN))
+                        .collect::<Vec<_>>(),
+                    Some(&rustix::event::Timespec {
+                        tv_sec: 0,
+                        tv_nsec: 0
+                    })
+                ),
+                Ok(0)
+            );
+            if quiet {
+                break;
+            }
+        }
+    }
+    log.flush(0);
+    log.flush(1);
+    let Some(status) = runtime::reap(started.pid) else {
+        return fail(125, "wait for the container process failed".into());
+    };
+    let out = started.finish(status);
+    RunEnd {
+        exit_code: out.exit_code,
+        oom_killed: out.oom_killed,
+        cgroup: out.cgroup,
+        error: None,
+        ran_for: began.elapsed(),
+    }
+}
+
+fn has_exited(pid: rustix::process::Pid) -> bool {
+    let r = rustix::process::waitid(
+        rustix::process::WaitId::Pid(pid),
+        rustix::process::WaitIdOptions::EXITED
+            | rustix::process::WaitIdOptions::NOWAIT
+            | rustix::process::WaitIdOptions::NOHANG,
+    );
+    matches!(r, Ok(Some(_)))
+}
+
+/// Sleep `d`, waking every 50 ms to see whether a stop was asked; true when one was.
+fn sleep_unless_stopped(dir: &Path, d: Duration) -> bool {
+    let end = Instant::now() + d;
+    loop {
+        if dir.join(STOP_MARKER).exists() {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= end {
+            return false;
+        }
+        std::thread::sleep((end - now).min(Duration::from_millis(50)));
+    }
+}
+
+/// Run the container of `cfg` under its restart policy until it is done for good.
+pub fn monitor(cfg: &Config, mut report: Option<OwnedFd>) -> i32 {
+    let monitor_pid = std::process::id() as i32;
+    let state = StateFile {
+        dir: cfg.dir.clone(),
+        monitor_pid,
+        monitor_start: start_time(monitor_pid).unwrap_or(0),
+    };
+    let mut log = match LogWriter::new(cfg.log.as_deref()) {
+        Ok(l) => l,
+        Err(e) => {
+            let msg = format!(
+                "open log {}: {}",
+                cfg.log.as_deref().unwrap_or(Path::new("")).display(),
+                runtime::strerror(&e)
+            );
+            if let Some(r) = report.take() {
+                let _ = rustix::io::write(&r, format!("err 125 {msg}\n").as_bytes());
+            }
+            finish(cfg);
+            return 1;
+        }
+    };
+    let mut restarts = 0u32;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let end = run_once(cfg, &mut log, &state, restarts, &mut report);
+        if let (Some(msg), Some(r)) = (&end.error, report.take()) {
+            // The first start failed: the CLI reports it; no restart.
+            let _ = rustix::io::write(&r, format!("err {} {msg}\n", end.exit_code).as_bytes());
+            state.write(fields! {
+                "status" => "created",
+                "exit_code" => end.exit_code,
+                "error" => msg.as_str(),
+                "finished_at" => timefmt::now(),
+            });
+            finish(cfg);
+            return 0;
+        }
+        let stopped = cfg.dir.join(STOP_MARKER).exists();
+        let again = !stopped && cfg.restart.wants(end.exit_code, restarts);
+        let mut f = fields! {
+            "status" => if again { "restarting" } else { "exited" },
+            "exit_code" => end.exit_code,
+            "oom_killed" => end.oom_killed,
+            "cgroup" => end.cgroup.as_str(),
+            "finished_at" => timefmt::now(),
+            "restart_count" => restarts,
+        };
+        if let Some(msg) = &end.error {
+            f.insert("error".into(), msg.as_str().into());
+        }
+        state.write(f.clone());
+        if !again {
+            break;
+        }
+        if end.ran_for >= Duration::from_secs(10) {
+            delay = Duration::from_millis(100);
+        }
+        if sleep_unless_stopped(&cfg.dir, delay) {
+            f.insert("status".into(), "exited".into());
+            state.write(f);
+            break;
+        }
+        delay = (delay * 2).min(Duration::from_secs(60));
+        restarts += 1;
+    }
+    finish(cfg);
+    0
+}
+
+fn finish(cfg: &Config) {
+    if let Some(root) = &cfg.unmount {
+        if let Err(e) = runtime::overlay::unmount(root, true) {
+            eprintln!("pyrun-runtime monitor: unmount {}: {e}", root.display());
+        }
+    }
+    if let Some(trash) = &cfg.remove_to {
+        match std::fs::rename(&cfg.dir, trash) {
+            Ok(()) => {
+                if let Err(e) = std::fs::remove_dir_all(trash) {
+                    eprintln!("pyrun-runtime monitor: remove {}: {e}", trash.display());
+                }
+            }
+            Err(e) => eprintln!("pyrun-runtime monitor: remove {}: {e}", cfg.dir.display()),
+        }
+    }
+}
+
+fn usage() -> i32 {
+    eprintln!("usage: pyrun-runtime monitor --config FILE [--report-fd N] [--foreground]");
+    2
+}
+
+/// `pyrun-runtime monitor --config monitor.json [--report-fd N] [--foreground]`: read the
+/// config, detach (fork; the parent exits at once so the caller can reap it; setsid), and
+/// monitor. The report fd gets one line once the container has started or failed to.
+pub fn cli(args: &[std::ffi::OsString]) -> i32 {
+    let mut config = None;
+    let mut report_fd: Option<i32> = None;
+    let mut foreground = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.to_str() {
+            Some("--config") => config = it.next().map(PathBuf::from),
+            Some("--report-fd") => {
+                report_fd = match it.next().and_then(|s| s.to_str()?.parse().ok()) {
+                    Some(n) if n > 2 => Some(n),
+                    _ => return usage(),
+                }
+            }
+            Some("--foreground") => foreground = true,
+            _ => return usage(),
+        }
+    }
+    let Some(config) = config else {
+        return usage();
+    };
+    let report = report_fd.map(|fd| {
+        // SAFETY: the caller passed this fd to us for our exclusive use.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let _ = rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC);
+        fd
+    });
+    let fail = |msg: String| {
+        eprintln!("pyrun-runtime monitor: {msg}");
+        if let Some(r) = &report {
+            let _ = rustix::io::write(r.as_fd(), format!("err 125 {msg}\n").as_bytes());
+        }
+        1
+    };
+    let cfg: Config = match std::fs::read(&config) {
+        Ok(b) => match serde_json::from_slice(&b) {
+            Ok(c) => c,
+            Err(e) => return fail(format!("{}: {e}", config.display())),
+        },
+        Err(e) => {
+            return fail(format!(
+                "read {}: {}",
+                config.display(),
+                runtime::strerror(&e)
+            ))
+        }
+    };
+    if !foreground {
+        // SAFETY: single-threaded at this point; the child only continues this program.
+        match unsafe { libc::fork() } {
+            -1 => return fail(format!("fork: {}", std::io::Error::last_os_error())),
+            0 => {
+                let _ = rustix::process::setsid();
+            }
+            _ => return 0,
+        }
+    }
+    // SAFETY: setting a signal to SIG_IGN.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
+    monitor(&cfg, report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_policy_decisions() {
+        let r = |name: &str, max| Restart {
+            name: name.into(),
+            max,
+        };
+        assert!(!r("no", 0).wants(1, 0));
+        assert!(!r("", 0).wants(1, 0));
+        assert!(r("always", 0).wants(0, 99));
+        assert!(r("unless-stopped", 0).wants(0, 0));
+        assert!(!r("on-failure", 0).wants(0, 0));
+        assert!(r("on-failure", 0).wants(3, 1000));
+        assert!(r("on-failure", 2).wants(3, 1));
+        assert!(!r("on-failure", 2).wants(3, 2));
+    }
+
+    #[test]
+    fn log_lines_are_split_at_newlines_and_16k() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let mut w = LogWriter::new(Some(&path)).unwrap();
+        w.feed(0, b"one\ntw");
+        w.feed(1, b"err\n");
+        w.feed(0, b"o\n");
+        w.feed(0, &vec![b'x'; LINE_MAX + 5]);
+        w.feed(0, b"\xff tail");
+        w.flush(0);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let recs: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let logs: Vec<(&str, &str)> = recs
+            .iter()
+            .map(|r| (r["stream"].as_str().unwrap(), r["log"].as_str().unwrap()))
+            .collect();
+        assert_eq!(logs[0], ("stdout", "one\n"));
+        assert_eq!(logs[1], ("stderr", "err\n"));
+        assert_eq!(logs[2], ("stdout", "two\n"));
+        assert_eq!(logs[3].1.len(), LINE_MAX);
+        assert_eq!(logs[4].1, "xxxxx\u{fffd} tail");
+        assert!(recs[0]["time"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn start_time_of_self() {
+        assert!(start_time(std::process::id() as i32).unwrap() > 0);
+        assert_eq!(start_time(0), None);
+    }
+}
