@@ -245,6 +245,7 @@ fn pump(
 
 /// How one run of the container ended.
 struct RunEnd {
+    started_at: Option<String>,
     exit_code: i32,
     oom_killed: bool,
     cgroup: String,
@@ -261,6 +262,7 @@ fn run_once(
 ) -> RunEnd {
     let began = Instant::now();
     let fail = |code: i32, msg: String| RunEnd {
+        started_at: None,
         exit_code: code,
         oom_killed: false,
         cgroup: String::new(),
@@ -286,11 +288,12 @@ fn run_once(
         Err(e) => return fail(125, e.to_string()),
     };
     let pid = started.pid_raw();
+    let started_at = timefmt::now();
     state.write(fields! {
         "status" => "running",
         "pid" => pid,
         "pid_start" => start_time(pid).unwrap_or(0),
-        "started_at" => timefmt::now(),
+        "started_at" => started_at.as_str(),
         "restart_count" => restarts,
     });
     if let Some(r) = report.take() {
@@ -345,6 +348,7 @@ fn run_once(
     };
     let out = started.finish(status);
     RunEnd {
+        started_at: Some(started_at),
         exit_code: out.exit_code,
         oom_killed: out.oom_killed,
         cgroup: out.cgroup,
@@ -429,6 +433,9 @@ pub fn monitor(cfg: &Config, mut report: Option<OwnedFd>) -> i32 {
         };
         if let Some(msg) = &end.error {
             f.insert("error".into(), msg.as_str().into());
+        }
+        if let Some(t) = &end.started_at {
+            f.insert("started_at".into(), t.as_str().into());
         }
         state.write(f.clone());
         if !again {

@@ -269,3 +269,33 @@ def test_monitor_is_small(bb: Client) -> None:
     c.remove(force=True)
     with pytest.raises(Exception, match="No such container"):
         bb.containers.get(c.id)
+
+
+def test_init_reaps_and_forwards(bb: Client, pyrun: PyrunRunner) -> None:
+    # pid 1 is the reaper; the command is its child; orphans are reaped (no zombie left).
+    out = bb.containers.run(
+        "bb:life",
+        ["sh", "-c", "echo $$; (sleep 0.1 &); sleep 0.4; ps -o pid,stat,comm"],
+        remove=True,
+        init=True,
+    ).decode()
+    lines = out.splitlines()
+    assert lines[0] != "1"
+    assert not any(" Z " in line for line in lines[2:]), out
+    assert re.match(r"\s*1 ", lines[2]), out
+    # Exit codes pass through, and a missing command is still 127 in one line.
+    assert pyrun("run", "--rm", "--init", "bb:life", "sh", "-c", "exit 9").returncode == 9
+    r = pyrun("run", "--rm", "--init", "bb:life", "no-such-command")
+    assert r.returncode == 127 and len(r.stderr.strip().splitlines()) == 1
+    # Signals reach the command (sleep as pid 1 would ignore SIGTERM): 128 + 15.
+    r = pyrun("run", "-d", "--init", "--name", "reaped", "bb:life", "sleep", "100")
+    assert r.returncode == 0, r.stderr
+    c = bb.containers.get("reaped")
+    assert c.attrs["HostConfig"]["Init"] is True
+    t0 = time.monotonic()
+    assert pyrun("stop", "reaped").returncode == 0
+    assert time.monotonic() - t0 < 5
+    c.reload()
+    state = c.attrs["State"]
+    assert state["ExitCode"] == 143
+    assert "0001" not in state["StartedAt"] and state["StartedAt"] <= state["FinishedAt"]

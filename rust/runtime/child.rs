@@ -75,9 +75,10 @@ pub enum Step {
     ExecNotFound,
     Stdio,
     Seccomp,
+    Init,
 }
 
-const STEPS: [Step; 41] = [
+const STEPS: [Step; 42] = [
     Step::Sync,
     Step::Prctl,
     Step::UserNsRoot,
@@ -119,6 +120,7 @@ const STEPS: [Step; 41] = [
     Step::ExecNotFound,
     Step::Stdio,
     Step::Seccomp,
+    Step::Init,
 ];
 
 impl Step {
@@ -857,7 +859,41 @@ fn setup(p: &Plan, pipes: &ChildPipes<'_>) -> Res<Infallible> {
     if p.no_new_privs {
         install_seccomp(p)?;
     }
+    if p.init {
+        become_init()?;
+    }
     Err(exec(p))
+}
+
+/// `--init`: this process stays pid 1 of the container as a tiny reaper, and a forked child
+/// goes on to exec the command. The reaper forwards every signal it gets to that child, reaps
+/// every orphan the kernel hands it, and exits with the child's status (128 + signal when a
+/// signal killed it), as docker-init (tini) does. It holds no fd but stdio once forked.
+fn become_init() -> Res<()> {
+    let mask = sys::block_all_signals();
+    let child = match sys::clone_fork(0) {
+        Ok(0) => {
+            sys::restore_signal_mask(&mask);
+            return Ok(());
+        }
+        Ok(pid) => pid,
+        Err(e) => return Err(Failure::new(Step::Init, 0, e)),
+    };
+    // The command's exec (or its failure record) closes the error pipe; our copy, like every
+    // other fd of the runtime's, must not keep the runtime (or its caller) waiting for EOF.
+    sys::close_from(3);
+    loop {
+        let sig = sys::wait_signal();
+        if sig == libc::SIGCHLD || sig < 0 {
+            while let Some((pid, status)) = sys::reap_any() {
+                if pid == child {
+                    sys::exit_now(status);
+                }
+            }
+        } else {
+            sys::kill(child, sig);
+        }
+    }
 }
 
 fn install_seccomp(p: &Plan) -> Res<()> {

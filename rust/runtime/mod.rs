@@ -529,6 +529,7 @@ pub fn describe(plan: &Plan, f: &Failure) -> String {
         Step::Stdio => format!("redirect fd {} of the container: {err}", f.index),
         Step::ExecNotFound => format!("exec: {name:?}: executable file not found in $PATH"),
         Step::Exec => format!("exec: {name:?}: {}", err.to_lowercase()),
+        Step::Init => format!("--init: fork the command under the init process: {err}"),
     }
 }
 

@@ -173,6 +173,9 @@ pub struct Plan {
     /// `exec`: the pid of the container's init, whose namespaces (all joined by path) and
     /// cgroups the process enters; no root, mounts, hostname or cgroup of its own are set up.
     pub exec_into: Option<i32>,
+    /// Annotation `io.pyrun.init` = "true" (`--init`): pid 1 stays a reaper that forwards
+    /// signals, and the command runs as its child.
+    pub init: bool,
 }
 
 pub struct CgroupPlan {
@@ -943,6 +946,8 @@ pub fn from_spec(spec: &Spec, bundle: &Path, exec_into: Option<i32>) -> Result<P
             None => cgroup_plan(spec, linux, bundle)?,
         },
         exec_into,
+        init: exec_into.is_none()
+            && spec.annotations.get("io.pyrun.init").map(String::as_str) == Some("true"),
     })
 }
 

@@ -445,3 +445,44 @@ pub fn seccomp_set_filter(program: &[super::seccomp::SockFilter], flags: u32) ->
     };
     check(rc).map(drop)
 }
+
+/// Wait for any signal (all blocked by the caller); returns its number, or -1 on an error.
+pub fn wait_signal() -> i32 {
+    // SAFETY: a filled set and a null siginfo pointer, as sigwaitinfo allows.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::sigwaitinfo(&all, std::ptr::null_mut())
+    }
+}
+
+/// Reap one exited child without blocking: (pid, exit code or 128 + signal).
+pub fn reap_any() -> Option<(i32, i32)> {
+    let mut status = 0;
+    // SAFETY: waitpid with a valid status pointer.
+    let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+    if pid <= 0 {
+        return None;
+    }
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        return Some((0, 0)); // stopped or continued: not an exit
+    };
+    Some((pid, code))
+}
+
+/// Close every fd from `first` up (close_range, else one by one): the `--init` reaper keeps
+/// nothing of the runtime's, since it never execs to drop its close-on-exec fds.
+pub fn close_from(first: u32) {
+    // SAFETY: integer arguments only.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) };
+    if rc == 0 {
+        return;
+    }
+    for fd in first..65536 {
+        close_raw(fd as i32);
+    }
+}

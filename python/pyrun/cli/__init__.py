@@ -187,6 +187,9 @@ def _container_options(p: Any) -> None:
         "--restart", default="no", help="no, on-failure[:max-retries], always, unless-stopped"
     )
     p.add_argument("--stop-signal", help="signal to stop the container (default SIGTERM)")
+    p.add_argument(
+        "--init", action="store_true", help="run a reaper as pid 1 that forwards signals"
+    )
     p.add_argument("--stop-timeout", type=int, help="seconds to wait before SIGKILL on stop")
     p.add_argument("image")
     p.add_argument("command", nargs=argparse.REMAINDER)

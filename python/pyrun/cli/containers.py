@@ -50,6 +50,7 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
         "stop_signal": args.stop_signal,
         "stop_timeout": args.stop_timeout,
         "labels": args.label,
+        "init": args.init,
     }
     for path in args.env_file:
         fields["env"] = read_env_file(path) + fields["env"]

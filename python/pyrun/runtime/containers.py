@@ -875,6 +875,7 @@ def inspect(c: Container) -> dict[str, Any]:
             "RestartPolicy": {"Name": restart, "MaximumRetryCount": max_retries},
             "NetworkMode": opts.get("network", "none"),
             "Privileged": bool(opts.get("privileged")),
+            "Init": bool(opts.get("init")),
             "ReadonlyRootfs": bool(opts.get("read_only")),
             "CapAdd": opts.get("cap_add") or None,
             "CapDrop": opts.get("cap_drop") or None,

@@ -105,6 +105,7 @@ class RunOptions:
     stop_signal: str | None
     stop_timeout: int | None
     labels: list[str]
+    init: bool
 
     _DEFAULTS: ClassVar[dict[str, Any]] = {
         "command": [],
@@ -135,6 +136,7 @@ class RunOptions:
         "stop_signal": None,
         "stop_timeout": None,
         "labels": [],
+        "init": False,
     }
 
     def __init__(self, **options: Any) -> None:
@@ -642,5 +644,8 @@ def build_spec(
         "hostname": hostname,
         "mounts": mounts,
         "linux": linux,
-        "annotations": {"io.pyrun.container.id": container_id},
+        "annotations": {
+            "io.pyrun.container.id": container_id,
+            **({"io.pyrun.init": "true"} if opts.init else {}),
+        },
     }
