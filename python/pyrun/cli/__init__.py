@@ -271,6 +271,50 @@ def _exec(sub: Any, name: str) -> None:
     p.set_defaults(func=_cmd("containers", "cmd_exec"))
 
 
+def _export(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="export a container's filesystem as a tar archive")
+    p.add_argument("container")
+    p.add_argument("-o", "--output", help="write to FILE instead of standard output")
+    p.set_defaults(func=_cmd("containers", "cmd_export"))
+
+
+def _commit(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="create a new image from a container's changes")
+    p.add_argument("container")
+    p.add_argument("repository", nargs="?", help="REPOSITORY[:TAG]")
+    p.add_argument("-m", "--message", default="", help="commit message")
+    p.add_argument("-a", "--author", default="", help='author ("Name <email>")')
+    p.add_argument(
+        "-c", "--change", action="append", default=[], help="apply a Dockerfile instruction"
+    )
+    p.add_argument("-p", "--pause", action="store_true", help="(accepted; pause: not yet)")
+    p.set_defaults(func=_cmd("containers", "cmd_commit"))
+
+
+def _cp(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="copy files between a container and the host")
+    p.add_argument("source", help="CONTAINER:SRC_PATH or a host path")
+    p.add_argument("destination", help="CONTAINER:DEST_PATH or a host path")
+    p.add_argument("-q", "--quiet", action="store_true", help="(pyrun prints no progress)")
+    p.set_defaults(func=_cmd("containers", "cmd_cp"))
+
+
+def _top(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="display the running processes of a container")
+    p.add_argument("container")
+    p.add_argument("ps_args", nargs=argparse.REMAINDER, help="ps options (default -ef)")
+    p.set_defaults(func=_cmd("containers", "cmd_top"))
+
+
+def _stats(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="display resource usage of running containers")
+    p.add_argument("containers", nargs="*")
+    p.add_argument("-a", "--all", action="store_true", help="all containers (default: running)")
+    p.add_argument("--no-stream", action="store_true", help="one sample (the only mode so far)")
+    p.add_argument("--format", help="json")
+    p.set_defaults(func=_cmd("containers", "cmd_stats"))
+
+
 def _ps(sub: Any, name: str) -> None:
     p = sub.add_parser(name, help="list containers", aliases=["list"] if name == "ls" else [])
     p.add_argument(
@@ -334,6 +378,11 @@ CONTAINER_COMMANDS: dict[str, Adder] = {
     "wait": _wait,
     "logs": _logs,
     "exec": _exec,
+    "export": _export,
+    "commit": _commit,
+    "cp": _cp,
+    "top": _top,
+    "stats": _stats,
     "ls": _ps,
     "rm": _rm,
     "prune": _container_prune,
@@ -354,6 +403,11 @@ COMMANDS: dict[str, Adder] = {
     "wait": _wait,
     "logs": _logs,
     "exec": _exec,
+    "export": _export,
+    "commit": _commit,
+    "cp": _cp,
+    "top": _top,
+    "stats": _stats,
     "ps": _ps,
     "rm": _rm,
     "images": _images,

@@ -4,6 +4,7 @@ container prune, container inspect."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Any
 
@@ -256,6 +257,108 @@ def read_env_file(path: str) -> list[str]:
             )
         out.append(text)
     return out
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pyrun.runtime.fs import export
+
+    c = Client().containers.get(args.container)
+    if args.output:
+        export(c, args.output)
+        return 0
+    if sys.stdout.isatty():
+        raise UsageError("refusing to write a tar archive to a terminal: use -o FILE or redirect")
+    export(c, "/dev/stdout")
+    return 0
+
+
+def cmd_commit(args: argparse.Namespace) -> int:
+    from pyrun.reference import parse
+    from pyrun.runtime.fs import commit
+
+    client = Client()
+    c = client.containers.get(args.container)
+    names = [parse(args.repository)] if args.repository else []
+    digest = commit(c, names, message=args.message, author=args.author, changes=args.change)
+    print(client.store.get(digest).id)
+    return 0
+
+
+def _split_container_path(arg: str) -> tuple[str | None, str]:
+    """Docker's rule: CONTAINER:PATH unless the text before ':' holds a '/' (a host path)."""
+    head, sep, rest = arg.partition(":")
+    if sep and head and "/" not in head:
+        return head, rest
+    return None, arg
+
+
+def cmd_cp(args: argparse.Namespace) -> int:
+    from pyrun.runtime.fs import copy_from, copy_to
+
+    src_c, src = _split_container_path(args.source)
+    dst_c, dst = _split_container_path(args.destination)
+    if (src_c is None) == (dst_c is None):
+        raise UsageError(
+            "copying between containers or between host paths is not supported: "
+            "exactly one of SOURCE and DESTINATION must be CONTAINER:PATH"
+        )
+    client = Client()
+    if src_c is not None:
+        copy_from(client.containers.get(src_c), src, dst)
+    else:
+        assert dst_c is not None
+        copy_to(client.containers.get(dst_c), src, dst)
+    return 0
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    from pyrun.runtime.fs import top
+
+    header, rows = top(Client().containers.get(args.container), args.ps_args)
+    table(rows, header)
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from pyrun.cli.output import human_size
+    from pyrun.runtime.containers import ACTIVE
+    from pyrun.runtime.fs import stats
+
+    client = Client()
+    if args.containers:
+        targets = [client.containers.get(r) for r in args.containers]
+    else:
+        targets = client.containers.list(all=args.all)
+    samples = [stats(c) for c in targets if c.status in ACTIVE]
+    if args.format == "json":
+        for s in samples:
+            print(json.dumps(s))
+        return 0
+
+    def iec(n: float) -> str:
+        for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+            if n < 1024 or unit == "TiB":
+                return f"{n:.4g}{unit}" if unit != "B" else f"{int(n)}B"
+            n /= 1024
+        return f"{n}B"
+
+    rows = [
+        [
+            s["ID"][:12],
+            s["Name"],
+            f"{s['CPUPerc']:.2f}%",
+            f"{iec(s['MemUsage'])} / {iec(s['MemLimit'])}",
+            f"{s['MemPerc']:.2f}%",
+            f"{human_size(s['NetIO'][0])} / {human_size(s['NetIO'][1])}",
+            f"{human_size(s['BlockIO'][0])} / {human_size(s['BlockIO'][1])}",
+            str(s["PIDs"]),
+        ]
+        for s in samples
+    ]
+    header = ["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O",
+              "BLOCK I/O", "PIDS"]  # fmt: skip
+    table(rows, header)
+    return 0
 
 
 def _status_text(c: Container) -> str:

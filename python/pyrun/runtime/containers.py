@@ -531,6 +531,49 @@ class Container:
             return ExecResult(code, (o if stdout else None, e if stderr else None))
         return ExecResult(code, (o if stdout else b"") + (e if stderr else b""))
 
+    def commit(
+        self,
+        repository: str | None = None,
+        tag: str | None = None,
+        message: str = "",
+        author: str = "",
+        changes: list[str] | str | None = None,
+    ) -> ImageRecord:
+        """docker-py's commit: a new image from the container's changes."""
+        from pyrun.reference import parse
+        from pyrun.runtime.fs import commit
+
+        names = []
+        if repository:
+            names.append(parse(f"{repository}:{tag}" if tag else repository))
+        if isinstance(changes, str):
+            changes = [changes]
+        digest = commit(self, names, message=message, author=author, changes=changes)
+        return self.store.get(digest)
+
+    def top(self, ps_args: str | None = None) -> dict[str, Any]:
+        """docker-py's top: {"Titles": [...], "Processes": [[...], ...]}."""
+        import shlex
+
+        from pyrun.runtime.fs import top
+
+        titles, rows = top(self, shlex.split(ps_args) if ps_args else [])
+        return {"Titles": titles, "Processes": rows}
+
+    def stats(self, stream: bool = False) -> dict[str, Any]:
+        """One sample of CPU, memory, I/O and pids (stream=True is not supported yet)."""
+        from pyrun.runtime.fs import stats
+
+        if stream:
+            raise ContainerConflict("streaming stats are not supported yet: use stream=False")
+        return stats(self)
+
+    def export(self, path: str) -> None:
+        """The container's filesystem as an uncompressed tar at `path`."""
+        from pyrun.runtime.fs import export
+
+        export(self, path)
+
     def __repr__(self) -> str:
         return f"<Container: {self.short_id}>"
 
