@@ -299,3 +299,37 @@ def test_init_reaps_and_forwards(bb: Client, pyrun: PyrunRunner) -> None:
     state = c.attrs["State"]
     assert state["ExitCode"] == 143
     assert "0001" not in state["StartedAt"] and state["StartedAt"] <= state["FinishedAt"]
+
+
+def test_ps_filters_and_formats(bb: Client, pyrun: PyrunRunner) -> None:
+    web = bb.containers.run(
+        "bb:life", ["sleep", "100"], detach=True, name="web", labels={"tier": "web"}
+    )
+    pyrun("run", "--name", "failed", "bb:life", "sh", "-c", "exit 3")
+    pyrun("run", "--name", "fine", "bb:life", "true")
+    assert pyrun("ps", "--format", "{{.Names}}").stdout == "web\n"
+    assert (
+        pyrun("ps", "-f", "label=tier=web", "--format", "{{.Names}} {{.State}}").stdout
+        == "web running\n"
+    )
+    assert pyrun("ps", "-f", "label=tier=db", "-q").stdout == ""
+    assert pyrun("ps", "-f", "exited=3", "--format", "{{.Names}}").stdout == "failed\n"
+    names = pyrun("ps", "-f", "status=exited", "--format", "{{.Names}}").stdout.split()
+    assert sorted(names) == ["failed", "fine"]
+    assert pyrun("ps", "-a", "-f", "name=^f", "-f", "id=" + web.id[:6], "-q").stdout == ""
+    assert pyrun("ps", "-a", "-f", "ancestor=bb:life", "-q").stdout.count("\n") == 3
+    assert pyrun("ps", "-l", "--format", "{{.Names}}").stdout == "fine\n"
+    assert pyrun("ps", "-a", "-f", "since=web", "--format", "{{.Names}}").stdout.split() == [
+        "fine",
+        "failed",
+    ]
+    rows = [json.loads(line) for line in pyrun("ps", "-a", "--format", "json").stdout.splitlines()]
+    assert {r["Names"] for r in rows} == {"web", "failed", "fine"}
+    assert next(r for r in rows if r["Names"] == "web")["Labels"] == "tier=web"
+    table = pyrun("ps", "--format", "table {{.ID}}\\t{{.Names}}").stdout.splitlines()
+    assert table == ["CONTAINER ID\tNAMES", f"{web.id[:12]}\tweb"]
+    for bad in ("bogus=1", "status=sleepy", "exited=x", "noequals"):
+        r = pyrun("ps", "-f", bad)
+        assert r.returncode == 125 and "invalid filter" in r.stderr, (bad, r.stderr)
+    r = pyrun("ps", "--format", "{{.Nope}}")
+    assert r.returncode == 125 and "no field 'Nope'" in r.stderr

@@ -322,6 +322,16 @@ def _ps(sub: Any, name: str) -> None:
     )
     p.add_argument("-q", "--quiet", action="store_true", help="only IDs")
     p.add_argument("--no-trunc", action="store_true")
+    p.add_argument(
+        "-f",
+        "--filter",
+        action="append",
+        default=[],
+        help="id, name, label, status, exited, ancestor, before, since (KEY=VALUE)",
+    )
+    p.add_argument("--format", help="table, json, or a template like '{{.ID}} {{.Names}}'")
+    p.add_argument("-n", "--last", type=int, default=-1, help="the N last created (all states)")
+    p.add_argument("-l", "--latest", action="store_true", help="the last created (all states)")
     p.set_defaults(func=_cmd("containers", "cmd_ps"))
 
 

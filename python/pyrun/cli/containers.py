@@ -373,27 +373,144 @@ def _status_text(c: Container) -> str:
     return "Created"
 
 
+_PS_FILTERS = ("id", "name", "label", "status", "exited", "ancestor", "before", "since")
+_STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
+
+
+def _ps_filter(containers: list[Container], filters: list[str]) -> list[Container]:
+    """Docker's `ps --filter`: the same key ORs its values, different keys AND."""
+    import re
+
+    wanted: dict[str, list[str]] = {}
+    for f in filters:
+        key, eq, value = f.partition("=")
+        if not eq or key not in _PS_FILTERS:
+            raise UsageError(
+                f"invalid filter {f!r}: expected KEY=VALUE with KEY one of {', '.join(_PS_FILTERS)}"
+            )
+        if key == "status" and value not in _STATUSES:
+            raise UsageError(f"invalid filter 'status={value}': one of {', '.join(_STATUSES)}")
+        if key == "exited" and not value.lstrip("-").isdigit():
+            raise UsageError(f"invalid filter 'exited={value}': an exit code")
+        wanted.setdefault(key, []).append(value)
+    if not wanted:
+        return containers
+
+    def created_of(ref: str) -> str:
+        client_c = next((c for c in containers if c.name == ref or c.id.startswith(ref)), None)
+        if client_c is None:
+            raise UsageError(f"no such container: {ref}")
+        return str(client_c.record.get("created", ""))
+
+    def matches(c: Container) -> bool:
+        for key, values in wanted.items():
+            if key == "id":
+                ok = any(c.id.startswith(v) for v in values)
+            elif key == "name":
+                ok = any(re.search(v, c.name) for v in values)
+            elif key == "label":
+                labels = c.labels
+                ok = any(
+                    (k in labels and (not eq or labels[k] == v))
+                    for k, eq, v in (x.partition("=") for x in values)
+                )
+            elif key == "status":
+                ok = c.status in values
+            elif key == "exited":
+                ok = c.status == "exited" and str(c.state.get("exit_code", 0)) in values
+            elif key == "ancestor":
+                image = str(c.record.get("image_name", ""))
+                ids = (str(c.record.get("image_id", "")), str(c.record.get("image", "")))
+                ok = any(
+                    v in (image, image.split(":")[0]) or any(i.startswith(v) or
+                    i.removeprefix("sha256:").startswith(v) for i in ids)
+                    for v in values
+                )  # fmt: skip
+            elif key == "before":
+                ok = all(str(c.record.get("created", "")) < created_of(v) for v in values)
+            else:  # since
+                ok = all(str(c.record.get("created", "")) > created_of(v) for v in values)
+            if not ok:
+                return False
+        return True
+
+    return [c for c in containers if matches(c)]
+
+
+def _ps_fields(c: Container, no_trunc: bool) -> dict[str, str]:
+    command = " ".join(c.record.get("command") or [])
+    if not no_trunc and len(command) > 20:
+        command = command[:19] + "…"
+    labels = ",".join(f"{k}={v}" for k, v in sorted(c.labels.items()))
+    return {
+        "ID": c.id if no_trunc else c.id[:12],
+        "Image": str(c.record.get("image_name", "")),
+        "Command": f'"{command}"',
+        "CreatedAt": str(c.record.get("created", "")),
+        "RunningFor": human_ago(str(c.record.get("created", ""))),
+        "Status": _status_text(c),
+        "State": c.status,
+        "Names": c.name,
+        "Labels": labels,
+        "Ports": "",
+        "Mounts": ",".join(c.options.get("volumes") or []),
+        "Networks": str(c.options.get("network", "none")),
+    }
+
+
+def _render_template(template: str, fields: dict[str, str]) -> str:
+    import re
+
+    def sub(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name not in fields:
+            raise UsageError(f"invalid --format: no field {name!r} (have {', '.join(fields)})")
+        return fields[name]
+
+    text = template.replace("\\t", "\t").replace("\\n", "\n")
+    return re.sub(r"\{\{\s*\.(\w+)\s*\}\}", sub, text)
+
+
 def cmd_ps(args: argparse.Namespace) -> int:
-    containers = Client().containers.list(all=args.all)
+    # Like Docker: -n/-l and a status or exited filter look at stopped containers too.
+    show_all = (
+        args.all
+        or args.last >= 0
+        or args.latest
+        or any(f.startswith(("status=", "exited=")) for f in args.filter)
+    )
+    containers = _ps_filter(Client().containers.list(all=show_all), args.filter)
+    if args.latest:
+        containers = containers[:1]
+    elif args.last >= 0:
+        containers = containers[: args.last]
     if args.quiet:
         for c in containers:
             print(c.id if args.no_trunc else c.id[:12])
         return 0
+    fmt = args.format or "table"
+    if fmt == "json":
+        for c in containers:
+            print(json.dumps(_ps_fields(c, True)))
+        return 0
+    if fmt != "table" and not fmt.startswith("table "):
+        for c in containers:
+            print(_render_template(fmt, _ps_fields(c, args.no_trunc)))
+        return 0
+    if fmt.startswith("table "):
+        import re
+
+        template = fmt[len("table ") :]
+        names = re.findall(r"\{\{\s*\.(\w+)\s*\}\}", template)
+        headers = {"ID": "CONTAINER ID", "CreatedAt": "CREATED AT", "RunningFor": "CREATED"}
+        print(_render_template(template, {n: headers.get(n, n.upper()) for n in names}))
+        for c in containers:
+            print(_render_template(template, _ps_fields(c, args.no_trunc)))
+        return 0
     rows = []
     for c in containers:
-        command = " ".join(c.record.get("command") or [])
-        if not args.no_trunc and len(command) > 20:
-            command = command[:19] + "…"
-        rows.append(
-            [
-                c.id if args.no_trunc else c.id[:12],
-                str(c.record.get("image_name", "")),
-                f'"{command}"',
-                human_ago(str(c.record.get("created", ""))),
-                _status_text(c),
-                c.name,
-            ]
-        )
+        f = _ps_fields(c, args.no_trunc)
+        rows.append([f["ID"], f["Image"], f["Command"], f["RunningFor"], f["Status"], f["Names"]])
     table(rows, ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"])
     return 0
 
