@@ -1,6 +1,7 @@
 """pyrun against its peers, side by side, in one run.
 
-    .venv/bin/python benches/compare.py [--quick] [--only extract,sha256,import,start] [--out DIR]
+    .venv/bin/python benches/compare.py [--quick] [--only extract,sha256,import,start,scale]
+                                        [--out DIR]
 
 Capabilities and contenders (the first of each case is the baseline of its ratios):
 
@@ -15,6 +16,17 @@ Capabilities and contenders (the first of each case is the baseline of its ratio
               and `docker run --rm --network none` (images imported once from the same tar and
               removed at the end); pyrun's Client.containers.run and _core.run_container (the
               runtime alone, on the bundle runc runs) as info
+    scale     100 detached busybox `sleep 1000` per tool (10 with --quick), started one after the
+              other, then removed by one `rm -f` with all their ids: `pyrun run -d` / `pyrun rm -f`
+              vs `podman run -d --runtime runc` / `podman rm -f -t 0` and `docker run -d` /
+              `docker rm -f` (all with --network none, on the start capability's images). Each
+              case times the whole batch. While all of them run, the private memory of the
+              per-container monitors (pyrun-runtime monitor, conmon, containerd-shim-runc-v2):
+              the sum of Pss in /proc/PID/smaps_rollup over the monitors, divided by the number
+              of containers, in MB of 10^6 bytes (goal for pyrun: <= 1 MB), in the notes of the
+              start rows and in results.json (metrics). One tool at a time holds containers; the
+              tools take turns within a round. Warm-up: one container started and removed per
+              tool (not 100); one timed round by default (each is 100 starts), 2 with --quick.
 
 Method: every contender of a case runs once as a warm-up (excluded), then the contenders run
 interleaved, round after round (the order rotates each round so no tool always runs first). The
@@ -65,9 +77,15 @@ from typing import Any, Final
 REPO: Final = Path(__file__).resolve().parent.parent
 PYTHON_SRC: Final = REPO / "python"
 TESTS_DIR: Final = REPO / "tests"
-CAPABILITIES: Final = ("extract", "sha256", "import", "start")
+CAPABILITIES: Final = ("extract", "sha256", "import", "start", "scale")
 # Timed rounds by default: (full, --quick); --rounds overrides them all.
-DEFAULT_ROUNDS: Final = {"extract": (5, 2), "sha256": (5, 2), "import": (5, 2), "start": (20, 3)}
+DEFAULT_ROUNDS: Final = {
+    "extract": (5, 2),
+    "sha256": (5, 2),
+    "import": (5, 2),
+    "start": (20, 3),
+    "scale": (1, 2),
+}
 MiB: Final = 1 << 20
 CMD_TIMEOUT: Final = 1800.0
 INSTALL_HINT: Final = "ci/install-deps.sh installs it"
@@ -239,8 +257,10 @@ class Row:
     min: float | None = None
     max: float | None = None
     ratio: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)  # other measures (scale: memory)
 
     def to_json(self) -> dict[str, Any]:
+        extra = {"metrics": self.metrics} if self.metrics else {}
         return {
             "capability": self.capability,
             "case": self.case,
@@ -255,6 +275,7 @@ class Row:
             "min_s": self.min,
             "max_s": self.max,
             "ratio_peer_over_pyrun": self.ratio,
+            **extra,
         }
 
     @classmethod
@@ -273,6 +294,7 @@ class Row:
             d.get("min_s"),
             d.get("max_s"),
             d.get("ratio_peer_over_pyrun"),
+            dict(d.get("metrics") or {}),
         )
 
 
@@ -356,6 +378,9 @@ class Context:
     # Undo what the cases made outside the scratch space (images in podman's and docker's
     # stores, open fds): run by main() in reverse order even when the benchmark fails.
     cleanups: list[Callable[[], None]] = field(default_factory=list)
+    # What the start and scale capabilities share, made once per run: "pyrun store" (Path),
+    # "podman" (argv prefix), "docker" ([docker, storage driver line]).
+    prepared: dict[str, Any] = field(default_factory=dict)
 
 
 def _images_module() -> ModuleType:
@@ -895,35 +920,44 @@ def _oci_runtime(ctx: Context, tool: str, bundle: Path, note: str) -> Contender:
     return c
 
 
-def _podman_start(ctx: Context, src: Path) -> Contender:
-    store = "store on the scratch fs; " if ctx.podman_store else ""
-    c = Contender(
-        "podman run --rm",
-        "CLI",
-        note=f"--runtime runc --network none; {store}image from `podman import` once",
-    )
-    try:
+def _pyrun_store(ctx: Context, src: Path) -> Path:
+    """The scratch pyrun store with the busybox image as PYRUN_START_REF, imported once per run
+    (start and scale share it); raises CommandFailed."""
+    store: Path | None = ctx.prepared.get("pyrun store")
+    if store is None:
+        store = ctx.work / "start-store"
+        run_cmd([*_pyrun_cli(), "--root", store, "import", src, PYRUN_START_REF], env=_child_env)
+        ctx.prepared["pyrun store"] = store
+    return store
+
+
+def _podman_image(ctx: Context, src: Path) -> list[str]:
+    """podman's argv prefix (its store on the scratch fs when there is one), with the busybox
+    image imported once per run as PODMAN_START_IMAGE and removed (with any container of it) at
+    the end; raises Unavailable or CommandFailed."""
+    podman: list[str] | None = ctx.prepared.get("podman")
+    if podman is None:
         podman = [tool_path("podman"), *ctx.podman_store]
         tool_path("runc")
         run_cmd([*podman, "import", src, PODMAN_START_IMAGE])
-    except (Unavailable, CommandFailed) as e:
-        c.unavailable = str(e)
-        return c
+        argv = podman
 
-    def cleanup() -> None:
-        subprocess.run(
-            [*podman, "rmi", "--force", PODMAN_START_IMAGE], capture_output=True, check=False
-        )
+        def cleanup() -> None:
+            subprocess.run(
+                [*argv, "rmi", "--force", PODMAN_START_IMAGE], capture_output=True, check=False
+            )
 
-    ctx.cleanups.append(cleanup)
-    cmd = [*podman, "run", "--runtime", "runc", "--rm", "--network", "none"]
-    c.run = lambda _wd, _n: run_cmd([*cmd, PODMAN_START_IMAGE, "true"])
-    return c
+        ctx.cleanups.append(cleanup)
+        ctx.prepared["podman"] = podman
+    return podman
 
 
-def _docker_start(ctx: Context, src: Path) -> Contender:
-    c = Contender("docker run --rm", "CLI", note="--network none; image from `docker import` once")
-    try:
+def _docker_image(ctx: Context, src: Path) -> tuple[str, str]:
+    """docker's path and a line on its daemon's storage, with the busybox image imported once per
+    run as DOCKER_START_IMAGE and removed (containers of it first) at the end; raises Unavailable
+    or CommandFailed."""
+    prepared: tuple[str, str] | None = ctx.prepared.get("docker")
+    if prepared is None:
         docker = tool_path("docker")
         info = run_cmd(
             [
@@ -934,23 +968,49 @@ def _docker_start(ctx: Context, src: Path) -> Contender:
             ]
         )
         run_cmd([docker, "import", src, DOCKER_START_IMAGE])
+
+        def cleanup() -> None:
+            # Containers an interrupted run may have left, then the image.
+            ps = subprocess.run(
+                [docker, "ps", "-aq", "--filter", f"ancestor={DOCKER_START_IMAGE}"],
+                capture_output=True,
+                check=False,
+            )
+            if ids := ps.stdout.decode().split():
+                subprocess.run([docker, "rm", "-f", *ids], capture_output=True, check=False)
+            subprocess.run([docker, "rmi", DOCKER_START_IMAGE], capture_output=True, check=False)
+
+        ctx.cleanups.append(cleanup)
+        prepared = (docker, info.stdout.decode().strip())
+        ctx.prepared["docker"] = prepared
+    return prepared
+
+
+def _podman_start(ctx: Context, src: Path) -> Contender:
+    store = "store on the scratch fs; " if ctx.podman_store else ""
+    c = Contender(
+        "podman run --rm",
+        "CLI",
+        note=f"--runtime runc --network none; {store}image from `podman import` once",
+    )
+    try:
+        podman = _podman_image(ctx, src)
     except (Unavailable, CommandFailed) as e:
         c.unavailable = str(e)
         return c
-    c.note += f"; daemon's storage driver {info.stdout.decode().strip()}"
+    cmd = [*podman, "run", "--runtime", "runc", "--rm", "--network", "none"]
+    c.run = lambda _wd, _n: run_cmd([*cmd, PODMAN_START_IMAGE, "true"])
+    return c
 
-    def cleanup() -> None:
-        # Containers an interrupted `docker run --rm` may have left, then the image.
-        ps = subprocess.run(
-            [docker, "ps", "-aq", "--filter", f"ancestor={DOCKER_START_IMAGE}"],
-            capture_output=True,
-            check=False,
-        )
-        if ids := ps.stdout.decode().split():
-            subprocess.run([docker, "rm", "-f", *ids], capture_output=True, check=False)
-        subprocess.run([docker, "rmi", DOCKER_START_IMAGE], capture_output=True, check=False)
 
-    ctx.cleanups.append(cleanup)
+def _docker_start(ctx: Context, src: Path) -> Contender:
+    c = Contender("docker run --rm", "CLI", note="--network none; image from `docker import` once")
+    try:
+        docker, driver = _docker_image(ctx, src)
+    except (Unavailable, CommandFailed) as e:
+        c.unavailable = str(e)
+        return c
+    c.note += f"; daemon's storage driver {driver}"
     cmd = [docker, "run", "--rm", "--network", "none", DOCKER_START_IMAGE, "true"]
     c.run = lambda _wd, _n: run_cmd(cmd)
     return c
@@ -1018,8 +1078,7 @@ def start_cases(ctx: Context) -> list[Case]:
     contenders = [pyrun_cli, pyrun_api, pyrun_rt]
     if error is None:
         try:
-            cli_import: list[str | Path] = [*cli, "--root", store, "import", src, PYRUN_START_REF]
-            run_cmd(cli_import, env=_child_env)
+            _pyrun_store(ctx, src)
         except CommandFailed as e:
             for c in (pyrun_cli, pyrun_api):
                 c.unavailable = c.unavailable or f"pyrun import failed: {e}"
@@ -1038,6 +1097,356 @@ def start_cases(ctx: Context) -> list[Case]:
         contenders.append(_podman_start(ctx, src))
         contenders.append(_docker_start(ctx, src))
     return [Case("start", "busybox `true`, start to exit", contenders, setup_error=error)]
+
+
+# --------------------------------------------------------------------------------------------
+# capability: scale
+
+
+SCALE_COUNT: Final = (100, 10)  # containers per tool and round: (full, --quick)
+SCALE_CMD: Final = ("sleep", "1000")
+MB: Final = 1_000_000
+PSS_GOAL_MB: Final = 1.0  # pyrun's goal per monitor (issue 3)
+GONE_TIMEOUT: Final = 30.0  # seconds to wait, untimed, for a tool's processes to exit after rm
+
+
+def _proc_argv(pid: str) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [a.decode(errors="replace") for a in raw.rstrip(b"\0").split(b"\0")] if raw else []
+
+
+def _live(pid: int) -> bool:
+    """Whether the process exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+
+
+def _procs_by_flag(exe: str, flag: str) -> dict[str, int]:
+    """Container id -> pid of the processes named `exe` whose arguments hold `flag ID`."""
+    found: dict[str, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        argv = _proc_argv(entry.name)
+        if not argv or os.path.basename(argv[0]) != exe or flag not in argv[1:]:
+            continue
+        with contextlib.suppress(IndexError):
+            found[argv[argv.index(flag) + 1]] = int(entry.name)
+    return found
+
+
+def _procs_mentioning(ids: Sequence[str]) -> list[int]:
+    """Live processes whose command line holds one of the container ids (monitors, podman's
+    `container cleanup`, ...); not this process."""
+    pids = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        line = " ".join(_proc_argv(entry.name))
+        if line and any(i in line for i in ids) and _live(int(entry.name)):
+            pids.append(int(entry.name))
+    return pids
+
+
+def _smaps_kib(pid: int) -> dict[str, int]:
+    """The kB fields of /proc/PID/smaps_rollup (Pss, Rss, Private_Dirty, ...); {} if gone."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return {}
+    out = {}
+    for line in text.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) == 3 and parts[2] == "kB":
+            out[parts[0].rstrip(":")] = int(parts[1])
+    return out
+
+
+@dataclass
+class ScaleTool:
+    """One tool of the scale capability: its two rows and how to drive it."""
+
+    name: str  # "pyrun", "podman", "docker"
+    monitor: str  # the per-container monitor's process name
+    start: Contender  # row of the start case (its samples: seconds for the whole batch)
+    remove: Contender  # row of the remove case
+    run_one: Callable[[], str] | None = None  # start one detached `sleep`, return its full id
+    remove_all: Callable[[list[str]], object] | None = None  # one `rm -f` with all the ids
+    monitors: Callable[[list[str]], dict[str, int]] | None = None  # id -> monitor pid
+    per_start: list[float] = field(default_factory=list)  # every timed start, seconds
+    first: list[float] = field(default_factory=list)  # the first 10 starts of each timed batch
+    last: list[float] = field(default_factory=list)  # the last 10 (up to 100 running)
+    pss_mb: list[float] = field(default_factory=list)  # per round: Pss of monitors / containers
+    uss_mb: list[float] = field(default_factory=list)  # same with Private_Clean + Private_Dirty
+    found: list[str] = field(default_factory=list)  # per round: "k of n" when monitors are missing
+    lingering: list[str] = field(default_factory=list)  # processes left after rm, per round
+
+    def fail(self, reason: str) -> None:
+        for c in (self.start, self.remove):
+            c.unavailable = c.unavailable or reason
+
+
+def _container_id(proc: subprocess.CompletedProcess[bytes], what: str) -> str:
+    lines = proc.stdout.decode(errors="replace").split()
+    cid = lines[-1] if lines else ""
+    if len(cid) != 64 or any(ch not in "0123456789abcdef" for ch in cid):
+        raise RuntimeError(f"{what} printed no container id: {_tail(proc.stdout + proc.stderr)}")
+    return cid
+
+
+def _scale_pyrun(ctx: Context, src: Path, n: int) -> ScaleTool:
+    cli = _pyrun_cli()
+    cli_note = "console script" if len(cli) == 1 else "python -m pyrun.cli (no console script)"
+    t = ScaleTool(
+        "pyrun",
+        "pyrun-runtime monitor",
+        Contender("pyrun run -d", "CLI", role="pyrun", note=cli_note),
+        Contender("pyrun rm -f", "CLI", role="pyrun", note=f"{cli_note}; one call, {n} ids"),
+    )
+    if ctx.core_error is not None:
+        t.fail(ctx.core_error)
+        return t
+    try:
+        store = _pyrun_store(ctx, src)
+    except CommandFailed as e:
+        t.fail(f"pyrun import failed: {e}")
+        return t
+    base: list[str | Path] = [*cli, "--root", store]
+    run = [*base, "run", "-d", "--network", "none", PYRUN_START_REF, *SCALE_CMD]
+    t.run_one = lambda: _container_id(run_cmd(run, env=_child_env), "pyrun run -d")
+    t.remove_all = lambda ids: run_cmd([*base, "rm", "-f", *ids], env=_child_env)
+
+    def monitors(ids: list[str]) -> dict[str, int]:
+        found = {}
+        for cid in ids:
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                state = json.loads((store / "containers" / cid / "state.json").read_text())
+                found[cid] = int(state["monitor_pid"])
+        return found
+
+    t.monitors = monitors
+
+    def leftovers() -> None:  # containers of an interrupted run (their mounts are in the store)
+        argv = [str(a) for a in base]
+        ps = subprocess.run([*argv, "ps", "-aq"], capture_output=True, env=_child_env, check=False)
+        if ids := ps.stdout.decode().split():
+            rm = [*argv, "rm", "-f", *ids]
+            subprocess.run(rm, capture_output=True, env=_child_env, check=False)
+
+    ctx.cleanups.append(leftovers)
+    return t
+
+
+def _scale_podman(ctx: Context, src: Path, n: int) -> ScaleTool:
+    store = "store on the scratch fs; " if ctx.podman_store else ""
+    t = ScaleTool(
+        "podman",
+        "conmon",
+        Contender("podman run -d", "CLI", note=f"--runtime runc; {store}image of start"),
+        Contender(
+            "podman rm -f -t 0",
+            "CLI",
+            note=f"one call, {n} ids; -t 0: SIGKILL at once like docker rm -f (podman's default "
+            "waits 10 s for SIGTERM, which `sleep` as PID 1 ignores)",
+        ),
+    )
+    try:
+        podman = _podman_image(ctx, src)
+    except (Unavailable, CommandFailed) as e:
+        t.fail(str(e))
+        return t
+    run = [*podman, "run", "-d", "--runtime", "runc", "--network", "none", PODMAN_START_IMAGE]
+    t.run_one = lambda: _container_id(run_cmd([*run, *SCALE_CMD]), "podman run -d")
+    t.remove_all = lambda ids: run_cmd([*podman, "rm", "-f", "-t", "0", *ids])
+    t.monitors = lambda ids: {
+        k: v for k, v in _procs_by_flag("conmon", "-c").items() if k in set(ids)
+    }
+
+    def leftovers() -> None:  # containers of an interrupted run, before _podman_image's rmi
+        ps = [*podman, "ps", "-aq", "--no-trunc", "--filter", f"ancestor={PODMAN_START_IMAGE}"]
+        proc = subprocess.run(ps, capture_output=True, check=False)
+        if ids := proc.stdout.decode().split():
+            rm = [*podman, "rm", "-f", "-t", "0", *ids]
+            subprocess.run(rm, capture_output=True, check=False)
+
+    ctx.cleanups.append(leftovers)
+    return t
+
+
+def _scale_docker(ctx: Context, src: Path, n: int) -> ScaleTool:
+    t = ScaleTool(
+        "docker",
+        "containerd-shim-runc-v2",
+        Contender("docker run -d", "CLI", note="image of start"),
+        Contender("docker rm -f", "CLI", note=f"one call, {n} ids"),
+    )
+    try:
+        docker, driver = _docker_image(ctx, src)
+    except (Unavailable, CommandFailed) as e:
+        t.fail(str(e))
+        return t
+    t.start.note += f"; daemon's storage driver {driver}"
+    if driver.startswith("fuse-overlayfs"):
+        t.start.note += " (its FUSE process per container is not counted with the monitor)"
+    run = [docker, "run", "-d", "--network", "none", DOCKER_START_IMAGE, *SCALE_CMD]
+    t.run_one = lambda: _container_id(run_cmd(run), "docker run -d")
+    t.remove_all = lambda ids: run_cmd([docker, "rm", "-f", *ids])
+    t.monitors = lambda ids: {
+        k: v for k, v in _procs_by_flag("containerd-shim-runc-v2", "-id").items() if k in set(ids)
+    }
+    return t  # leftovers: _docker_image's clean-up (rm -f of the image's containers)
+
+
+def _scale_batch(t: ScaleTool, count: int, timed: bool) -> tuple[float, float]:
+    """Start `count` containers one after the other, measure their monitors' memory, remove them
+    with one `rm -f`; returns (seconds for the starts, seconds for the removal). Whatever was
+    started is removed (untimed, errors ignored) when a step fails."""
+    assert t.run_one is not None and t.remove_all is not None and t.monitors is not None
+    ids: list[str] = []
+    try:
+        starts = []
+        for _ in range(count):
+            with _signals_deferred():
+                t0 = time.perf_counter()
+                ids.append(t.run_one())
+                starts.append(time.perf_counter() - t0)
+        pids = t.monitors(ids)
+        if timed:
+            distinct = sorted(set(pids.values()))
+            rollups = [_smaps_kib(p) for p in distinct]
+            pss = sum(r.get("Pss", 0) for r in rollups) * 1024 / MB
+            uss = sum(r.get("Private_Clean", 0) + r.get("Private_Dirty", 0) for r in rollups)
+            t.pss_mb.append(pss / count)
+            t.uss_mb.append(uss * 1024 / MB / count)
+            if len(pids) != count or len(distinct) != count:
+                t.found.append(f"{len(distinct)} monitor processes for {count} containers")
+            t.per_start.extend(starts)
+            t.first.extend(starts[:10])
+            t.last.extend(starts[-10:])
+        os.sync()
+        t0 = time.perf_counter()
+        t.remove_all(ids)
+        removal = time.perf_counter() - t0
+        removed, ids = ids, []
+        deadline = time.monotonic() + GONE_TIMEOUT
+        while (left := _procs_mentioning(removed)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if left:
+            t.lingering.append(f"{len(left)} processes still alive {GONE_TIMEOUT:.0f} s after rm")
+        return sum(starts), removal
+    finally:
+        if ids and t.remove_all is not None:
+            with contextlib.suppress(Exception):
+                t.remove_all(ids)
+        os.sync()
+
+
+def _mb(x: float) -> str:
+    return f"{x:.2f} MB"
+
+
+def _scale_notes(tools: list[ScaleTool], n: int, rounds: int, warmups: int) -> None:
+    """Notes and stderr lines once all rounds ran: per-start time, monitor memory, ratios."""
+    base = next((t for t in tools if t.name == "pyrun" and t.pss_mb), None)
+    base_pss = statistics.median(base.pss_mb) if base else None
+    method = (
+        f"{n} sequential `run -d --network none IMG sleep 1000` timed as one batch; "
+        f"{rounds} timed round(s) of {n} starts"
+    )
+    method += f", after {warmups} warm-up start(s) and rm of 1 container" if warmups else ""
+    for t in tools:
+        t.start.note = f"{t.start.note}; {method}" if t.start.note else method
+        if not t.pss_mb or t.start.unavailable:
+            continue
+        pss, uss = statistics.median(t.pss_mb), statistics.median(t.uss_mb)
+        per = statistics.median(t.per_start)
+        mem = f"monitor ({t.monitor}) PSS {_mb(pss)} each, USS {_mb(uss)}"
+        if t is base:
+            verdict = "met" if pss <= PSS_GOAL_MB else "NOT met"
+            mem += f" (goal <= {PSS_GOAL_MB:g} MB: {verdict})"
+        elif base_pss:
+            mem += f" ({pss / base_pss:.2f}x pyrun's)"
+        extra = "; ".join(t.found + t.lingering)
+        first, last = statistics.median(t.first), statistics.median(t.last)
+        per_line = f"{per:.3f} s per start (median; first 10 {first:.3f}, last 10 {last:.3f})"
+        t.start.note += f"; {per_line}; {mem}" + (f"; {extra}" if extra else "")
+        print(f"   {t.name} {mem}", file=sys.stderr, flush=True)
+
+
+def run_scale(ctx: Context, rounds: int, warmups: int) -> list[Row]:
+    """`rounds` interleaved rounds (order rotated) in which each tool in turn starts N detached
+    containers, has its monitors measured and removes them all; a warm-up round does 1."""
+    n = SCALE_COUNT[1 if ctx.quick else 0]
+    start_case = Case("scale", f"start {n} detached `sleep`", [])
+    remove_case = Case("scale", f"remove {n} (one rm -f)", [])
+    print(f"== scale: {n} detached `sleep` per tool and round", file=sys.stderr, flush=True)
+    images = _images_module()
+    try:
+        src: Path = images.busybox_tar()
+        ctx.inputs["scale"] = (
+            f"{src} ({human_bytes(src.stat().st_size)}), {n} x `sleep 1000` per tool and round"
+        )
+        warm(src)
+    except (images.ImageUnavailable, OSError) as e:
+        src = Path("/nonexistent")
+        start_case.setup_error = f"test image missing: {_tail(str(e), 2)}"
+        remove_case.setup_error = start_case.setup_error
+    builders = (_scale_pyrun, _scale_podman, _scale_docker)
+    tools = []
+    for build in builders:
+        if start_case.setup_error is None:
+            tools.append(build(ctx, src, n))
+        else:
+            tools.append(ScaleTool("", "", Contender("", "CLI"), Contender("", "CLI")))
+    names = [
+        ("pyrun run -d", "pyrun rm -f"),
+        ("podman run -d", "podman rm -f -t 0"),
+        ("docker run -d", "docker rm -f"),
+    ]
+    for t, (start_name, rm_name) in zip(tools, names, strict=True):
+        t.start.tool, t.remove.tool = t.start.tool or start_name, t.remove.tool or rm_name
+        start_case.contenders.append(t.start)
+        remove_case.contenders.append(t.remove)
+    active = [t for t in tools if t.run_one is not None and t.start.unavailable is None]
+    for rnd in range(warmups + rounds):
+        timed = rnd >= warmups
+        count = n if timed else 1
+        shift = rnd % len(active) if active else 0
+        for t in active[shift:] + active[:shift]:
+            if t.start.unavailable is not None:
+                continue
+            try:
+                up, down = _scale_batch(t, count, timed)
+            except Exception as e:
+                t.fail(f"failed: {e}" if isinstance(e, CommandFailed) else f"failed: {e!r}")
+                print(f"   {t.name}: {t.start.unavailable}", file=sys.stderr, flush=True)
+                continue
+            if timed:
+                t.start.samples.append(up)
+                t.remove.samples.append(down)
+            kind = f"round {rnd - warmups + 1}" if timed else "warm-up"
+            for c, secs in ((t.start, up), (t.remove, down)):
+                label = f"{c.tool} x{count}"
+                print(f"   {kind:8} {label:32} {secs:8.3f} s", file=sys.stderr, flush=True)
+    _scale_notes(tools, n, rounds, warmups)
+    start_rows, remove_rows = _rows(start_case), _rows(remove_case)
+    for t, row in zip(tools, start_rows, strict=True):
+        if row.reason is None and t.pss_mb:
+            row.metrics = {
+                "monitor_pss_mb": round(statistics.median(t.pss_mb), 3),
+                "monitor_uss_mb": round(statistics.median(t.uss_mb), 3),
+                "containers": n,
+                "per_start_median_s": round(statistics.median(t.per_start), 4),
+                "first_10_starts_median_s": round(statistics.median(t.first), 4),
+                "last_10_starts_median_s": round(statistics.median(t.last), 4),
+            }
+    return start_rows + remove_rows
 
 
 # --------------------------------------------------------------------------------------------
@@ -1400,8 +1809,39 @@ def scratch(parent: str | None, mode: str, size: int) -> Iterator[tuple[Path, st
         remove_tree(base)
 
 
+# Signals that came while _signals_deferred() was active (None: not active).
+_deferred: list[int] | None = None
+
+
 def _terminate(signum: int, _frame: object) -> None:
+    if _deferred is not None:
+        _deferred.append(signum)
+        return
     raise SystemExit(128 + signum)  # run the clean-up (unmount) on SIGTERM too
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGTERM and SIGINT until the block ends, then act on them: a container start that
+    is cut short (its client killed between create and start) leaves a container whose id
+    nobody knows, which then holds the scratch filesystem."""
+    global _deferred
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old_term = signal.signal(signal.SIGTERM, _terminate)
+    old_int = signal.signal(signal.SIGINT, _terminate)
+    _deferred = []
+    try:
+        yield
+    finally:
+        pending, _deferred = _deferred, None
+        signal.signal(signal.SIGTERM, old_term)
+        signal.signal(signal.SIGINT, old_int)
+        if pending:
+            if pending[0] == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise SystemExit(128 + pending[0])
 
 
 def _mount_line(path: Path) -> str:
@@ -1433,7 +1873,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--rounds",
         type=int,
-        help="timed rounds for every capability (default 5, start 20; with --quick 2, start 3)",
+        help="timed rounds for every capability (default 5, start 20, scale 1; with --quick 2, "
+        "start 3)",
     )
     ap.add_argument("--warmups", type=int, default=1, help="untimed warm-up rounds (default 1)")
     ap.add_argument("--tmpdir", help="scratch directory parent (default: $TMPDIR or /tmp)")
@@ -1477,6 +1918,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             for cap in CAPABILITIES:
                 if cap not in args.only:
+                    continue
+                if cap == "scale":  # its own loop: a round holds 100 containers per tool
+                    rows.extend(run_scale(ctx, rounds[cap], args.warmups))
                     continue
                 for case in builders[cap](ctx):
                     rows.extend(run_case(case, work / "runs", rounds[cap], args.warmups))

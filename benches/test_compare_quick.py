@@ -36,6 +36,12 @@ EXPECTED = [
     ("start", "crun run"),
     ("start", "podman run --rm"),
     ("start", "docker run --rm"),
+    ("scale", "pyrun run -d"),
+    ("scale", "podman run -d"),
+    ("scale", "docker run -d"),
+    ("scale", "pyrun rm -f"),
+    ("scale", "podman rm -f -t 0"),
+    ("scale", "docker rm -f"),
 ]
 
 pytestmark = [
@@ -70,6 +76,7 @@ def test_compare_quick(tmp_path: Path) -> None:
     runs = doc["runs_by_capability"]
     assert sorted(runs) == sorted({cap for cap, _ in EXPECTED}), runs
     assert runs["start"]["rounds"] == 3 and runs["extract"]["rounds"] == 2
+    assert runs["scale"]["rounds"] == 2
     assert "## Runs" in md
 
     seen = {(r["capability"], r["tool"]) for r in rows}
@@ -91,3 +98,9 @@ def test_compare_quick(tmp_path: Path) -> None:
             assert r["status"] == "ok", f"pyrun row not available: {r['reason']}"
         elif r["role"] == "peer" and r["status"] == "ok":
             assert r["ratio_peer_over_pyrun"] is not None and r["ratio_peer_over_pyrun"] > 0
+
+    # scale: the memory of every started tool's monitors, in results.json and in the notes.
+    for r in rows:
+        if r["capability"] == "scale" and r["tool"].endswith("run -d") and r["status"] == "ok":
+            assert r["metrics"]["containers"] == 10 and r["metrics"]["monitor_pss_mb"] > 0, r
+            assert " PSS " in r["note"], r

@@ -274,19 +274,27 @@ fn run_once(
         Err(Error::Start { msg, code }) => return fail(code, msg),
         Err(e) => return fail(125, format!("invalid container config: {e}")),
     };
-    let pipe = || rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC);
-    let (out_r, out_w, err_r, err_w) = match (pipe(), pipe()) {
-        (Ok((a, b)), Ok((c, d))) => (a, b, c, d),
-        (Err(e), _) | (_, Err(e)) => return fail(125, format!("pipe: {e}")),
-    };
-    plan.stdio = Some((out_w, err_w));
+    let mut readers = [None, None];
+    if !plan.terminal {
+        let pipe = || rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC);
+        let (out_r, out_w, err_r, err_w) = match (pipe(), pipe()) {
+            (Ok((a, b)), Ok((c, d))) => (a, b, c, d),
+            (Err(e), _) | (_, Err(e)) => return fail(125, format!("pipe: {e}")),
+        };
+        plan.stdio = Some((out_w, err_w));
+        readers = [Some(out_r), Some(err_r)];
+    }
     let started = runtime::start_plan(&plan, Some(&cfg.dir.join("pid")), None);
     drop(plan); // closes our copies of the write ends
-    let started = match started {
+    let mut started = match started {
         Ok(s) => s,
         Err(Error::Start { msg, code }) => return fail(code, msg),
         Err(e) => return fail(125, e.to_string()),
     };
+    if let Some(master) = started.console.take() {
+        // A terminal: one stream (stdout), read from the pty master we hold.
+        readers = [Some(master), None];
+    }
     let pid = started.pid_raw();
     let started_at = timefmt::now();
     state.write(fields! {
@@ -300,7 +308,7 @@ fn run_once(
         let _ = rustix::io::write(&r, format!("ok {pid}\n").as_bytes());
     }
     let pidfd = rustix::process::pidfd_open(started.pid, rustix::process::PidfdFlags::empty()).ok();
-    let mut pipes = [Some(out_r), Some(err_r)];
+    let mut pipes = readers;
     // Until the process exits: copy output, wake on the pidfd (or every 100 ms without one).
     loop {
         let alive = pump(

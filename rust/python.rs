@@ -213,16 +213,17 @@ fn unmount(py: Python<'_>, target: PathBuf, detach: bool) -> PyResult<()> {
 /// Run the container of bundle/config.json in the foreground; returns its exit status, or
 /// with details=True {"exit_code", "oom_killed", "cgroup"}.
 #[pyfunction]
-#[pyo3(signature = (bundle, *, pid_file=None, stdio=None, details=false))]
+#[pyo3(signature = (bundle, *, pid_file=None, stdio=None, details=false, interactive=false))]
 fn run_container(
     py: Python<'_>,
     bundle: PathBuf,
     pid_file: Option<PathBuf>,
     stdio: Option<(i32, i32)>,
     details: bool,
+    interactive: bool,
 ) -> PyResult<Py<PyAny>> {
     let out = py
-        .detach(|| runtime::run_container(&bundle, pid_file.as_deref(), stdio))
+        .detach(|| runtime::run_container(&bundle, pid_file.as_deref(), stdio, interactive))
         .map_err(runtime_to_py)?;
     if !details {
         return Ok(out.exit_code.into_pyobject(py)?.into_any().unbind());
@@ -238,15 +239,16 @@ fn run_container(
 /// process of the running container whose init is `target_pid`, in the foreground; returns
 /// its exit status.
 #[pyfunction]
-#[pyo3(signature = (config, target_pid, *, stdio=None))]
+#[pyo3(signature = (config, target_pid, *, stdio=None, interactive=false))]
 fn exec_container(
     py: Python<'_>,
     config: PathBuf,
     target_pid: i32,
     stdio: Option<(i32, i32)>,
+    interactive: bool,
 ) -> PyResult<i32> {
     let out = py
-        .detach(|| runtime::exec_container(&config, target_pid, stdio))
+        .detach(|| runtime::exec_container(&config, target_pid, stdio, interactive))
         .map_err(runtime_to_py)?;
     Ok(out.exit_code)
 }

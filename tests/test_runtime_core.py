@@ -554,10 +554,14 @@ def test_setup_failure_message(bundle: Path) -> None:
     assert "bogus" in msg and "\n" not in msg
 
 
-def test_terminal_not_supported(bundle: Path) -> None:
-    with pytest.raises(_core.StartError) as e:
-        run(bundle, spec("true", terminal=True))
-    assert e.value.args == ("terminal mode is not supported yet", 125)
+def test_terminal_from_the_containers_devpts(bundle: Path) -> None:
+    """process.terminal: the output comes through a pty of the container's own devpts,
+    sized by process.consoleSize, even when the caller has no terminal."""
+    cfg = spec("sh", "-c", "tty; stty size; exit 4", terminal=True)
+    cfg["process"]["consoleSize"] = {"height": 12, "width": 34}
+    status, out, err = run(bundle, cfg)
+    assert status == 4, err
+    assert out == "/dev/pts/0\r\n12 34\r\n"
 
 
 @pytest.mark.parametrize(

@@ -111,6 +111,7 @@ def run_container(
     pid_file: str | None = None,
     stdio: tuple[int, int] | None = None,
     details: Literal[False] = False,
+    interactive: bool = False,
 ) -> int: ...
 @overload
 def run_container(
@@ -119,6 +120,7 @@ def run_container(
     pid_file: str | None = None,
     stdio: tuple[int, int] | None = None,
     details: Literal[True],
+    interactive: bool = False,
 ) -> RunDetails: ...
 @overload
 def run_container(
@@ -127,6 +129,7 @@ def run_container(
     pid_file: str | None = None,
     stdio: tuple[int, int] | None = None,
     details: bool,
+    interactive: bool = False,
 ) -> int | RunDetails:
     """Run the container described by bundle/config.json (OCI runtime-spec 1.x; root.path
     relative to the bundle unless absolute) in the foreground with the caller's
@@ -143,9 +146,18 @@ def run_container(
     {"exit_code": int, "oom_killed": bool, "cgroup": str ("" without a cgroup)}. `stdio` = (stdout fd, stderr fd) sends the container's output
     there instead of the caller's fds 1 and 2 (stdin stays the caller's). Raises StartError (one
     line) if setup or exec fails; ValueError for a malformed config.json (message names the JSON
-    field) or a bad stdio fd."""
+    field) or a bad stdio fd. With process.terminal, the container's init opens a pty on its own
+    /dev/ptmx as its controlling terminal and stdio and sends the master back over a socket;
+    the call then copies the pty's output to stdout (or stdio[0]) and, with interactive=True,
+    its stdin (in raw mode when a terminal) into the pty, passing window size changes on."""
 
-def exec_container(config: str, target_pid: int, *, stdio: tuple[int, int] | None = None) -> int:
+def exec_container(
+    config: str,
+    target_pid: int,
+    *,
+    stdio: tuple[int, int] | None = None,
+    interactive: bool = False,
+) -> int:
     """Run config's process (a runtime-spec config.json path whose linux.namespaces all carry a
     `path`, normally /proc/<target_pid>/ns/*) inside the running container whose init is
     target_pid, in the foreground: it joins those namespaces (the pid one for its children) and

@@ -443,6 +443,7 @@ class ContainerCollection:
         name: str | None,
         stdio: tuple[int, int] | None,
         fields: dict[str, Any],
+        interactive: bool = False,
     ) -> tuple[Container, int]:
         """A foreground run in this process (the CLI's `run` without -d)."""
         from pyrun.runtime import containers as rt
@@ -451,7 +452,9 @@ class ContainerCollection:
         c = self._create(image, command, remove=remove, name=name, fields=fields)
         opts = RunOptions(**c.options)
         assert c.image is not None
-        return c, rt.run_foreground(self.client.store, c.image, c, opts, stdio=stdio)
+        return c, rt.run_foreground(
+            self.client.store, c.image, c, opts, stdio=stdio, interactive=interactive
+        )
 
     def prune(self) -> dict[str, Any]:
         from pyrun.runtime.containers import ACTIVE

@@ -76,9 +76,10 @@ pub enum Step {
     Stdio,
     Seccomp,
     Init,
+    Console,
 }
 
-const STEPS: [Step; 42] = [
+const STEPS: [Step; 43] = [
     Step::Sync,
     Step::Prctl,
     Step::UserNsRoot,
@@ -121,6 +122,7 @@ const STEPS: [Step; 42] = [
     Step::Stdio,
     Step::Seccomp,
     Step::Init,
+    Step::Console,
 ];
 
 impl Step {
@@ -204,6 +206,8 @@ pub struct ChildPipes<'a> {
     pub sync_w: BorrowedFd<'a>,
     pub err_r: BorrowedFd<'a>,
     pub err_w: BorrowedFd<'a>,
+    /// process.terminal: the child's end of the socket the pty master goes back through.
+    pub console: Option<BorrowedFd<'a>>,
 }
 
 /// Entry point of the child right after clone. Never returns: execs the container process or
@@ -779,6 +783,23 @@ fn setup(p: &Plan, pipes: &ChildPipes<'_>) -> Res<Infallible> {
         setup_root(p)?;
     }
     set_rlimits(p)?;
+    if let Some(sock) = pipes.console {
+        // A pty of the container's own devpts as its controlling terminal and stdio; the
+        // master goes back to the runtime (as runc's console socket does).
+        let (master, slave) = sys::open_console().map_err(at(Step::Console, 0))?;
+        if let Some((rows, cols)) = p.console_size {
+            // SAFETY: an all-zero winsize is valid; only rows and columns are set.
+            let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+            ws.ws_row = rows;
+            ws.ws_col = cols;
+            sys::set_window_size(slave.as_raw_fd(), &ws);
+        }
+        sys::send_fd(sock, master.as_fd()).map_err(at(Step::Console, 1))?;
+        drop(master);
+        for fd in 0..3 {
+            sys::dup2(slave.as_fd(), fd).map_err(at(Step::Console, 2))?;
+        }
+    }
 
     // Working directory, resolved inside the new root and entered by fd.
     let slash = rfs::open(
@@ -850,7 +871,7 @@ fn setup(p: &Plan, pipes: &ChildPipes<'_>) -> Res<Infallible> {
     rustix::process::umask(Mode::from_raw_mode(p.umask));
     // Changing credentials cleared the parent-death signal.
     sys::set_pdeathsig(libc::SIGKILL).map_err(at(Step::Prctl, 0))?;
-    if let Some((out, err)) = &p.stdio {
+    if let (Some((out, err)), None) = (&p.stdio, pipes.console) {
         sys::dup2(out.as_fd(), 1).map_err(at(Step::Stdio, 1))?;
         sys::dup2(err.as_fd(), 2).map_err(at(Step::Stdio, 2))?;
     }

@@ -10,6 +10,7 @@
 
 pub mod caps;
 pub mod child;
+pub mod console;
 pub mod overlay;
 pub mod plan;
 pub mod seccomp;
@@ -97,12 +98,18 @@ pub fn run_container(
     bundle: &Path,
     pid_file: Option<&Path>,
     stdio: Option<(i32, i32)>,
+    interactive: bool,
 ) -> Result<Outcome> {
     let mut plan = plan::build(bundle)?;
     if let Some((out, err)) = stdio {
         plan.stdio = Some(dup_stdio(out, err)?);
     }
-    run_plan(&plan, pid_file)
+    let tio = TerminalIo {
+        stdin: interactive.then_some(0),
+        out: stdio.map(|(out, _)| out),
+    };
+    tio.fill_size(&mut plan);
+    run_plan(&plan, pid_file, tio)
 }
 
 /// Enter a pid namespace for this thread's future children, and leave it again on drop.
@@ -181,6 +188,8 @@ impl Drop for CgroupGuard {
 pub struct Started {
     pub pid: Pid,
     cgroup: Option<CgroupGuard>,
+    /// The pty master when process.terminal is set.
+    pub console: Option<OwnedFd>,
 }
 
 impl Started {
@@ -216,10 +225,37 @@ pub fn wait_exited(pid: Pid) {
     ) {}
 }
 
-fn run_plan(plan: &Plan, pid_file: Option<&Path>) -> Result<Outcome> {
+/// Where a terminal container's pty is copied to and from in the foreground.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TerminalIo {
+    /// Copy this fd (the caller's stdin) into the pty (`-i`).
+    pub stdin: Option<i32>,
+    /// Where the pty's output goes (default the caller's stdout).
+    pub out: Option<i32>,
+}
+
+impl TerminalIo {
+    /// The pty's first size: config.json's consoleSize, else the caller's terminal's.
+    fn fill_size(&self, plan: &mut Plan) {
+        if !plan.terminal || plan.console_size.is_some() {
+            return;
+        }
+        let fds = [self.stdin.unwrap_or(-1), self.out.unwrap_or(1)];
+        plan.console_size = fds
+            .into_iter()
+            .filter(|fd| *fd >= 0)
+            .find_map(sys::window_size)
+            .map(|ws| (ws.ws_row, ws.ws_col));
+    }
+}
+
+fn run_plan(plan: &Plan, pid_file: Option<&Path>, tio: TerminalIo) -> Result<Outcome> {
     let mut forwarder =
         signals::Forwarder::install().map_err(|e| start_io("install signal handlers", e))?;
     let started = start_plan(plan, pid_file, Some(&mut forwarder))?;
+    if let Some(master) = &started.console {
+        console::proxy(master, started.pid, tio.stdin, tio.out.unwrap_or(1));
+    }
     wait_exited(started.pid);
     forwarder.unwatch();
     let status = reap(started.pid).ok_or_else(|| start("wait for the container process failed"))?;
@@ -236,6 +272,11 @@ pub fn start_plan(
 ) -> Result<Started> {
     let (sync_r, sync_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
+    let console = if plan.terminal {
+        Some(sys::socketpair().map_err(|e| start_io("socketpair", e))?)
+    } else {
+        None
+    };
 
     let pidns = match &plan.join_pid {
         Some(j) => Some(PidNsGuard::enter(j)?),
@@ -251,6 +292,7 @@ pub fn start_plan(
             sync_w: sync_w.as_fd(),
             err_r: err_r.as_fd(),
             err_w: err_w.as_fd(),
+            console: console.as_ref().map(|(_, c)| c.as_fd()),
         };
         child::main(plan, &pipes);
     }
@@ -263,6 +305,7 @@ pub fn start_plan(
     let pid = Pid::from_raw(pid).ok_or_else(|| start("clone returned no pid"))?;
     drop(sync_r);
     drop(err_w);
+    let console_parent = console.map(|(parent, _child)| parent);
     let fail = |forwarder: Option<&mut signals::Forwarder>, e: Error| {
         if let Some(f) = forwarder {
             f.unwatch();
@@ -318,6 +361,14 @@ pub fn start_plan(
         });
     }
 
+    // The child sent the pty master before it exec'd: it is waiting in the socket.
+    let master = match &console_parent {
+        Some(sock) => match sys::recv_fd(sock.as_fd(), true) {
+            Ok(m) => Some(m),
+            Err(e) => return fail(forwarder, start_io("receive the container's pty", e)),
+        },
+        None => None,
+    };
     if let Some(pf) = pid_file {
         if let Err(e) = write_pid_file(pf, pid.as_raw_nonzero().get()) {
             return fail(
@@ -326,7 +377,11 @@ pub fn start_plan(
             );
         }
     }
-    Ok(Started { pid, cgroup })
+    Ok(Started {
+        pid,
+        cgroup,
+        console: master,
+    })
 }
 
 /// Run a process in the running container whose init is `target_pid` (`exec`), in the
@@ -335,12 +390,18 @@ pub fn exec_container(
     config: &Path,
     target_pid: i32,
     stdio: Option<(i32, i32)>,
+    interactive: bool,
 ) -> Result<Outcome> {
     let mut plan = plan::build_exec(config, target_pid)?;
     if let Some((out, err)) = stdio {
         plan.stdio = Some(dup_stdio(out, err)?);
     }
-    run_plan(&plan, None)
+    let tio = TerminalIo {
+        stdin: interactive.then_some(0),
+        out: stdio.map(|(out, _)| out),
+    };
+    tio.fill_size(&mut plan);
+    run_plan(&plan, None, tio)
 }
 
 fn dup_stdio(out: i32, err: i32) -> Result<(OwnedFd, OwnedFd)> {
@@ -530,6 +591,16 @@ pub fn describe(plan: &Plan, f: &Failure) -> String {
         Step::ExecNotFound => format!("exec: {name:?}: executable file not found in $PATH"),
         Step::Exec => format!("exec: {name:?}: {}", err.to_lowercase()),
         Step::Init => format!("--init: fork the command under the init process: {err}"),
+        Step::Console => format!(
+            "set up the terminal: {} failed: {err}",
+            [
+                "open a pty on the container's /dev/ptmx",
+                "send the pty",
+                "make the pty stdio"
+            ]
+            .get(i)
+            .unwrap_or(&"pty")
+        ),
     }
 }
 

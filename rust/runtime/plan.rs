@@ -176,6 +176,11 @@ pub struct Plan {
     /// Annotation `io.pyrun.init` = "true" (`--init`): pid 1 stays a reaper that forwards
     /// signals, and the command runs as its child.
     pub init: bool,
+    /// process.terminal: the process gets a pty of the container's devpts as stdio.
+    pub terminal: bool,
+    /// The pty's first window size (rows, columns), set by the child before exec so even a
+    /// command that asks at once sees it; the runtime's caller fills it in.
+    pub console_size: Option<(u16, u16)>,
 }
 
 pub struct CgroupPlan {
@@ -634,12 +639,6 @@ pub fn from_spec(spec: &Spec, bundle: &Path, exec_into: Option<i32>) -> Result<P
         .process
         .as_ref()
         .ok_or_else(|| value("config.json: process: required"))?;
-    if process.terminal {
-        return Err(Error::Start {
-            msg: "terminal mode is not supported yet".to_string(),
-            code: 125,
-        });
-    }
     let (rootfs, root_readonly) = match exec_into {
         Some(_) => (PathBuf::from("/"), false),
         None => {
@@ -946,6 +945,11 @@ pub fn from_spec(spec: &Spec, bundle: &Path, exec_into: Option<i32>) -> Result<P
             None => cgroup_plan(spec, linux, bundle)?,
         },
         exec_into,
+        terminal: process.terminal,
+        console_size: process
+            .console_size
+            .as_ref()
+            .map(|c| (c.height as u16, c.width as u16)),
         init: exec_into.is_none()
             && spec.annotations.get("io.pyrun.init").map(String::as_str) == Some("true"),
     })

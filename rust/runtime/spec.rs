@@ -54,6 +54,15 @@ pub struct Process {
     pub no_new_privileges: bool,
     #[serde(default)]
     pub oom_score_adj: Option<i32>,
+    #[serde(default)]
+    pub console_size: Option<ConsoleSize>,
+}
+
+/// process.consoleSize: the terminal's size in characters.
+#[derive(Debug, Deserialize)]
+pub struct ConsoleSize {
+    pub height: u32,
+    pub width: u32,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -486,3 +486,164 @@ pub fn close_from(first: u32) {
         close_raw(fd as i32);
     }
 }
+
+// --- pseudo-terminals ---------------------------------------------------------------------------
+
+/// An AF_UNIX stream socket pair, close-on-exec: how the child hands the pty master back.
+pub fn socketpair() -> Result<(OwnedFd, OwnedFd), Errno> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: fds has room for the two descriptors socketpair writes.
+    let rc = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    check(rc as libc::c_long)?;
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Send `fd` over the unix socket `sock` (SCM_RIGHTS, one byte of payload). Stack only.
+pub fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> Result<(), Errno> {
+    // SAFETY: the msghdr points at stack buffers that outlive the call; the control buffer is
+    // sized and aligned for one int with CMSG_SPACE.
+    unsafe {
+        let mut byte = [0u8; 1];
+        let mut iov = libc::iovec {
+            iov_base: byte.as_mut_ptr().cast(),
+            iov_len: 1,
+        };
+        let mut control = [0u64; 4]; // 32 bytes >= CMSG_SPACE(sizeof(int)), 8-aligned
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) as _;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>(), fd.as_raw_fd());
+        loop {
+            let rc = libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL);
+            if rc >= 0 {
+                return Ok(());
+            }
+            let e = last_errno();
+            if e != Errno::INTR {
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Receive one fd sent with [`send_fd`] (without blocking when `nonblocking`).
+pub fn recv_fd(sock: BorrowedFd<'_>, nonblocking: bool) -> Result<OwnedFd, Errno> {
+    // SAFETY: as in send_fd; the received descriptor is taken over as an OwnedFd.
+    unsafe {
+        let mut byte = [0u8; 1];
+        let mut iov = libc::iovec {
+            iov_base: byte.as_mut_ptr().cast(),
+            iov_len: 1,
+        };
+        let mut control = [0u64; 4];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        let flags = libc::MSG_CMSG_CLOEXEC | if nonblocking { libc::MSG_DONTWAIT } else { 0 };
+        let rc = loop {
+            let rc = libc::recvmsg(sock.as_raw_fd(), &mut msg, flags);
+            if rc >= 0 || last_errno() != Errno::INTR {
+                break rc;
+            }
+        };
+        check(rc as libc::c_long)?;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if cmsg.is_null()
+            || (*cmsg).cmsg_level != libc::SOL_SOCKET
+            || (*cmsg).cmsg_type != libc::SCM_RIGHTS
+        {
+            return Err(Errno::PROTO);
+        }
+        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+/// In the container: a new session whose controlling terminal is a fresh pty of the
+/// container's devpts (/dev/ptmx); returns (master, slave).
+pub fn open_console() -> Result<(OwnedFd, OwnedFd), Errno> {
+    // SAFETY: setsid, open, and ioctls with integer or pointer-to-int arguments on fds we own.
+    unsafe {
+        if libc::setsid() < 0 {
+            return Err(last_errno());
+        }
+        let m = libc::open(
+            c"/dev/ptmx".as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        );
+        if m < 0 {
+            return Err(last_errno());
+        }
+        let master = OwnedFd::from_raw_fd(m);
+        let unlock: libc::c_int = 0;
+        if libc::ioctl(m, libc::TIOCSPTLCK, &unlock) < 0 {
+            return Err(last_errno());
+        }
+        let s = libc::ioctl(
+            m,
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        );
+        if s < 0 {
+            return Err(last_errno());
+        }
+        let slave = OwnedFd::from_raw_fd(s);
+        if libc::ioctl(s, libc::TIOCSCTTY, 0) < 0 {
+            return Err(last_errno());
+        }
+        Ok((master, slave))
+    }
+}
+
+/// The window size of a terminal fd, if it is one.
+pub fn window_size(fd: i32) -> Option<libc::winsize> {
+    // SAFETY: TIOCGWINSZ writes a winsize into the struct we pass.
+    unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        (libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) == 0).then_some(ws)
+    }
+}
+
+pub fn set_window_size(fd: i32, ws: &libc::winsize) {
+    // SAFETY: TIOCSWINSZ reads the struct we pass.
+    unsafe {
+        libc::ioctl(fd, libc::TIOCSWINSZ, ws as *const libc::winsize);
+    }
+}
+
+/// Put terminal `fd` in raw mode; returns the settings to restore.
+pub fn make_raw(fd: i32) -> Option<libc::termios> {
+    // SAFETY: termios structs written by tcgetattr before use.
+    unsafe {
+        let mut saved: libc::termios = std::mem::zeroed();
+        if libc::tcgetattr(fd, &mut saved) != 0 {
+            return None;
+        }
+        let mut raw = saved;
+        libc::cfmakeraw(&mut raw);
+        (libc::tcsetattr(fd, libc::TCSANOW, &raw) == 0).then_some(saved)
+    }
+}
+
+pub fn restore_termios(fd: i32, saved: &libc::termios) {
+    // SAFETY: restoring settings obtained from tcgetattr.
+    unsafe {
+        libc::tcsetattr(fd, libc::TCSANOW, saved);
+    }
+}

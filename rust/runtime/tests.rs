@@ -123,10 +123,7 @@ fn plan_validation() {
 
     let mut c = config(&["true"]);
     c["process"]["terminal"] = json!(true);
-    let e = plan_of(&c).err().unwrap();
-    assert!(
-        matches!(&e, Error::Start { code: 125, msg } if msg == "terminal mode is not supported yet")
-    );
+    assert!(plan_of(&c).is_ok_and(|p| p.terminal));
 
     let mut c = config(&["true"]);
     c["mounts"][1]["destination"] = json!("dev");
@@ -188,14 +185,14 @@ fn run_exit_codes_and_failures() {
     };
     let d = tempfile::tempdir().unwrap();
     let b = bundle(d.path(), Some(&tar), &config(&["sh", "-c", "exit 3"]));
-    assert_eq!(run_container(&b, None, None).unwrap().exit_code, 3);
+    assert_eq!(run_container(&b, None, None, false).unwrap().exit_code, 3);
 
     std::fs::write(b.join("config.json"), config(&["nosuch"]).to_string()).unwrap();
-    let e = run_container(&b, None, None).unwrap_err();
+    let e = run_container(&b, None, None, false).unwrap_err();
     assert!(matches!(&e, Error::Start { code: 127, .. }), "{e}");
 
     std::fs::write(b.join("config.json"), config(&["/etc/passwd"]).to_string()).unwrap();
-    let e = run_container(&b, None, None).unwrap_err();
+    let e = run_container(&b, None, None, false).unwrap_err();
     assert!(matches!(&e, Error::Start { code: 126, .. }), "{e}");
 
     let mut c = config(&["true"]);
@@ -204,7 +201,7 @@ fn run_exit_codes_and_failures() {
         .unwrap()
         .push(json!({"destination": "/x", "type": "nosuchfs"}));
     std::fs::write(b.join("config.json"), c.to_string()).unwrap();
-    let e = run_container(&b, None, None).unwrap_err();
+    let e = run_container(&b, None, None, false).unwrap_err();
     assert!(
         matches!(&e, Error::Start { code: 125, msg } if msg.starts_with("mount /x (nosuchfs) failed: No such device")),
         "{e}"
@@ -222,7 +219,9 @@ fn run_sees_its_own_world() {
     let b = bundle(d.path(), Some(&tar), &config(&["sh", "-c", script]));
     let pid_file = d.path().join("pid");
     assert_eq!(
-        run_container(&b, Some(&pid_file), None).unwrap().exit_code,
+        run_container(&b, Some(&pid_file), None, false)
+            .unwrap()
+            .exit_code,
         0
     );
     let out = std::fs::read_to_string(b.join("rootfs/out")).unwrap();
@@ -254,7 +253,7 @@ fn runs_from_many_threads() {
             .map(|_| {
                 s.spawn(|| {
                     (0..5)
-                        .map(|_| run_container(&b, None, None).unwrap().exit_code)
+                        .map(|_| run_container(&b, None, None, false).unwrap().exit_code)
                         .collect::<Vec<_>>()
                 })
             })

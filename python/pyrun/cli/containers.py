@@ -52,6 +52,7 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
         "stop_timeout": args.stop_timeout,
         "labels": args.label,
         "init": args.init,
+        "tty": args.tty,
     }
     for path in args.env_file:
         fields["env"] = read_env_file(path) + fields["env"]
@@ -66,8 +67,6 @@ def _engine_errors(e: PyrunError) -> PyrunError:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    if args.tty:
-        raise UsageError("a pseudo-TTY (-t) is not supported yet: run without -t")
     client = Client()
     fields = _fields(args)
     try:
@@ -83,7 +82,13 @@ def cmd_run(args: argparse.Namespace) -> int:
                 raise
         else:
             _c, status = client.containers._run(
-                args.image, args.command, remove=args.rm, name=args.name, stdio=None, fields=fields
+                args.image,
+                args.command,
+                remove=args.rm,
+                name=args.name,
+                stdio=None,
+                fields=fields,
+                interactive=args.interactive,
             )
             return status
     except PyrunError as e:
@@ -120,8 +125,6 @@ def attach(c: Container) -> int:
 
 
 def cmd_create(args: argparse.Namespace) -> int:
-    if args.tty:
-        raise UsageError("a pseudo-TTY (-t) is not supported yet: create without -t")
     try:
         c = Client().containers._create(
             args.image, args.command, remove=args.rm, name=args.name, fields=_fields(args)
@@ -218,8 +221,6 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def cmd_exec(args: argparse.Namespace) -> int:
     from pyrun.runtime.containers import exec_in
 
-    if args.tty:
-        raise UsageError("a pseudo-TTY (-t) is not supported yet: exec without -t")
     if args.detach:
         raise UsageError("detached exec (-d) is not supported yet")
     if not args.command:
@@ -235,6 +236,8 @@ def cmd_exec(args: argparse.Namespace) -> int:
         env=env,
         workdir=args.workdir,
         privileged=args.privileged,
+        tty=args.tty,
+        interactive=args.interactive,
     )
 
 

@@ -685,6 +685,7 @@ def run_foreground(
     opts: RunOptions,
     *,
     stdio: tuple[int, int] | None = None,
+    interactive: bool = False,
 ) -> int:
     """Mount, run to completion in this process with the caller's stdio (or stdout/stderr
     fds `stdio`), record the exit, unmount."""
@@ -697,7 +698,11 @@ def run_foreground(
         c._write_state(status="running", started_at=started, restart_count=0, **_runner_fields())
         try:
             out = _core.run_container(
-                str(c.dir / "bundle"), pid_file=str(c.dir / "pid"), stdio=stdio, details=True
+                str(c.dir / "bundle"),
+                pid_file=str(c.dir / "pid"),
+                stdio=stdio,
+                details=True,
+                interactive=interactive,
             )
         except _core.StartError as e:
             message, code = e.args
@@ -816,6 +821,8 @@ def exec_in(
     workdir: str | None = None,
     privileged: bool = False,
     stdio: tuple[int, int] | None = None,
+    tty: bool = False,
+    interactive: bool = False,
 ) -> int:
     """Docker's exec: `command` as a new process of the running container `c`, joining its
     namespaces and cgroups with the container's capabilities, seccomp filter and rlimits;
@@ -832,7 +839,8 @@ def exec_in(
     spec = c.bundle_spec()
     process = dict(spec["process"])
     process["args"] = list(command)
-    process["terminal"] = False
+    process["terminal"] = tty
+    env_extra = ["TERM=xterm"] if tty else []
     if user is not None:
         u = resolve_user(str(c.rootfs), user, list(c.options.get("group_add") or []))
         process["user"] = {
@@ -840,8 +848,8 @@ def exec_in(
             "gid": u.gid,
             **({"additionalGids": u.additional_gids} if u.additional_gids else {}),
         }
-    if env:
-        process["env"] = merge_env(list(process.get("env") or []), env, {})
+    if env or env_extra:
+        process["env"] = merge_env(list(process.get("env") or []), env_extra + list(env or []), {})
     if workdir:
         if not workdir.startswith("/"):
             raise ContainerConflict(f"the working directory {workdir!r} must be absolute")
@@ -868,7 +876,7 @@ def exec_in(
     path = exec_dir / f"{os.getpid()}-{os.urandom(4).hex()}.json"
     atomic_write_json(path, exec_spec)
     try:
-        return _core.exec_container(str(path), pid, stdio=stdio)
+        return _core.exec_container(str(path), pid, stdio=stdio, interactive=interactive)
     except _core.StartError as e:
         message, code = e.args
         raise ContainerStartError(str(message), int(code)) from None
