@@ -166,3 +166,43 @@ def test_setup_failure_is_a_start_error(bb: PyrunRunner) -> None:
     assert res.returncode == 125
     assert f"cgroup: write cpuset.cpus={cpu}: " in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_container_sees_its_own_cgroup(bb: PyrunRunner) -> None:
+    """/sys/fs/cgroup in the container: each v1 hierarchy (read-only) rooted at the
+    container's own cgroup, through a cgroup namespace made after the move into it."""
+    res = bb(
+        "run", "--rm", "-m", "32m", "bb:cg", "sh", "-c",
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes; grep -c ':/$' /proc/self/cgroup; "
+        "wc -l < /proc/self/cgroup; mkdir /sys/fs/cgroup/memory/x 2>&1; ls /sys/fs/cgroup",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0] == str(32 * 1024 * 1024)
+    assert lines[1] == lines[2].strip()  # every hierarchy's path is "/"
+    assert "Read-only file system" in lines[3]
+    assert {"memory", "pids", "cpuset"} <= set(lines[4:])
+    res = bb("run", "--rm", "--privileged", "bb:cg", "mkdir", "/sys/fs/cgroup/pids/sub")
+    assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.skipif(
+    not (CG / "memory" / "memory.memsw.limit_in_bytes").exists(),
+    reason="needs swap accounting (memory.memsw.*)",
+)
+def test_default_swap_is_twice_the_memory(bb: PyrunRunner) -> None:
+    def memsw(*flags: str) -> str:
+        res = bb(
+            "run",
+            "--rm",
+            *flags,
+            "bb:cg",
+            "cat",
+            "/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes",
+        )
+        assert res.returncode == 0, res.stderr
+        return res.stdout.strip()
+
+    assert memsw("-m", "32m") == str(64 * 1024 * 1024)  # Docker: swap = memory when unset
+    assert memsw("-m", "32m", "--memory-swap", "48m") == str(48 * 1024 * 1024)
+    assert int(memsw("-m", "32m", "--memory-swap", "-1")) > 2**62

@@ -410,11 +410,12 @@ fn mount_plan(i: usize, m: &spec::Mount, bundle: &Path) -> Result<MountPlan, Err
                 "config.json: {field}.type: required unless the options contain bind or rbind"
             )));
         }
-        // cgroups are not managed yet: a "cgroup" mount shows the unified (v2) hierarchy.
-        let real_type = if fstype == "cgroup" {
-            "cgroup2"
-        } else {
-            fstype
+        // "cgroup" is the unified hierarchy (expanded into the v1 ones by cgroup_mounts on a
+        // v1 host); "cgroup-v1" is one v1 hierarchy, its controllers in the options.
+        let real_type = match fstype {
+            "cgroup" => "cgroup2",
+            "cgroup-v1" => "cgroup",
+            other => other,
         };
         let mut params = Vec::with_capacity(o.params.len());
         for (k, v) in &o.params {
@@ -439,7 +440,7 @@ fn mount_plan(i: usize, m: &spec::Mount, bundle: &Path) -> Result<MountPlan, Err
         type_display: if is_bind {
             "bind".to_string()
         } else {
-            fstype.to_string()
+            fstype.trim_end_matches("-v1").to_string()
         },
         kind,
         attr_set: o.set,
@@ -449,6 +450,99 @@ fn mount_plan(i: usize, m: &spec::Mount, bundle: &Path) -> Result<MountPlan, Err
         propagation_recursive: o.propagation_recursive,
         refuse_symlink,
     })
+}
+
+/// The v1 hierarchies mounted under /sys/fs/cgroup on this host (their directory names:
+/// "memory", "cpu,cpuacct", "systemd"), and whether the unified one sits beside them.
+fn host_v1_hierarchies() -> (Vec<String>, bool) {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut names = Vec::new();
+    let mut unified = false;
+    for line in text.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mount_point = left.split(' ').nth(4).unwrap_or("");
+        let fstype = right.split(' ').next().unwrap_or("");
+        let Some(name) = mount_point.strip_prefix("/sys/fs/cgroup/") else {
+            continue;
+        };
+        if name.is_empty() || name.contains('/') {
+            continue;
+        }
+        match fstype {
+            "cgroup" => names.push(name.to_string()),
+            "cgroup2" if name == "unified" => unified = true,
+            _ => {}
+        }
+    }
+    names.sort();
+    names.dedup();
+    (names, unified)
+}
+
+/// A `cgroup` mount: on a unified (v2) host the cgroup2 filesystem; on a v1 host (hybrid
+/// included) a tmpfs with each v1 hierarchy of the host mounted in it (and `unified`), as
+/// runc does. In the container's cgroup namespace each shows the container's own cgroup.
+fn cgroup_mounts(i: usize, m: &spec::Mount, bundle: &Path) -> Result<Vec<MountPlan>, Error> {
+    let root = Path::new(crate::cgroups::ROOT);
+    let (v1, unified) = if crate::cgroups::is_unified(root) {
+        (Vec::new(), false)
+    } else {
+        host_v1_hierarchies()
+    };
+    if v1.is_empty() {
+        return Ok(vec![mount_plan(i, m, bundle)?]);
+    }
+    // Flags (ro, nosuid, ...) carry over to the hierarchies. The tmpfs holding them stays
+    // writable: their mount points are made in it after it is mounted.
+    let flags: Vec<String> = m.options.clone();
+    let dest = m.destination.trim_end_matches('/');
+    let mut tmpfs_opts: Vec<String> = flags.iter().filter(|o| *o != "ro").cloned().collect();
+    tmpfs_opts.push("mode=755".into());
+    let mut out = vec![mount_plan(
+        i,
+        &spec::Mount {
+            destination: dest.to_string(),
+            kind: Some("tmpfs".into()),
+            source: Some("tmpfs".into()),
+            options: tmpfs_opts,
+        },
+        bundle,
+    )?];
+    for name in &v1 {
+        let mut opts = flags.clone();
+        if let Some(n) = name.strip_prefix("name=") {
+            opts.push(format!("name={n}"));
+        } else if name == "systemd" {
+            opts.push("name=systemd".into());
+        } else {
+            opts.extend(name.split(',').map(String::from));
+        }
+        out.push(mount_plan(
+            i,
+            &spec::Mount {
+                destination: format!("{dest}/{name}"),
+                kind: Some("cgroup-v1".into()),
+                source: Some("cgroup".into()),
+                options: opts,
+            },
+            bundle,
+        )?);
+    }
+    if unified {
+        out.push(mount_plan(
+            i,
+            &spec::Mount {
+                destination: format!("{dest}/unified"),
+                kind: Some("cgroup".into()),
+                source: Some("cgroup2".into()),
+                options: flags,
+            },
+            bundle,
+        )?);
+    }
+    Ok(out)
 }
 
 fn ns_flag(kind: &str) -> Option<u64> {
@@ -732,7 +826,9 @@ pub fn from_spec(spec: &Spec, bundle: &Path, exec_into: Option<i32>) -> Result<P
         }
         (0, new_flags)
     } else {
-        (new_flags, 0)
+        // The cgroup namespace is made after the parent moved the child into its cgroup (the
+        // child unshares it past the sync), so that cgroup is the namespace's root.
+        (new_flags & !CLONE_NEWCGROUP, new_flags & CLONE_NEWCGROUP)
     };
     let (uid_map, gid_map) = if new_userns {
         (
@@ -769,6 +865,10 @@ pub fn from_spec(spec: &Spec, bundle: &Path, exec_into: Option<i32>) -> Result<P
     let mut mounts = Vec::with_capacity(spec_mounts.len());
     let mut dev_tmpfs = false;
     for (i, m) in spec_mounts.iter().enumerate() {
+        if m.kind.as_deref() == Some("cgroup") && !m.options.iter().any(|o| o.contains("bind")) {
+            mounts.extend(cgroup_mounts(i, m, bundle)?);
+            continue;
+        }
         let mp = mount_plan(i, m, bundle)?;
         if mp.target.rel.as_bytes() == b"dev" {
             dev_tmpfs = matches!(mp.kind, MountKind::Fs { .. });

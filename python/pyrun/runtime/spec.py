@@ -377,6 +377,19 @@ def validate(opts: RunOptions) -> None:
     user_mounts(opts)
 
 
+def swap_limit_supported() -> bool:
+    """Whether the kernel accounts swap per cgroup (Docker's SwapLimit): v1's memsw files,
+    or memory.swap.max in the unified hierarchy's cgroups."""
+    import glob
+
+    root = "/sys/fs/cgroup"
+    if os.path.exists(f"{root}/memory/memory.memsw.limit_in_bytes"):
+        return True
+    if os.path.exists(f"{root}/cgroup.controllers"):
+        return bool(glob.glob(f"{root}/*/memory.swap.max"))
+    return False
+
+
 def resources_section(opts: RunOptions) -> dict[str, Any] | None:
     """`linux.resources` for -m/--memory-swap/--cpus/--cpu-shares/--cpuset-cpus/--pids-limit,
     with Docker's validation; None when no limit was asked for."""
@@ -402,6 +415,11 @@ def resources_section(opts: RunOptions) -> dict[str, Any] | None:
             res["memory"]["swap"] = swap
         elif swap == -1:
             res["memory"]["swap"] = -1
+        elif swap == 0 and memory > 0 and swap_limit_supported():
+            res["memory"]["swap"] = memory * 2
+    elif memory and memory > 0 and swap_limit_supported():
+        # Docker's default: as much swap as memory (memory + swap = twice the limit).
+        res["memory"]["swap"] = memory * 2
     cpu: dict[str, Any] = {}
     if opts.cpus is not None:
         try:
@@ -623,6 +641,7 @@ def build_spec(
         {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
         {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
         {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", *ro_sys]},
+        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", *ro_sys]},
         {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
         {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
     ]  # fmt: skip
