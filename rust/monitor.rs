@@ -45,6 +45,10 @@ pub struct Config {
     /// `--rm`: rename the container directory to this path (in the store's tmp/) and delete it.
     #[serde(default)]
     pub remove_to: Option<PathBuf>,
+    /// With `remove_to`: more directories to remove, each renamed first (path, trash path):
+    /// the container's anonymous volumes.
+    #[serde(default)]
+    pub remove_also: Vec<(PathBuf, PathBuf)>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -478,6 +482,11 @@ fn finish(cfg: &Config) {
                 }
             }
             Err(e) => eprintln!("pyrun-runtime monitor: remove {}: {e}", cfg.dir.display()),
+        }
+        for (dir, trash) in &cfg.remove_also {
+            if std::fs::rename(dir, trash).is_ok() {
+                let _ = std::fs::remove_dir_all(trash);
+            }
         }
     }
 }

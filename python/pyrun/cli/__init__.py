@@ -339,6 +339,7 @@ def _rm(sub: Any, name: str) -> None:
     p = sub.add_parser(name, help="remove containers", aliases=["remove"] if name == "rm" else [])
     p.add_argument("containers", nargs="+")
     p.add_argument("-f", "--force", action="store_true", help="kill a running container first")
+    p.add_argument("-v", "--volumes", action="store_true", help="remove its anonymous volumes")
     p.set_defaults(func=_cmd("containers", "cmd_rm"))
 
 
@@ -352,6 +353,41 @@ def _container_inspect(sub: Any, name: str) -> None:
     p = sub.add_parser(name, help="display detailed information on containers")
     p.add_argument("containers", nargs="+")
     p.set_defaults(func=_cmd("containers", "cmd_inspect"))
+
+
+def _volume_create(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="create a volume")
+    p.add_argument("name", nargs="?", help="volume name (default: a random one)")
+    p.add_argument("-l", "--label", action="append", default=[], help="set metadata KEY=VALUE")
+    p.add_argument("-d", "--driver", default="local", help="only local")
+    p.set_defaults(func=_cmd("volumes", "cmd_create"))
+
+
+def _volume_ls(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="list volumes", aliases=["list"] if name == "ls" else [])
+    p.add_argument("-q", "--quiet", action="store_true", help="only names")
+    p.add_argument("--format", help="json")
+    p.set_defaults(func=_cmd("volumes", "cmd_ls"))
+
+
+def _volume_inspect(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="display detailed information on volumes")
+    p.add_argument("volumes", nargs="+")
+    p.set_defaults(func=_cmd("volumes", "cmd_inspect"))
+
+
+def _volume_rm(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="remove volumes", aliases=["remove"] if name == "rm" else [])
+    p.add_argument("volumes", nargs="+")
+    p.add_argument("-f", "--force", action="store_true", help="even when a container uses it")
+    p.set_defaults(func=_cmd("volumes", "cmd_rm"))
+
+
+def _volume_prune(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="remove unused anonymous volumes (-a: all unused)")
+    p.add_argument("-a", "--all", action="store_true")
+    p.add_argument("-f", "--force", action="store_true", help="do not prompt (pyrun never prompts)")
+    p.set_defaults(func=_cmd("volumes", "cmd_prune"))
 
 
 def _group(title: str, commands: dict[str, Adder]) -> Adder:
@@ -398,6 +434,13 @@ CONTAINER_COMMANDS: dict[str, Adder] = {
     "prune": _container_prune,
     "inspect": _container_inspect,
 }
+VOLUME_COMMANDS: dict[str, Adder] = {
+    "create": _volume_create,
+    "ls": _volume_ls,
+    "inspect": _volume_inspect,
+    "rm": _volume_rm,
+    "prune": _volume_prune,
+}
 SYSTEM_COMMANDS: dict[str, Adder] = {
     "check": _check,
     "prune": _prune("system", "remove unused data"),
@@ -430,6 +473,7 @@ COMMANDS: dict[str, Adder] = {
     "rmi": _rmi,
     "image": _group("manage images", IMAGE_COMMANDS),
     "container": _group("manage containers", CONTAINER_COMMANDS),
+    "volume": _group("manage volumes", VOLUME_COMMANDS),
     "system": _group("manage pyrun", SYSTEM_COMMANDS),
     "version": _version,
 }

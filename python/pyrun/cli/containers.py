@@ -520,7 +520,7 @@ def cmd_ps(args: argparse.Namespace) -> int:
 
 def cmd_rm(args: argparse.Namespace) -> int:
     def rm(c: Container, ref: str) -> None:
-        c.remove(force=args.force)
+        c.remove(force=args.force, v=args.volumes)
         print(ref)
 
     return _each(args.containers, rm)

@@ -29,6 +29,7 @@ from pyrun.runtime.spec import (
     parse_labels,
     parse_restart,
     parse_signal,
+    user_mounts,
 )
 from pyrun.store import ImageRecord, Store, now_rfc3339
 from pyrun.store.fsutil import atomic_write_json, remove_tree
@@ -315,9 +316,28 @@ class Container:
             _core.unmount(str(self.rootfs), detach=True)
 
     def write_bundle(self, image: ImageRecord) -> dict[str, Any]:
+        from pyrun.volumes import Volumes
+
         opts = RunOptions(**self.options)
-        spec = build_spec(image.config.get("config", {}), str(self.rootfs), opts, self.id)
+        volumes = Volumes(self.store)
+        anonymous = set(self.record.get("anonymous_volumes") or [])
+        made: set[str] = set()
+
+        def volume_path(name: str) -> str:
+            _info, new = volumes.create(name, anonymous=name in anonymous)
+            if new:
+                made.add(name)
+            return str(volumes.data(name))
+
+        spec = build_spec(
+            image.config.get("config", {}), str(self.rootfs), opts, self.id, volume_path
+        )
         spec["root"]["path"] = str(self.rootfs)
+        for m in spec["mounts"]:
+            name = m.pop("x-volume", None)
+            nocopy = m.pop("x-nocopy", False)
+            if name in made and not nocopy:
+                _copy_up(self.rootfs, m["destination"], Path(m["source"]))
         bundle = self.dir / "bundle"
         bundle.mkdir(exist_ok=True)
         atomic_write_json(bundle / "config.json", spec)
@@ -410,7 +430,10 @@ class Container:
         return int(code) if isinstance(code, int) else 0
 
     # --- removal ---------------------------------------------------------------------------
-    def remove(self, *, force: bool = False) -> None:
+    def remove(self, *, force: bool = False, v: bool = False) -> None:
+        """Remove the container (force: kill it first); `v` or --rm: its anonymous volumes
+        too."""
+        anonymous = list(self.record.get("anonymous_volumes") or [])
         if self.status in ACTIVE:
             if not force:
                 raise ContainerConflict(
@@ -435,6 +458,13 @@ class Container:
         except FileNotFoundError:
             return  # removed meanwhile (--rm)
         remove_tree(trash)
+        if v or self.record.get("auto_remove"):
+            from pyrun.volumes import Volumes
+
+            vols = Volumes(self.store)
+            for name in anonymous:
+                with contextlib.suppress(PyrunError, OSError):
+                    vols.remove(name)
 
     # --- docker-py's Container -------------------------------------------------------------
     @property
@@ -578,6 +608,28 @@ class Container:
         return f"<Container: {self.short_id}>"
 
 
+def _copy_up(rootfs: Path, dest: str, data: Path) -> None:
+    """A new volume starts with what the image has at its mount point (Docker's copy-up):
+    files, owners, modes and links, read through a symlink-safe path in the root."""
+    import subprocess
+
+    from pyrun.runtime.users import secure_join
+
+    src = secure_join(str(rootfs), dest)
+    if not os.path.isdir(src) or os.path.islink(src) or any(data.iterdir()):
+        return
+    proc = subprocess.run(
+        ["cp", "-a", "--no-dereference", f"{src}/.", str(data)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise ContainerStartError(
+            f"copy the image's {dest} into its new volume: {proc.stderr.strip()}", 125
+        )
+
+
 def remove_cgroups(path: str) -> None:
     """rmdir the container's cgroup in every hierarchy (v2, hybrid unified, each v1 one)."""
     root = Path("/sys/fs/cgroup")
@@ -652,6 +704,7 @@ def create(
         if name in taken:
             raise ContainerConflict(f'Conflict. The container name "/{name}" is already in use')
     image_cfg = image.config.get("config", {})
+    anonymous = _name_anonymous_volumes(opts, image_cfg)
     cid = new_id()
     c = Container(store, cid)
     c.dir.mkdir(parents=True)
@@ -666,11 +719,49 @@ def create(
         "auto_remove": auto_remove,
         "command": merge_command(image_cfg, opts),
         "labels": {**(image_cfg.get("Labels") or {}), **parse_labels(opts.labels)},
+        "anonymous_volumes": anonymous,
         "options": opts.as_dict(),
     }
     c.save()
     c.image = image
     return c
+
+
+def _name_anonymous_volumes(opts: RunOptions, image_cfg: dict[str, Any]) -> list[str]:
+    """Give every anonymous volume a name now (`-v /path`, `--mount type=volume` without a
+    source, the image's VOLUMEs not mounted otherwise), so restarts reuse the same ones."""
+    import posixpath
+
+    from pyrun.volumes import new_anonymous_name
+
+    names: list[str] = []
+    volumes = []
+    for spec in opts.volumes:
+        if ":" not in spec and spec.startswith("/"):
+            name = new_anonymous_name()
+            names.append(name)
+            spec = f"{name}:{spec}"
+        volumes.append(spec)
+    mounts = []
+    for spec in opts.mounts:
+        fields = [item.partition("=") for item in spec.split(",")]
+        keys = {k for k, _, _ in fields}
+        kind = next((v for k, _, v in fields if k == "type"), "volume")
+        if kind == "volume" and not keys & {"source", "src"}:
+            name = new_anonymous_name()
+            names.append(name)
+            spec = f"{spec},source={name}"
+        mounts.append(spec)
+    taken = {posixpath.normpath(m["destination"]) for m in user_mounts(opts)}
+    taken |= {posixpath.normpath(t) for t in opts.tmpfs}
+    for path in sorted(image_cfg.get("Volumes") or {}):
+        if posixpath.normpath(path) not in taken and path.startswith("/"):
+            name = new_anonymous_name()
+            names.append(name)
+            volumes.append(f"{name}:{path}")
+    opts.volumes = volumes
+    opts.mounts = mounts
+    return names
 
 
 def _runner_fields() -> dict[str, Any]:
@@ -750,6 +841,13 @@ def start_detached(c: Container) -> int:
             "remove_to": str(c.store.new_temp(".container"))
             if c.record.get("auto_remove")
             else None,
+            # --rm: the anonymous volumes go with the container.
+            "remove_also": [
+                [str(c.store.root / "volumes" / n), str(c.store.new_temp(".volume"))]
+                for n in c.record.get("anonymous_volumes") or []
+            ]
+            if c.record.get("auto_remove")
+            else [],
         }
         atomic_write_json(c.dir / "monitor.json", config)
         line = _spawn_monitor(c)

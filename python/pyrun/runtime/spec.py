@@ -73,6 +73,13 @@ class SpecError(PyrunError):
     exit_code = 125
 
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    VolumePath = Callable[[str], str]
+
+
 class RunOptions:
     """What `pyrun run` / `containers.run` take, in Docker's vocabulary. Unknown names raise
     TypeError. (A plain class: importing dataclasses costs the CLI ~10 ms.)"""
@@ -184,30 +191,67 @@ def _bind(
     }
 
 
-def user_mounts(opts: RunOptions) -> list[dict[str, Any]]:
-    """`-v SRC:DST[:OPTS]`, `--mount type=bind|tmpfs,...` and `--tmpfs DST[:OPTS]` as
-    runtime-spec mounts (named volumes arrive with the volume work)."""
+def _volume_mount(
+    name: str | None,
+    target: str,
+    spec: str,
+    readonly: bool,
+    nocopy: bool,
+    volume_path: VolumePath | None,
+) -> dict[str, Any]:
+    """A named volume's bind mount; `name` None (anonymous) or no resolver: validation only."""
+    from pyrun.volumes import InvalidVolume, check_name
+
+    dest = _absolute_target(target, spec)
+    if name is not None:
+        try:
+            check_name(name)
+        except InvalidVolume as e:
+            raise SpecError(f"invalid volume specification {spec!r}: {e}") from None
+    if volume_path is None or name is None:
+        return {"destination": dest, "type": "bind", "source": "/", "options": ["rbind"]}
+    options = ["rbind", "rprivate", *(["ro"] if readonly else [])]
+    return {
+        "destination": dest,
+        "type": "bind",
+        "source": volume_path(name),
+        "options": options,
+        "x-volume": name,
+        "x-nocopy": nocopy,
+    }
+
+
+def user_mounts(opts: RunOptions, volume_path: VolumePath | None = None) -> list[dict[str, Any]]:
+    """`-v SRC:DST[:OPTS]` (SRC a host path or a volume name; `-v DST` an anonymous volume),
+    `--mount type=bind|volume|tmpfs,...` and `--tmpfs DST[:OPTS]` as runtime-spec mounts.
+    `volume_path(name)` gives a volume's directory (made and filled on first use); volume
+    mounts carry "x-volume"/"x-nocopy" keys for the caller, who removes them."""
     import os
 
     out: list[dict[str, Any]] = []
     for spec in opts.volumes:
         parts = spec.split(":")
+        if len(parts) == 1 and parts[0].startswith("/"):
+            out.append(_volume_mount(None, parts[0], spec, False, False, volume_path))
+            continue
         if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
             raise SpecError(
                 f"invalid volume specification {spec!r}: expected /host/path:/container/path[:options]"
             )
         source, target = parts[0], parts[1]
-        if not source.startswith("/"):
-            raise SpecError(
-                f"invalid volume specification {spec!r}: named volumes are not supported yet; use an absolute host path"
-            )
         flags = [f for f in (parts[2].split(",") if len(parts) == 3 else []) if f]
         propagation = None
+        nocopy = False
         for f in flags:
             if f in _PROPAGATIONS:
                 propagation = f
+            elif f == "nocopy":
+                nocopy = True
             elif f not in ("ro", "rw", "z", "Z"):
                 raise SpecError(f"invalid volume specification {spec!r}: invalid mode {f!r}")
+        if not source.startswith("/"):
+            out.append(_volume_mount(source, target, spec, "ro" in flags, nocopy, volume_path))
+            continue
         os.makedirs(source, exist_ok=True)  # -v creates a missing host directory, as Docker does
         out.append(_bind(source, target, spec, "ro" in flags, propagation))
     for spec in opts.mounts:
@@ -253,9 +297,13 @@ def user_mounts(opts: RunOptions) -> list[dict[str, Any]]:
                 "source": "tmpfs",
                 "options": options,
             }
+        elif kind == "volume":
+            name = fields.pop("source", fields.pop("src", "")) or None
+            nocopy = fields.pop("volume-nocopy", "false") in ("true", "1", "")
+            m = _volume_mount(name, target, spec, readonly, nocopy, volume_path)
         else:
             raise SpecError(
-                f"invalid --mount {spec!r}: type {kind!r} is not supported yet (bind, tmpfs)"
+                f"invalid --mount {spec!r}: type {kind!r} is not supported (bind, volume, tmpfs)"
             )
         if fields:
             raise SpecError(
@@ -565,7 +613,11 @@ def merge_env(image_env: list[str], extra: list[str], defaults: dict[str, str]) 
 
 
 def build_spec(
-    image_cfg: dict[str, Any], rootfs: str, opts: RunOptions, container_id: str
+    image_cfg: dict[str, Any],
+    rootfs: str,
+    opts: RunOptions,
+    container_id: str,
+    volume_path: VolumePath | None = None,
 ) -> dict[str, Any]:
     """config.json for the container; `rootfs` is the mounted root (used to resolve the user)."""
     user = resolve_user(
@@ -645,7 +697,7 @@ def build_spec(
         {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
         {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
     ]  # fmt: skip
-    mounts += user_mounts(opts)
+    mounts += user_mounts(opts, volume_path)
     linux: dict[str, Any] = {"namespaces": namespaces}
     if seccomp is not None:
         linux["seccomp"] = seccomp
