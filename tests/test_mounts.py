@@ -115,12 +115,12 @@ def test_env_file(pyrun: PyrunRunner, busybox_tar: Path, tmp_path: Path) -> None
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["-v", "relative:/x"], "named volumes are not supported yet"),
-        (["-v", "/tmp"], "expected /host/path:/container/path"),
+        (["-v", "bad/name:/x"], "invalid volume name"),
+        (["-v", "a:b:c:d"], "expected /host/path:/container/path"),
         (["-v", "/tmp:rel"], "mount path must be absolute"),
         (["-v", "/tmp:/x:bogus"], "invalid mode"),
         (["-v", "/tmp:/"], "cannot mount over /"),
-        (["--mount", "type=volume,target=/x"], "not supported yet"),
+        (["--mount", "type=image,target=/x"], "type 'image' is not supported"),
         (["--mount", "type=bind,source=/tmp"], "target is required"),
         (["--mount", "type=bind,source=/tmp,target=/x,colour=red"], "unknown option"),
         (["--tmpfs", "relative"], "mount path must be absolute"),
