@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, on a fresh Debian 12 machine as root: set everything up, then walk through what
 # pyrun does today: import a rootfs as an image, inspect it, save it, remove it, load it back,
-# copy it to an OCI layout that skopeo reads, run it as a container, and verify the store.
+# copy it to an OCI layout that skopeo reads, run it as a container (foreground and detached:
+# logs, exec, stop, restart policy, a volume, commit), and verify the store.
 # Later stages extend this to: build an image, push it to a local registry, pull it, run it.
 set -euo pipefail
 # shellcheck source=ci/lib.sh
@@ -35,5 +36,19 @@ show pyrun run --rm --hostname demo -u nobody demo/busybox:1 sh -c 'echo "I am $
 show pyrun run --name demo-writer demo/busybox:1 sh -c 'echo data > /note; exit 3' || echo "(exit status $?)"
 show pyrun ps -a
 show pyrun rm demo-writer
+show pyrun run -d --name demo-web --restart on-failure:2 -v demo-data:/data demo/busybox:1 \
+    sh -c 'echo started; date >> /data/visits; echo "written by demo-web" > /note; while sleep 0.2; do echo tick; done'
+sleep 1
+show pyrun ps
+show pyrun logs --tail 3 demo-web
+show pyrun exec demo-web sh -c 'echo "exec in $(hostname): $(ps | wc -l) lines of ps"; cat /data/visits'
+show pyrun top demo-web
+show pyrun stop -t 1 demo-web
+show pyrun commit -m "with a visit log" demo-web demo/busybox:visited
+show pyrun run --rm demo/busybox:visited cat /note
+show pyrun rm demo-web
+show pyrun volume ls
+show pyrun volume rm demo-data
+show pyrun rmi demo/busybox:visited
 show pyrun system check
 printf '\ndemo finished: store at %s\n' "$PYRUN_ROOT"
