@@ -255,14 +255,42 @@ class ImageCollection:
 
         plat = oci.parse_platform(platform) if platform else None
         src, ref = open_source(source, self.client.store, plat)
-        try:
+        try:  # open until the copy is done: a registry source streams its layers meanwhile
             images = src.images(ref)
+            if len(images) != 1:
+                raise ImageNotFound(f"{source}: holds {len(images)} images; name one")
+            dest, names = open_destination(destination, self.client.store)
+            return self._copy_all(images, dest, names, progress)[0]
         finally:
             src.close()
-        if len(images) != 1:
-            raise ImageNotFound(f"{source}: holds {len(images)} images; name one")
-        dest, names = open_destination(destination, self.client.store)
-        return self._copy_all(images, dest, names, progress)[0]
+
+    def pull(
+        self,
+        repository: str,
+        tag: str | None = None,
+        *,
+        platform: str | None = None,
+        progress: Progress | None = None,
+    ) -> Image:
+        """`docker pull`: copy from the registry into the store (a copy like any other: layers
+        already in the store are neither fetched nor unpacked again)."""
+        ref = parse(f"{repository}:{tag}" if tag else repository)
+        if ref.tag is None and ref.digest is None:
+            ref = ref._replace(tag="latest")
+        digest = self.copy(f"docker://{ref}", str(ref) if ref.tag else ref.name,
+                           platform=platform, progress=progress)  # fmt: skip
+        return self.get(digest)
+
+    def push(
+        self, repository: str, tag: str | None = None, *, progress: Progress | None = None
+    ) -> str:
+        """`docker push`: the local image REPOSITORY[:TAG] to the registry its name points at;
+        returns the manifest digest."""
+        ref = parse(f"{repository}:{tag}" if tag else repository)
+        if ref.tag is None and ref.digest is None:
+            ref = ref._replace(tag="latest")
+        self.client.store.get(str(ref))  # ImageNotFound before any network traffic
+        return self.copy(str(ref), f"docker://{ref}", progress=progress)
 
     def remove(self, image: str, force: bool = False) -> builtins.list[dict[str, str]]:
         return [{k: v} for k, v in self.client.store.remove(image, force=force)]

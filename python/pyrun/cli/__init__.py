@@ -315,6 +315,23 @@ def _stats(sub: Any, name: str) -> None:
     p.set_defaults(func=_cmd("containers", "cmd_stats"))
 
 
+def _pull(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="download an image from a registry")
+    p.add_argument("image", help="[REGISTRY/]REPOSITORY[:TAG|@DIGEST]")
+    p.add_argument(
+        "--platform", help="os/arch[/variant] to pick from an index (default: this host)"
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the image reference")
+    p.set_defaults(func=_cmd("images", "cmd_pull"))
+
+
+def _push(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="upload an image to the registry its name points at")
+    p.add_argument("image", help="REGISTRY/REPOSITORY[:TAG]")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the digest")
+    p.set_defaults(func=_cmd("images", "cmd_push"))
+
+
 def _ps(sub: Any, name: str) -> None:
     p = sub.add_parser(name, help="list containers", aliases=["list"] if name == "ls" else [])
     p.add_argument(
@@ -413,6 +430,8 @@ IMAGE_COMMANDS: dict[str, Adder] = {
     "rm": _rmi,
     "prune": _prune("images", "remove dangling images (all unused with -a)"),
     "copy": _copy,
+    "pull": _pull,
+    "push": _push,
 }
 CONTAINER_COMMANDS: dict[str, Adder] = {
     "run": _run,
@@ -464,6 +483,8 @@ COMMANDS: dict[str, Adder] = {
     "ps": _ps,
     "rm": _rm,
     "images": _images,
+    "pull": _pull,
+    "push": _push,
     "inspect": _inspect,
     "history": _history,
     "import": _import,

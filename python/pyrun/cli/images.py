@@ -228,3 +228,37 @@ def cmd_copy(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"Copied {args.source} -> {args.destination}: {digest}", file=sys.stderr)
     return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from pyrun.reference import parse
+
+    ref = parse(args.image)
+    if ref.tag is None and ref.digest is None:
+        ref = ref._replace(tag="latest")
+        if not args.quiet:
+            print("Using default tag: latest", file=sys.stderr)
+    say = None if args.quiet else (lambda line: print(line))
+    img = _client().images.pull(str(ref), platform=args.platform, progress=say)
+    if args.quiet:
+        print(ref.familiar())
+    else:
+        print(f"Digest: {img.record.manifest_digest}")
+        print(f"Status: Downloaded newer image for {ref.familiar()}")
+        print(ref.familiar())
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from pyrun.reference import parse
+
+    ref = parse(args.image)
+    if ref.tag is None:
+        ref = ref._replace(tag="latest")
+    say = None if args.quiet else (lambda line: print(line))
+    digest = _client().images.push(str(ref), progress=say)
+    if args.quiet:
+        print(digest)
+    else:
+        print(f"{ref.tag}: digest: {digest}")
+    return 0

@@ -75,13 +75,26 @@ class StoreDestination:
                 if tmp.exists():
                     os.unlink(tmp)
             return LayerResult(got, layer.diff_id, desc["size"], desc["mediaType"])
-        res = self.store.unpack_layer(
-            layer.blob.path,
-            offset=layer.blob.offset,
-            length=layer.blob.length,
-            digest=desc["digest"] if desc else None,
-            diff_id=layer.diff_id,
-        )
+        pipe = getattr(layer.blob, "pipe", None)
+        if pipe is not None:  # a remote blob: unpacked while it downloads
+            fd, thread, errors = pipe()
+            try:
+                res = self.store.unpack_layer(
+                    fd, digest=desc["digest"] if desc else None, diff_id=layer.diff_id
+                )
+            finally:
+                os.close(fd)
+                thread.join()
+            if errors:
+                raise errors[0]
+        else:
+            res = self.store.unpack_layer(
+                layer.blob.path,
+                offset=layer.blob.offset,
+                length=layer.blob.length,
+                digest=desc["digest"] if desc else None,
+                diff_id=layer.diff_id,
+            )
         media_type = desc["mediaType"] if desc else oci.OCI_LAYER_BY_COMPRESSION[res["compression"]]
         return LayerResult(res["digest"], res["diff_id"], res["size"], media_type)
 

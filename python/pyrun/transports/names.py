@@ -42,7 +42,9 @@ def open_source(
 ) -> tuple[ImageSource, str | None]:
     kind, rest = _split(spec)
     if kind == "docker":
-        raise InvalidReference(f"{spec}: registry transport (docker://) is not available yet")
+        from pyrun.transports.registry import RegistrySource
+
+        return RegistrySource(parse(rest), platform), None
     if kind == "pyrun":
         return StoreSource(store), rest
     if not rest:
@@ -59,7 +61,12 @@ def open_destination(spec: str, store: Store) -> tuple[ImageDestination, list[Re
     """A destination and the names to give the copied image (None: keep the source's names)."""
     kind, rest = _split(spec)
     if kind == "docker":
-        raise InvalidReference(f"{spec}: registry transport (docker://) is not available yet")
+        from pyrun.transports.registry import RegistryDestination
+
+        target = parse(rest)
+        if target.digest is not None:
+            raise InvalidReference(f"{spec}: push to a tag, not a digest")
+        return RegistryDestination(target), [target]
     if kind == "pyrun":
         return StoreDestination(store), [parse(rest)]
     if kind == "rootfs":

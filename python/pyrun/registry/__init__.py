@@ -1,0 +1,1 @@
+"""Talking to OCI registries: the Distribution API client and its auth."""

@@ -1,0 +1,384 @@
+"""An OCI Distribution client on the standard library's http.client (no import cost on the
+CLI's other paths): manifests with a complete Accept list, blobs streamed, uploads, and the
+auth flows registries use (Bearer tokens from the WWW-Authenticate challenge, anonymous or
+with credentials, and Basic), with credentials from ~/.docker/config.json.
+
+TLS with the system CAs by default; plain HTTP for localhost and 127.0.0.0/8 (as Docker
+allows) and for hosts named in $PYRUN_INSECURE_REGISTRIES (comma-separated)."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import http.client
+import json
+import os
+import re
+import threading
+import urllib.parse
+from typing import Any
+
+from pyrun import oci
+from pyrun.errors import PyrunError
+
+ACCEPT = ", ".join([oci.OCI_INDEX, oci.OCI_MANIFEST, oci.DOCKER_MANIFEST_LIST, oci.DOCKER_MANIFEST])
+DOCKER_HUB_API = "registry-1.docker.io"
+
+
+class RegistryError(PyrunError):
+    """A registry answered with an error, or could not be reached."""
+
+
+class Unauthorized(RegistryError):
+    pass
+
+
+class NotFound(RegistryError):
+    pass
+
+
+def api_host(domain: str) -> str:
+    return DOCKER_HUB_API if domain == "docker.io" else domain
+
+
+def is_insecure(host: str) -> bool:
+    name = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
+    if name in ("localhost", "[::1]") or re.fullmatch(r"127(\.\d{1,3}){3}", name):
+        return True
+    extra = os.environ.get("PYRUN_INSECURE_REGISTRIES", "")
+    return host in {h.strip() for h in extra.split(",") if h.strip()}
+
+
+def _docker_config() -> dict[str, Any]:
+    path = os.path.join(
+        os.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker"), "config.json"
+    )
+    try:
+        with open(path, "rb") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def credentials(host: str) -> tuple[str, str] | None:
+    """(user, password) for `host` from config.json: credHelpers, credsStore, then auths."""
+    cfg = _docker_config()
+    keys = [host, f"https://{host}", f"http://{host}"]
+    if host in ("docker.io", DOCKER_HUB_API):
+        keys.append("https://index.docker.io/v1/")
+    helper = (cfg.get("credHelpers") or {}).get(host) or cfg.get("credsStore")
+    if helper:
+        got = _from_helper(str(helper), keys[0])
+        if got:
+            return got
+    auths = cfg.get("auths") or {}
+    for k in keys:
+        entry = auths.get(k)
+        if isinstance(entry, dict) and entry.get("auth"):
+            try:
+                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                raise RegistryError(
+                    f"config.json: auths[{k!r}].auth is not base64 user:pass"
+                ) from None
+            return user, password
+    return None
+
+
+def _from_helper(helper: str, server: str) -> tuple[str, str] | None:
+    """The docker-credential-<helper> protocol: `get` with the server on stdin."""
+    import subprocess
+
+    try:
+        proc = subprocess.run(
+            [f"docker-credential-{helper}", "get"],
+            input=server.encode(),
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        return None
+    try:
+        data = json.loads(proc.stdout)
+        return str(data["Username"]), str(data["Secret"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    """`Bearer realm="...",service="...",scope="..."` -> ("bearer", {...})."""
+    scheme, _, rest = header.strip().partition(" ")
+    params = {k.lower(): v for k, v in re.findall(r'(\w+)="([^"]*)"', rest)}
+    return scheme.lower(), params
+
+
+class Response:
+    """A response whose body is still to be read (streamed)."""
+
+    def __init__(self, resp: http.client.HTTPResponse, conn: http.client.HTTPConnection) -> None:
+        self.resp = resp
+        self.conn = conn
+        self.status = resp.status
+
+    def header(self, name: str) -> str | None:
+        return self.resp.getheader(name)
+
+    def read(self) -> bytes:
+        return self.resp.read()
+
+    def close(self) -> None:
+        self.resp.close()
+
+
+class Registry:
+    """One registry host. Thread-safe: one connection per thread, tokens shared."""
+
+    def __init__(self, host: str) -> None:
+        self.host = api_host(host)
+        self.scheme = "http" if is_insecure(self.host) else "https"
+        self._local = threading.local()
+        self._tokens: dict[str, str] = {}
+        self._basic: str | None = None
+        self._lock = threading.Lock()
+        self._all: list[http.client.HTTPConnection] = []
+
+    def close(self) -> None:
+        """Close every connection (of every thread); a later request opens a new one."""
+        with self._lock:
+            conns, self._all = self._all, []
+        for c in conns:
+            c.close()
+
+    # --- connections -----------------------------------------------------------------------
+    def _conn(
+        self, host: str | None = None, scheme: str | None = None
+    ) -> http.client.HTTPConnection:
+        host = host or self.host
+        scheme = scheme or self.scheme
+        key = (scheme, host)
+        conns = getattr(self._local, "conns", None)
+        if conns is None:
+            conns = self._local.conns = {}
+        conn = conns.get(key)
+        if conn is None:
+            if scheme == "https":
+                import ssl
+
+                conn = http.client.HTTPSConnection(
+                    host, timeout=60, context=ssl.create_default_context()
+                )
+            else:
+                conn = http.client.HTTPConnection(host, timeout=60)
+            conns[key] = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: Any = None,
+    ) -> Response:
+        parts = urllib.parse.urlsplit(url)
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        for attempt in range(3):
+            conn = self._conn(parts.netloc, parts.scheme)
+            try:
+                conn.request(method, path, body=body, headers=headers)
+                return Response(conn.getresponse(), conn)
+            except (ConnectionError, http.client.HTTPException, TimeoutError, OSError) as e:
+                conn.close()
+                retriable = body is None or isinstance(body, bytes)
+                if attempt == 2 or not retriable or isinstance(e, ssl_errors()):
+                    raise RegistryError(f"{parts.netloc}: {method} {parts.path}: {e}") from None
+        raise AssertionError("unreachable")
+
+    # --- auth ------------------------------------------------------------------------------
+    def _auth_header(self, scope: str) -> dict[str, str]:
+        with self._lock:
+            if scope in self._tokens:
+                return {"Authorization": f"Bearer {self._tokens[scope]}"}
+            if self._basic:
+                return {"Authorization": f"Basic {self._basic}"}
+        return {}
+
+    def _authenticate(self, challenge: str, scope: str) -> None:
+        scheme, params = parse_challenge(challenge)
+        creds = credentials(self.host)
+        if scheme == "basic":
+            if creds is None:
+                raise Unauthorized(
+                    f"{self.host}: authentication required (no credentials for it in "
+                    "~/.docker/config.json: pyrun login)"
+                )
+            with self._lock:
+                self._basic = base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()
+            return
+        if scheme != "bearer" or "realm" not in params:
+            raise Unauthorized(f"{self.host}: unsupported auth challenge {challenge!r}")
+        query = [("service", params["service"])] if "service" in params else []
+        scopes = params.get("scope", scope).split(" ") if params.get("scope") or scope else []
+        query += [("scope", s) for s in scopes if s]
+        realm = urllib.parse.urlsplit(params["realm"])
+        url = params["realm"] + ("&" if realm.query else "?") + urllib.parse.urlencode(query)
+        headers = {}
+        if creds is not None:
+            basic = base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()
+            headers["Authorization"] = f"Basic {basic}"
+        resp = self._send("GET", url, headers)
+        body = resp.read()
+        if resp.status != 200:
+            raise Unauthorized(
+                f"{self.host}: token request to {realm.netloc} failed: HTTP {resp.status}"
+            )
+        token: str | None = None
+        try:
+            data = json.loads(body)
+            token = data.get("token") or data.get("access_token")
+        except (ValueError, AttributeError):
+            pass
+        if not token:
+            raise Unauthorized(f"{self.host}: token server {realm.netloc} returned no token")
+        with self._lock:
+            self._tokens[scope] = str(token)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        scope: str,
+        headers: dict[str, str] | None = None,
+        body: Any = None,
+        ok: tuple[int, ...] = (200,),
+        follow: bool = True,
+    ) -> Response:
+        """`method` on /v2/...; a 401 triggers the auth flow once; redirects are followed
+        (Authorization is only sent to the registry's own host)."""
+        url = path if path.startswith("http") else f"{self.scheme}://{self.host}{path}"
+        for attempt in range(2):
+            h = dict(headers or {})
+            if urllib.parse.urlsplit(url).netloc == self.host:
+                h.update(self._auth_header(scope))
+            resp = self._send(method, url, h, body)
+            if resp.status == 401 and attempt == 0:
+                challenge = resp.header("WWW-Authenticate") or ""
+                resp.read()
+                self._authenticate(challenge, scope)
+                if hasattr(body, "seek"):
+                    body.seek(0)
+                continue
+            if follow and resp.status in (301, 302, 303, 307, 308) and method in ("GET", "HEAD"):
+                location = resp.header("Location") or ""
+                resp.read()
+                url = urllib.parse.urljoin(url, location)
+                for _ in range(5):
+                    resp = self._send(method, url, dict(headers or {}))
+                    if resp.status not in (301, 302, 303, 307, 308):
+                        break
+                    location = resp.header("Location") or ""
+                    resp.read()
+                    url = urllib.parse.urljoin(url, location)
+            if resp.status not in ok:
+                raise _error(resp, method, path, self.host)
+            return resp
+        raise _error(resp, method, path, self.host)
+
+    # --- the API ---------------------------------------------------------------------------
+    def get_manifest(self, repo: str, ref: str) -> tuple[bytes, str, str]:
+        """(bytes, media type, digest) of a manifest or index; a digest ref is verified."""
+        resp = self.request(
+            "GET", f"/v2/{repo}/manifests/{ref}", scope=f"repository:{repo}:pull",
+            headers={"Accept": ACCEPT},
+        )  # fmt: skip
+        data = resp.read()
+        digest = oci.sha256_bytes(data)
+        if ref.startswith("sha256:") and digest != ref:
+            raise RegistryError(f"{self.host}/{repo}@{ref}: the manifest's digest is {digest}")
+        media_type = oci.manifest_media_type(
+            data, (resp.header("Content-Type") or "").split(";")[0] or None
+        )
+        return data, media_type, digest
+
+    def get_blob(self, repo: str, digest: str) -> Response:
+        return self.request("GET", f"/v2/{repo}/blobs/{digest}", scope=f"repository:{repo}:pull")
+
+    def has_blob(self, repo: str, digest: str) -> bool:
+        resp = self.request(
+            "HEAD", f"/v2/{repo}/blobs/{digest}", scope=f"repository:{repo}:pull,push",
+            ok=(200, 404),
+        )  # fmt: skip
+        resp.read()
+        return resp.status == 200
+
+    def upload_blob(self, repo: str, digest: str, size: int, body: Any) -> None:
+        """POST a session, then one PUT with the whole blob (monolithic)."""
+        scope = f"repository:{repo}:pull,push"
+        resp = self.request("POST", f"/v2/{repo}/blobs/uploads/", scope=scope, ok=(202,),
+                            headers={"Content-Length": "0"}, body=b"")  # fmt: skip
+        resp.read()
+        location = resp.header("Location")
+        if not location:
+            raise RegistryError(f"{self.host}: upload session without a Location")
+        url = urllib.parse.urljoin(
+            f"{self.scheme}://{self.host}/v2/{repo}/blobs/uploads/", location
+        )
+        sep = "&" if urllib.parse.urlsplit(url).query else "?"
+        url += f"{sep}digest={urllib.parse.quote(digest)}"
+        resp = self.request(
+            "PUT", url, scope=scope, ok=(201,), body=body,
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+        )  # fmt: skip
+        resp.read()
+
+    def put_manifest(self, repo: str, ref: str, data: bytes, media_type: str) -> str:
+        resp = self.request(
+            "PUT", f"/v2/{repo}/manifests/{ref}", scope=f"repository:{repo}:pull,push",
+            ok=(201,), body=data, headers={"Content-Type": media_type},
+        )  # fmt: skip
+        resp.read()
+        return oci.sha256_bytes(data)
+
+    def tags(self, repo: str) -> list[str]:
+        out: list[str] = []
+        path = f"/v2/{repo}/tags/list"
+        while path:
+            resp = self.request("GET", path, scope=f"repository:{repo}:pull")
+            data = json.loads(resp.read() or b"{}")
+            out += list(data.get("tags") or [])
+            link = resp.header("Link") or ""
+            m = re.match(r"<([^>]+)>", link)
+            path = m.group(1) if m else ""
+        return sorted(out)
+
+
+def ssl_errors() -> tuple[type[BaseException], ...]:
+    import ssl
+
+    return (ssl.SSLError,)
+
+
+def _error(resp: Response, method: str, path: str, host: str) -> RegistryError:
+    body = b""
+    with contextlib.suppress(OSError):
+        body = resp.read()
+    detail = ""
+    try:
+        errors = json.loads(body).get("errors") or []
+        if errors:
+            e = errors[0]
+            detail = f"{e.get('code', '')}: {e.get('message', '')}".strip(": ")
+    except (ValueError, AttributeError):
+        detail = body.decode(errors="replace").strip().splitlines()[0] if body.strip() else ""
+    text = f"{host}: {method} {path}: HTTP {resp.status}" + (f" ({detail})" if detail else "")
+    if resp.status == 404:
+        return NotFound(text)
+    if resp.status in (401, 403):
+        return Unauthorized(text)
+    return RegistryError(text)

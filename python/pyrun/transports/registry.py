@@ -1,0 +1,147 @@
+"""A registry (`docker://HOST/REPO[:TAG|@DIGEST]`) as an image source and destination of the
+one copy algorithm: `pull` is a copy from here into the store, `push` a copy from the store to
+here. Pulled layers stream from the socket through a pipe straight into the Rust engine
+(decompress, hash, extract in one pass) while they arrive."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, BinaryIO
+
+from pyrun import oci
+from pyrun.reference import Reference
+from pyrun.registry.client import Registry, RegistryError
+from pyrun.transports.base import Blob, LayerResult, SourceImage, SourceLayer
+
+
+class RemoteBlob(Blob):
+    """A blob in a registry: read whole (configs), opened as a stream, or piped into an fd
+    by a thread (layers, for the store's one-pass unpack)."""
+
+    def __init__(self, registry: Registry, repo: str, descriptor: dict[str, Any]) -> None:
+        super().__init__(path="", offset=0, length=int(descriptor.get("size", 0)))
+        self.registry = registry
+        self.repo = repo
+        self.digest = str(descriptor["digest"])
+
+    def size(self) -> int:
+        return int(self.length or 0)
+
+    def read(self) -> bytes:
+        resp = self.registry.get_blob(self.repo, self.digest)
+        data = resp.read()
+        if oci.sha256_bytes(data) != self.digest:
+            raise RegistryError(
+                f"{self.registry.host}/{self.repo}: blob {self.digest} has another digest"
+            )
+        return data
+
+    def open(self) -> BinaryIO:
+        return self.registry.get_blob(self.repo, self.digest).resp
+
+    def head(self, n: int = 16) -> bytes:
+        return self.read()[:n]
+
+    def pipe(self) -> tuple[int, threading.Thread, list[BaseException]]:
+        """A read fd that yields the blob as it downloads; the thread writes it, errors land
+        in the list (join the thread, then check)."""
+        r, w = os.pipe()
+        errors: list[BaseException] = []
+
+        def pump() -> None:
+            with os.fdopen(w, "wb", buffering=0) as out:  # closed on every path: EOF for the reader
+                try:
+                    resp = self.registry.get_blob(self.repo, self.digest)
+                    while True:
+                        chunk = resp.resp.read(1 << 20)
+                        if not chunk:
+                            break
+                        out.write(chunk)
+                except BrokenPipeError:
+                    pass  # the reader stopped (a digest mismatch or an error it reports)
+                except BaseException as e:
+                    errors.append(e)
+
+        t = threading.Thread(target=pump, name=f"pull {self.digest[7:19]}", daemon=True)
+        t.start()
+        return r, t, errors
+
+
+class RegistrySource:
+    def __init__(self, ref: Reference, platform: dict[str, str] | None = None) -> None:
+        self.ref = ref
+        self.registry = Registry(ref.domain)
+        self.platform = platform
+
+    def images(self, ref: str | None = None) -> list[SourceImage]:
+        repo = self.ref.path
+        target = self.ref.digest or self.ref.tag or "latest"
+        data, media_type, _digest = self.registry.get_manifest(repo, target)
+        if media_type in oci.INDEX_TYPES:
+            chosen = oci.select_manifest(oci.load_json(data, "image index"), self.platform)
+            data, media_type, _digest = self.registry.get_manifest(repo, chosen["digest"])
+        if media_type not in oci.MANIFEST_TYPES:
+            raise RegistryError(f"{self.ref}: unsupported manifest type {media_type}")
+        manifest = oci.load_json(data, "manifest")
+        cdesc = manifest.get("config") or {}
+        config = RemoteBlob(self.registry, repo, cdesc).read()
+        diff_ids = list(oci.load_json(config, "image config").get("rootfs", {}).get("diff_ids", []))
+        layers = [
+            SourceLayer(RemoteBlob(self.registry, repo, d), d, diff)
+            for d, diff in zip(manifest.get("layers", []), diff_ids, strict=False)
+        ]
+        name = Reference(self.ref.domain, self.ref.path, self.ref.tag, None)
+        names = [name] if self.ref.tag or not self.ref.digest else []
+        return [SourceImage(data, media_type, config, layers, names)]
+
+    def close(self) -> None:
+        self.registry.close()
+
+
+class RegistryDestination:
+    """Blobs first (each skipped when the registry has it), then the manifest by tag."""
+
+    def __init__(self, ref: Reference) -> None:
+        self.ref = ref
+        self.registry = Registry(ref.domain)
+        self.repo = ref.path
+
+    def has_layer(self, descriptor: dict[str, Any], diff_id: str | None) -> bool:
+        return self.registry.has_blob(self.repo, descriptor["digest"])
+
+    def put_layer(self, layer: SourceLayer) -> LayerResult:
+        desc = layer.descriptor
+        if desc is None:
+            from pyrun import _core
+
+            if not layer.blob.path:
+                raise RegistryError("a layer without a descriptor must be a local file")
+            digest = _core.sha256_file(layer.blob.path, layer.blob.offset, layer.blob.length)
+            size = layer.blob.size()
+            media_type = oci.OCI_LAYER_GZIP
+            diff_id = layer.diff_id or digest
+        else:
+            digest, size, media_type = desc["digest"], int(desc["size"]), desc["mediaType"]
+            diff_id = layer.diff_id or digest
+        if not self.registry.has_blob(self.repo, digest):
+            with layer.blob.open() as f:
+                self.registry.upload_blob(self.repo, digest, size, f)
+        return LayerResult(digest, diff_id, size, media_type)
+
+    def put_blob(self, data: bytes, digest: str, media_type: str) -> None:
+        if not self.registry.has_blob(self.repo, digest):
+            self.registry.upload_blob(self.repo, digest, len(data), data)
+
+    def put_manifest(self, data: bytes, media_type: str, names: list[Reference]) -> str:
+        tags = [n.tag for n in names if n.tag] or [self.ref.tag or "latest"]
+        digest = ""
+        for tag in tags:
+            digest = self.registry.put_manifest(self.repo, tag, data, media_type)
+        return digest
+
+    def commit(self) -> None:
+        self.registry.close()
+
+    def abort(self) -> None:
+        self.registry.close()

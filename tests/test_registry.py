@@ -1,0 +1,183 @@
+"""Ship, first increment: push and pull through a real registry (Debian's docker-registry on
+127.0.0.1, plain HTTP as Docker allows for loopback), anonymous and with the Bearer token flow,
+interop with skopeo both ways, `run` of a pulled image, layers already in the store neither
+fetched nor unpacked again, and one-line errors for missing tags and unreachable registries."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from helpers import PyrunRunner, needs_root, needs_tool
+from pyrun.client import Client
+
+pytestmark = [needs_root, needs_tool("docker-registry")]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_registry(tmp: Path, auth: str = "") -> Iterator[str]:
+    port = free_port()
+    (tmp / "config.yml").write_text(
+        "version: 0.1\nlog: {level: warn}\n"
+        f"storage: {{filesystem: {{rootdirectory: {tmp}/data}}, delete: {{enabled: true}}}}\n"
+        f"http: {{addr: 127.0.0.1:{port}}}\n" + auth
+    )
+    log = open(tmp / "log", "wb")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(
+        ["docker-registry", "serve", str(tmp / "config.yml")],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+                break
+            except OSError:
+                time.sleep(0.025)
+        else:
+            pytest.fail(f"docker-registry did not listen: {(tmp / 'log').read_text()}")
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[str]:
+    d = tmp_path / "registry"
+    d.mkdir()
+    yield from start_registry(d)
+
+
+@pytest.fixture
+def bb(client: Client, busybox_tar: Path) -> Client:
+    client.images.import_image(busybox_tar, "bb:ship", changes=['CMD ["echo", "shipped"]'])
+    return client
+
+
+def test_push_pull_run(bb: Client, registry: str, pyrun: PyrunRunner, tmp_path: Path) -> None:
+    name = f"{registry}/demo/bb:1"
+    bb.images.get("bb:ship").tag(f"{registry}/demo/bb", "1")
+    r = pyrun("push", name)
+    assert r.returncode == 0, r.stderr
+    digest = r.stdout.strip().split()[-1]
+    assert digest.startswith("sha256:")
+    # A second push finds every blob there already.
+    assert pyrun("push", name).stdout.strip().endswith(digest)
+
+    # Pull into an empty store, then run it.
+    fresh = Client(tmp_path / "fresh")
+    img = fresh.images.pull(name)
+    assert img.record.manifest_digest == digest
+    assert img.tags == [name]
+    assert fresh.containers.run(name, remove=True) == b"shipped\n"
+    assert fresh.system.check() == []
+    # Pulling again fetches nothing: the layer is in the store (by digest and DiffID).
+    lines: list[str] = []
+    fresh.images.pull(name, progress=lines.append)
+    assert lines and all("already exists" in line for line in lines)
+
+    # The CLI, by tag and by digest; `run` of the pulled image.
+    assert pyrun("rmi", name).returncode == 0
+    r = pyrun("pull", name)
+    assert r.returncode == 0 and f"Digest: {digest}" in r.stdout, r.stderr
+    r = pyrun("pull", "-q", f"{registry}/demo/bb@{digest}")
+    assert r.returncode == 0, r.stderr
+    assert pyrun("run", "--rm", name).stdout == "shipped\n"
+
+
+@needs_tool("skopeo")
+def test_skopeo_interop(bb: Client, registry: str, tmp_path: Path) -> None:
+    # skopeo reads what pyrun pushed ...
+    bb.images.get("bb:ship").tag(f"{registry}/x/bb", "pushed")
+    bb.images.push(f"{registry}/x/bb:pushed")
+    out = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", f"docker://{registry}/x/bb:pushed"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert json.loads(out.stdout)["Layers"] == [
+        d["digest"] for d in bb.images.get("bb:ship").record.layers
+    ]
+    # ... and pyrun pulls what skopeo pushed: a Docker v2 manifest with a gzip layer, made by
+    # skopeo from an OCI layout pyrun wrote.
+    layout = tmp_path / "layout"
+    bb.images.copy("bb:ship", f"oci:{layout}:1")
+    subprocess.run(
+        ["skopeo", "copy", "--dest-tls-verify=false", "--format", "v2s2", "--dest-compress",
+         f"oci:{layout}:1", f"docker://{registry}/other/bb:gz"],
+        capture_output=True, check=True, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )  # fmt: skip
+    fresh = Client(tmp_path / "fresh")
+    img = fresh.images.pull(f"{registry}/other/bb:gz")
+    assert img.record.layers[0]["mediaType"].endswith("gzip")
+    assert img.record.diff_ids == bb.images.get("bb:ship").record.diff_ids
+    assert fresh.containers.run(f"{registry}/other/bb:gz", remove=True) == b"shipped\n"
+
+
+class _TokenServer(http.server.BaseHTTPRequestHandler):
+    seen: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        type(self).seen.append(self.path)
+        body = json.dumps({"token": "tok-123", "expires_in": 300}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_bearer_token_flow(bb: Client, tmp_path: Path) -> None:
+    """The registry's `silly` auth answers every request without Authorization with a Bearer
+    challenge; the client must get a token from the realm (with service and scopes) and retry."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _TokenServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    realm = f"http://127.0.0.1:{server.server_address[1]}/token"
+    d = tmp_path / "silly"
+    d.mkdir()
+    gen = start_registry(d, f"auth: {{silly: {{realm: {realm}, service: test-registry}}}}\n")
+    host = next(gen)
+    try:
+        name = f"{host}/auth/bb:1"
+        bb.images.get("bb:ship").tag(f"{host}/auth/bb", "1")
+        bb.images.push(name)
+        fresh = Client(tmp_path / "fresh")
+        assert fresh.images.pull(name).record.diff_ids == bb.images.get("bb:ship").record.diff_ids
+        assert any("service=test-registry" in p and "scope=repository%3Aauth%2Fbb%3A" in p
+                   for p in _TokenServer.seen), _TokenServer.seen  # fmt: skip
+    finally:
+        gen.close()
+        server.shutdown()
+        server.server_close()
+
+
+def test_registry_errors_one_line(bb: Client, registry: str, pyrun: PyrunRunner) -> None:
+    closed = f"127.0.0.1:{free_port()}"
+    for args, text in [
+        (("pull", f"{registry}/nope/missing:1"), "HTTP 404"),
+        (("pull", f"{closed}/x:1"), "Connection refused"),
+        (("push", f"{registry}/never/tagged:1"), "No such image"),
+        (("pull", "Bad_Name"), "invalid reference"),
+    ]:
+        r = pyrun(*args)
+        assert r.returncode != 0 and text.lower() in r.stderr.lower(), (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
