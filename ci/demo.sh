@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The main job, on a fresh Debian 12 machine as root: set everything up, then walk through what
 # pyrun does today: import a rootfs as an image, inspect it, save it, remove it, load it back,
-# copy it to an OCI layout that skopeo reads, run it as a container (foreground and detached:
-# logs, exec, stop, restart policy, a volume, commit), and verify the store.
-# Later stages extend this to: build an image, push it to a local registry, pull it, run it.
+# copy it to an OCI layout that skopeo reads, push it to a local registry, remove it, pull it
+# back and run it; run containers (foreground and detached: logs, exec, stop, restart policy, a
+# volume, commit), and verify the store. A later stage adds: build the image from a Dockerfile.
 set -euo pipefail
 # shellcheck source=ci/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -15,7 +15,28 @@ ci_venv_env
 
 export PYRUN_ROOT="${PYRUN_ROOT:-/var/lib/pyrun}"
 work="$(mktemp -d /tmp/pyrun-demo.XXXXXX)"
-trap 'rm -rf "$work"' EXIT
+registry_pid=""
+cleanup() {
+    if [[ -n "$registry_pid" ]]; then
+        kill "$registry_pid" 2>/dev/null || true
+        wait "$registry_pid" 2>/dev/null || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# A local registry (Debian's docker-registry) on a free loopback port, for push and pull.
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+mkdir -p "$work/registry"
+printf 'version: 0.1\nlog: {level: warn, accesslog: {disabled: true}}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: 127.0.0.1:%s}\n' \
+    "$work/registry/data" "$port" >"$work/registry/config.yml"
+docker-registry serve "$work/registry/config.yml" 2>"$work/registry/log" &
+registry_pid=$!
+for _ in $(seq 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
+    sleep 0.05
+done
+REG="127.0.0.1:$port"
 
 show() { printf '\n$ %s\n' "$*"; "$@"; }
 
@@ -31,7 +52,12 @@ show pyrun image copy demo/busybox:1 "oci:$work/layout:1"
 if command -v skopeo >/dev/null; then
     show skopeo inspect "oci:$work/layout:1"
 fi
-show pyrun run --rm demo/busybox:1
+show pyrun tag demo/busybox:1 "$REG/demo/busybox:1"
+show pyrun push "$REG/demo/busybox:1"
+show pyrun rmi "$REG/demo/busybox:1" demo/busybox:1
+show pyrun pull "$REG/demo/busybox:1"
+show pyrun tag "$REG/demo/busybox:1" demo/busybox:1
+show pyrun run --rm "$REG/demo/busybox:1"
 show pyrun run --rm --hostname demo -u nobody demo/busybox:1 sh -c 'echo "I am $(id -u) on $(hostname), PID $$"'
 show pyrun run --name demo-writer demo/busybox:1 sh -c 'echo data > /note; exit 3' || echo "(exit status $?)"
 show pyrun ps -a

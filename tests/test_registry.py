@@ -9,6 +9,7 @@ import http.server
 import json
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -32,7 +33,7 @@ def free_port() -> int:
 def start_registry(tmp: Path, auth: str = "") -> Iterator[str]:
     port = free_port()
     (tmp / "config.yml").write_text(
-        "version: 0.1\nlog: {level: warn}\n"
+        "version: 0.1\nlog: {level: warn, accesslog: {disabled: true}}\n"
         f"storage: {{filesystem: {{rootdirectory: {tmp}/data}}, delete: {{enabled: true}}}}\n"
         f"http: {{addr: 127.0.0.1:{port}}}\n" + auth
     )
@@ -181,3 +182,26 @@ def test_registry_errors_one_line(bb: Client, registry: str, pyrun: PyrunRunner)
         r = pyrun(*args)
         assert r.returncode != 0 and text.lower() in r.stderr.lower(), (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_run_pulls_a_missing_image(
+    bb: Client, registry: str, tmp_path: Path, store_root: Path
+) -> None:
+    name = f"{registry}/run/bb:1"
+    bb.images.get("bb:ship").tag(f"{registry}/run/bb", "1")
+    bb.images.push(name)
+    bb.images.remove(name)
+    cli = [sys.executable, "-m", "pyrun.cli", "--root", str(tmp_path / "fresh")]
+
+    def pyrun_fresh(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*cli, *args], capture_output=True, text=True, timeout=120)
+
+    r = pyrun_fresh("run", "--rm", "--pull", "never", name)
+    assert r.returncode == 125 and "No such image" in r.stderr, r.stderr
+    r = pyrun_fresh("run", "--rm", name)  # missing: pulled first, as Docker does
+    assert r.returncode == 0 and r.stdout == "shipped\n", r.stderr
+    assert f"Unable to find image '{name}' locally" in r.stderr
+    r = pyrun_fresh("run", "--rm", "--pull", "always", name)
+    assert r.returncode == 0 and r.stdout == "shipped\n", r.stderr
+    r = pyrun_fresh("run", "-d", "--pull", "bogus", name)
+    assert r.returncode == 125 and "invalid choice" in r.stderr

@@ -448,6 +448,7 @@ class ContainerCollection:
         remove: bool,
         name: str | None,
         fields: dict[str, Any],
+        pull: str = "missing",
     ) -> Container:
         from pyrun.runtime import containers as rt
         from pyrun.runtime.spec import RunOptions, validate
@@ -457,10 +458,30 @@ class ContainerCollection:
         except TypeError as e:
             raise InvalidReference(f"unknown run option: {e}") from None
         validate(opts)  # bad flags fail before any container record exists
-        record = self.client.store.get(image)
+        record = self._image_for_run(image, pull)
         return rt.create(
             self.client.store, record, opts, name=name, auto_remove=remove, image_name=image
         )
+
+    def _image_for_run(self, image: str, pull: str) -> ImageRecord:
+        """Docker's --pull: missing (pull when not in the store), always, never."""
+        if pull not in ("missing", "always", "never"):
+            raise InvalidReference(
+                f'invalid pull option {pull!r}: must be "missing", "always" or "never"'
+            )
+        if pull == "always":
+            self.client.images.pull(image)
+            return self.client.store.get(image)
+        try:
+            return self.client.store.get(image)
+        except ImageNotFound:
+            if pull == "never":
+                raise
+        import sys
+
+        print(f"Unable to find image '{parse(image).familiar()}' locally", file=sys.stderr)
+        self.client.images.pull(image)
+        return self.client.store.get(image)
 
     def _run(
         self,
@@ -472,12 +493,13 @@ class ContainerCollection:
         stdio: tuple[int, int] | None,
         fields: dict[str, Any],
         interactive: bool = False,
+        pull: str = "missing",
     ) -> tuple[Container, int]:
         """A foreground run in this process (the CLI's `run` without -d)."""
         from pyrun.runtime import containers as rt
         from pyrun.runtime.spec import RunOptions
 
-        c = self._create(image, command, remove=remove, name=name, fields=fields)
+        c = self._create(image, command, remove=remove, name=name, fields=fields, pull=pull)
         opts = RunOptions(**c.options)
         assert c.image is not None
         return c, rt.run_foreground(

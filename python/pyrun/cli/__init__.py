@@ -191,6 +191,9 @@ def _container_options(p: Any) -> None:
         "--init", action="store_true", help="run a reaper as pid 1 that forwards signals"
     )
     p.add_argument("--stop-timeout", type=int, help="seconds to wait before SIGKILL on stop")
+    p.add_argument(
+        "--pull", default="missing", choices=["missing", "always", "never"], help="pull policy"
+    )
     p.add_argument("image")
     p.add_argument("command", nargs=argparse.REMAINDER)
 

@@ -72,7 +72,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         if args.detach or args.restart not in ("no", ""):
             c = client.containers._create(
-                args.image, args.command, remove=args.rm, name=args.name, fields=fields
+                args.image,
+                args.command,
+                remove=args.rm,
+                name=args.name,
+                fields=fields,
+                pull=args.pull,
             )
             try:
                 start_detached(c)
@@ -89,6 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 stdio=None,
                 fields=fields,
                 interactive=args.interactive,
+                pull=args.pull,
             )
             return status
     except PyrunError as e:
@@ -127,7 +133,12 @@ def attach(c: Container) -> int:
 def cmd_create(args: argparse.Namespace) -> int:
     try:
         c = Client().containers._create(
-            args.image, args.command, remove=args.rm, name=args.name, fields=_fields(args)
+            args.image,
+            args.command,
+            remove=args.rm,
+            name=args.name,
+            fields=_fields(args),
+            pull=args.pull,
         )
     except PyrunError as e:
         raise _engine_errors(e) from None

@@ -124,7 +124,8 @@ class RegistryDestination:
         else:
             digest, size, media_type = desc["digest"], int(desc["size"]), desc["mediaType"]
             diff_id = layer.diff_id or digest
-        if not self.registry.has_blob(self.repo, digest):
+        # With a descriptor, the copy asked has_layer just before: no second HEAD.
+        if desc is not None or not self.registry.has_blob(self.repo, digest):
             with layer.blob.open() as f:
                 self.registry.upload_blob(self.repo, digest, size, f)
         return LayerResult(digest, diff_id, size, media_type)
