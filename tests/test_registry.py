@@ -200,7 +200,9 @@ def test_run_pulls_a_missing_image(
     assert r.returncode == 125 and "No such image" in r.stderr, r.stderr
     r = pyrun_fresh("run", "--rm", name)  # missing: pulled first, as Docker does
     assert r.returncode == 0 and r.stdout == "shipped\n", r.stderr
-    assert f"Unable to find image '{name}' locally" in r.stderr
+    r = pyrun_fresh("run", "--rm", f"{registry}/run/absent:1")
+    assert r.returncode == 125 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "No such image" in r.stderr and "pull failed" in r.stderr and "HTTP 404" in r.stderr
     r = pyrun_fresh("run", "--rm", "--pull", "always", name)
     assert r.returncode == 0 and r.stdout == "shipped\n", r.stderr
     r = pyrun_fresh("run", "-d", "--pull", "bogus", name)

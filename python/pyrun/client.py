@@ -477,10 +477,13 @@ class ContainerCollection:
         except ImageNotFound:
             if pull == "never":
                 raise
-        import sys
-
-        print(f"Unable to find image '{parse(image).familiar()}' locally", file=sys.stderr)
-        self.client.images.pull(image)
+        try:
+            self.client.images.pull(image)
+        except PyrunError as e:
+            # One line: not here, and why it could not be fetched either.
+            raise ImageNotFound(
+                f"No such image: {parse(image).familiar()} (not in the store; pull failed: {e})"
+            ) from None
         return self.client.store.get(image)
 
     def _run(

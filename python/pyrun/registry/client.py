@@ -194,8 +194,18 @@ class Registry:
                 return Response(conn.getresponse(), conn)
             except (ConnectionError, http.client.HTTPException, TimeoutError, OSError) as e:
                 conn.close()
-                retriable = body is None or isinstance(body, bytes)
-                if attempt == 2 or not retriable or isinstance(e, ssl_errors()):
+                # A kept-alive connection the server closed, or a reset: try again (a request
+                # whose body is a stream cannot be replayed). Name and refusal errors are final.
+                transient = isinstance(
+                    e,
+                    ConnectionResetError
+                    | BrokenPipeError
+                    | http.client.RemoteDisconnected
+                    | http.client.BadStatusLine
+                    | TimeoutError,
+                )
+                retriable = transient and (body is None or isinstance(body, bytes))
+                if attempt == 2 or not retriable:
                     raise RegistryError(f"{parts.netloc}: {method} {parts.path}: {e}") from None
         raise AssertionError("unreachable")
 
@@ -356,12 +366,6 @@ class Registry:
             m = re.match(r"<([^>]+)>", link)
             path = m.group(1) if m else ""
         return sorted(out)
-
-
-def ssl_errors() -> tuple[type[BaseException], ...]:
-    import ssl
-
-    return (ssl.SSLError,)
 
 
 def _error(resp: Response, method: str, path: str, host: str) -> RegistryError:
