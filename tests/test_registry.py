@@ -207,3 +207,75 @@ def test_run_pulls_a_missing_image(
     assert r.returncode == 0 and r.stdout == "shipped\n", r.stderr
     r = pyrun_fresh("run", "-d", "--pull", "bogus", name)
     assert r.returncode == 125 and "invalid choice" in r.stderr
+
+
+def test_login_basic_auth_and_logout(
+    bb: Client, tmp_path: Path, pyrun: PyrunRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """htpasswd auth: with no htpasswd file, docker-registry 2.8 provisions user `docker` with a
+    random password it logs; login checks and stores it, push/pull use it, logout drops it."""
+    import re
+
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+    d = tmp_path / "basic"
+    d.mkdir()
+    gen = start_registry(d, f"auth: {{htpasswd: {{realm: basic-realm, path: {d}/htpasswd}}}}\n")
+    host = next(gen)
+    try:
+        log = ""
+        for _ in range(100):
+            log = (d / "log").read_text()
+            if "password=" in log:
+                break
+            time.sleep(0.05)
+        m = re.search(r"password=(\S+) user=docker", log)
+        assert m, log
+        password = m.group(1)
+        name = f"{host}/secret/bb:1"
+        bb.images.get("bb:ship").tag(f"{host}/secret/bb", "1")
+        r = pyrun("push", name)
+        assert r.returncode == 1 and "authentication required" in r.stderr, r.stderr
+        r = pyrun("login", "-u", "docker", "--password-stdin", host, input="wrong\n")
+        assert r.returncode == 1 and "HTTP 401" in r.stderr and len(r.stderr.splitlines()) == 1
+        assert not (tmp_path / "docker-config" / "config.json").exists()
+        r = pyrun("login", "-u", "docker", "--password-stdin", host, input=password + "\n")
+        assert r.returncode == 0 and r.stdout == "Login Succeeded\n", r.stderr
+        cfg_file = tmp_path / "docker-config" / "config.json"
+        assert oct(cfg_file.stat().st_mode & 0o777) == "0o600"
+        assert host in json.loads(cfg_file.read_text())["auths"]
+        assert pyrun("push", name).returncode == 0
+        fresh = Client(tmp_path / "fresh")
+        assert fresh.containers.run(name, remove=True) == b"shipped\n"
+        r = pyrun("manifest", "inspect", "-v", name)
+        assert r.returncode == 0, r.stderr
+        info = json.loads(r.stdout)
+        assert info["Descriptor"]["digest"] == fresh.images.get(name).record.manifest_digest
+        assert pyrun("logout", host).returncode == 0
+        assert host not in json.loads(cfg_file.read_text())["auths"]
+        r = pyrun("logout", host)
+        assert r.returncode == 1 and "not logged in" in r.stderr
+    finally:
+        gen.close()
+
+
+def test_multi_layer_pull_in_parallel(bb: Client, registry: str, tmp_path: Path) -> None:
+    """Three layers (two committed on top of the base) pushed, then pulled into an empty store
+    with the layers streaming in parallel; whiteouts of the upper layers apply."""
+    c1 = bb.containers.run("bb:ship", ["sh", "-c", "echo one > /one; rm /bin/ls"], detach=True)
+    c1.wait()
+    c1.commit(f"{registry}/multi/bb", "2")
+    c2 = bb.containers.run(f"{registry}/multi/bb:2", ["sh", "-c", "echo two > /two"], detach=True)
+    c2.wait()
+    c2.commit(f"{registry}/multi/bb", "3")
+    name = f"{registry}/multi/bb:3"
+    assert len(bb.images.get(name).record.layers) == 3
+    bb.images.push(name)
+    fresh = Client(tmp_path / "fresh")
+    seen: list[str] = []
+    img = fresh.images.pull(name, progress=seen.append)
+    assert len(seen) == 3 and all("copied" in line for line in seen)
+    assert img.record.diff_ids == bb.images.get(name).record.diff_ids
+    out = fresh.containers.run(name, ["sh", "-c", "cat /one /two; test -e /bin/ls || echo gone"],
+                               remove=True)  # fmt: skip
+    assert out == b"one\ntwo\ngone\n"
+    assert fresh.system.check() == []

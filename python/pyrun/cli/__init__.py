@@ -335,6 +335,34 @@ def _push(sub: Any, name: str) -> None:
     p.set_defaults(func=_cmd("images", "cmd_push"))
 
 
+def _login(sub: Any, name: str) -> None:
+    p = sub.add_parser(
+        name, help="log in to a registry (stores the credentials in ~/.docker/config.json)"
+    )
+    p.add_argument("server", help="registry host[:port]")
+    p.add_argument("-u", "--username")
+    p.add_argument("-p", "--password", help="prefer --password-stdin")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    p.set_defaults(func=_cmd("images", "cmd_login"))
+
+
+def _logout(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="log out from a registry")
+    p.add_argument("server")
+    p.set_defaults(func=_cmd("images", "cmd_logout"))
+
+
+def _manifest(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="manifests in registries")
+    inner = p.add_subparsers(
+        dest="manifest_command", metavar="COMMAND", parser_class=_Parser, required=True
+    )
+    q = inner.add_parser("inspect", help="print an image's manifest (or index) from its registry")
+    q.add_argument("image")
+    q.add_argument("-v", "--verbose", action="store_true", help="with its digest and media type")
+    q.set_defaults(func=_cmd("images", "cmd_manifest_inspect"))
+
+
 def _ps(sub: Any, name: str) -> None:
     p = sub.add_parser(name, help="list containers", aliases=["list"] if name == "ls" else [])
     p.add_argument(
@@ -488,6 +516,9 @@ COMMANDS: dict[str, Adder] = {
     "images": _images,
     "pull": _pull,
     "push": _push,
+    "login": _login,
+    "logout": _logout,
+    "manifest": _manifest,
     "inspect": _inspect,
     "history": _history,
     "import": _import,

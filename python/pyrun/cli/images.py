@@ -262,3 +262,52 @@ def cmd_push(args: argparse.Namespace) -> int:
     else:
         print(f"{ref.tag}: digest: {digest}")
     return 0
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    from pyrun.registry.client import Registry, save_credentials
+
+    user = args.username
+    password = args.password
+    if args.password_stdin:
+        if password is not None:
+            raise PyrunError("--password and --password-stdin are mutually exclusive")
+        password = sys.stdin.read().rstrip("\n")
+    if user is None or password is None:
+        raise PyrunError("login needs -u USER and a password (-p or --password-stdin)")
+    reg = Registry(args.server)
+    try:
+        reg.check_login(user, password)
+    finally:
+        reg.close()
+    save_credentials(args.server, user, password)
+    print("Login Succeeded")
+    return 0
+
+
+def cmd_logout(args: argparse.Namespace) -> int:
+    from pyrun.registry.client import save_credentials
+
+    save_credentials(args.server, None, None)
+    print(f"Removing login credentials for {args.server}")
+    return 0
+
+
+def cmd_manifest_inspect(args: argparse.Namespace) -> int:
+    import json
+
+    from pyrun.reference import parse
+    from pyrun.registry.client import Registry
+
+    ref = parse(args.image)
+    reg = Registry(ref.domain)
+    try:
+        data, media_type, digest = reg.get_manifest(ref.path, ref.digest or ref.tag or "latest")
+    finally:
+        reg.close()
+    obj = json.loads(data)
+    if args.verbose:
+        obj = {"Ref": str(ref), "Descriptor": {"mediaType": media_type, "digest": digest,
+               "size": len(data)}, "Manifest": obj}  # fmt: skip
+    print(json.dumps(obj, indent=4))
+    return 0

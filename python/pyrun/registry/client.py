@@ -50,15 +50,42 @@ def is_insecure(host: str) -> bool:
 
 
 def _docker_config() -> dict[str, Any]:
-    path = os.path.join(
-        os.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker"), "config.json"
-    )
+    path = config_path()
     try:
         with open(path, "rb") as f:
             data = json.load(f)
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def config_path() -> str:
+    return os.path.join(
+        os.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker"), "config.json"
+    )
+
+
+def save_credentials(server: str, user: str | None, password: str | None) -> None:
+    """Write (or with user None, remove) `auths[server]` in config.json, keeping every other
+    key; 0600, temp file + rename."""
+    path = config_path()
+    cfg = _docker_config()
+    auths = cfg.setdefault("auths", {})
+    if user is None:
+        if server not in auths:
+            raise RegistryError(f"not logged in to {server}")
+        del auths[server]
+    else:
+        auths[server] = {"auth": base64.b64encode(f"{user}:{password}".encode()).decode()}
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(cfg, f, indent="\t")
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def credentials(host: str) -> tuple[str, str] | None:
@@ -218,9 +245,11 @@ class Registry:
                 return {"Authorization": f"Basic {self._basic}"}
         return {}
 
+    _override: tuple[str, str] | None = None
+
     def _authenticate(self, challenge: str, scope: str) -> None:
         scheme, params = parse_challenge(challenge)
-        creds = credentials(self.host)
+        creds = self._override or credentials(self.host)
         if scheme == "basic":
             if creds is None:
                 raise Unauthorized(
@@ -301,6 +330,18 @@ class Registry:
         raise _error(resp, method, path, self.host)
 
     # --- the API ---------------------------------------------------------------------------
+    def check_login(self, user: str, password: str) -> None:
+        """GET /v2/ with these credentials (Basic, or through the token flow): raises
+        Unauthorized when the registry refuses them."""
+        self._basic = None
+        self._tokens.clear()
+        self._override = (user, password)
+        try:
+            resp = self.request("GET", "/v2/", scope="")
+            resp.read()
+        finally:
+            self._override = None
+
     def get_manifest(self, repo: str, ref: str) -> tuple[bytes, str, str]:
         """(bytes, media type, digest) of a manifest or index; a digest ref is verified."""
         resp = self.request(

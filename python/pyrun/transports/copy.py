@@ -7,9 +7,11 @@ from collections.abc import Callable
 
 from pyrun import oci
 from pyrun.reference import Reference
-from pyrun.transports.base import ImageDestination, LayerResult, SourceImage
+from pyrun.transports.base import ImageDestination, LayerResult, SourceImage, SourceLayer
 
 Progress = Callable[[str], None]
+
+PARALLEL = 3  # layers fetched at once (moby's max-concurrent-downloads default)
 
 
 def copy_image(
@@ -20,7 +22,8 @@ def copy_image(
 ) -> str:
     """Copy one image; layers the destination already has are neither read nor written.
     Returns the manifest digest at the destination."""
-    results: list[LayerResult] = []
+    results: list[LayerResult | None] = []
+    todo: list[tuple[int, SourceLayer]] = []
     for layer in image.layers:
         desc = layer.descriptor
         if desc is not None and dest.has_layer(desc, layer.diff_id):
@@ -32,12 +35,31 @@ def copy_image(
                 )
             )
             continue
+        todo.append((len(results), layer))
+        results.append(None)
+
+    def put(layer: SourceLayer) -> LayerResult:
         res = dest.put_layer(layer)
         if progress:
             progress(f"{res.digest[7:19]}: copied {res.size} bytes")
-        results.append(res)
+        return res
+
+    # Layers that stream from a registry download (and unpack, GIL released) in parallel,
+    # PARALLEL at a time like Docker's default; local copies stay sequential.
+    remote = [t for t in todo if hasattr(t[1].blob, "pipe")]
+    if len(remote) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="layer") as pool:
+            futures = [(i, pool.submit(put, layer)) for i, layer in todo]
+            for i, fut in futures:
+                results[i] = fut.result()
+    else:
+        for i, layer in todo:
+            results[i] = put(layer)
+    done = [r for r in results if r is not None]
     if image.finalize is not None:
-        manifest, config = image.finalize(results)
+        manifest, config = image.finalize(done)
     else:
         assert image.manifest is not None and image.config is not None
         manifest, config = image.manifest, image.config
