@@ -279,3 +279,37 @@ def test_multi_layer_pull_in_parallel(bb: Client, registry: str, tmp_path: Path)
                                remove=True)  # fmt: skip
     assert out == b"one\ntwo\ngone\n"
     assert fresh.system.check() == []
+
+
+def test_multi_arch_index(
+    client: Client, busybox_tar: Path, registry: str, pyrun: PyrunRunner, tmp_path: Path
+) -> None:
+    """An index with an amd64 and an arm64 image: --platform picks, the host's is the default,
+    and a platform the index lacks is one line listing what it has."""
+    from pyrun import oci
+    from pyrun.registry.client import Registry
+
+    descs = []
+    for arch in ("amd64", "arm64"):
+        name = f"{registry}/multi/arch:{arch}"
+        client.images.import_image(busybox_tar, name, platform=f"linux/{arch}")
+        digest = client.images.push(name)
+        size = client.store.blob_path(digest).stat().st_size
+        descs.append(oci.descriptor(oci.OCI_MANIFEST, digest, size,
+                                    platform={"os": "linux", "architecture": arch}))  # fmt: skip
+    body = json.dumps({"schemaVersion": 2, "mediaType": oci.OCI_INDEX, "manifests": descs}).encode()
+    reg = Registry(registry)
+    try:
+        reg.put_manifest("multi/arch", "1", body, oci.OCI_INDEX)
+    finally:
+        reg.close()
+    fresh = Client(tmp_path / "fresh")
+    arm = fresh.images.pull(f"{registry}/multi/arch:1", platform="linux/arm64/v8")
+    assert arm.attrs["Architecture"] == "arm64" and arm.record.manifest_digest == descs[1]["digest"]
+    r = pyrun("pull", "--platform", "linux/s390x", f"{registry}/multi/arch:1")
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "no matching manifest for linux/s390x" in r.stderr
+    assert "available: linux/amd64, linux/arm64" in r.stderr
+    if oci.host_platform()["architecture"] == "amd64":
+        host = fresh.images.pull(f"{registry}/multi/arch:1")
+        assert host.record.manifest_digest == descs[0]["digest"]

@@ -112,8 +112,44 @@ def format_platform(p: dict[str, Any]) -> str:
     return s + (f"/{p['variant']}" if p.get("variant") else "")
 
 
+_ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "i386": "386",
+                 "i686": "386", "armhf": "arm", "armel": "arm"}  # fmt: skip
+
+
+def normalize_platform(p: dict[str, Any]) -> tuple[str, str, str]:
+    """(os, architecture, variant) as containerd compares them: aarch64 is arm64 (whose v8 is
+    no variant), armhf is arm/v7, armel arm/v6, x86_64 amd64."""
+    raw = str(p.get("architecture", "")).lower()
+    arch = _ARCH_ALIASES.get(raw, raw)
+    variant = str(p.get("variant") or "").lower()
+    if raw == "armhf" and not variant:
+        variant = "v7"
+    elif raw == "armel" and not variant:
+        variant = "v6"
+    if arch == "arm64" and variant == "v8":
+        variant = ""
+    if arch == "arm" and not variant:
+        variant = "v7"
+    return str(p.get("os", "")).lower(), arch, variant
+
+
+def _preferences(want: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The platforms `want` runs, best first (containerd's and moby's fallbacks)."""
+    os_, arch, variant = normalize_platform(want)
+    prefs = [(os_, arch, variant)]
+    if arch == "arm" and variant.startswith("v") and variant[1:].isdigit():
+        prefs += [(os_, "arm", f"v{n}") for n in range(int(variant[1:]) - 1, 4, -1)]
+    elif arch == "arm64":
+        prefs += [(os_, "arm", f"v{n}") for n in (8, 7, 6, 5)]
+    elif arch == "amd64":
+        prefs.append((os_, "386", ""))
+    return prefs
+
+
 def select_manifest(index: dict[str, Any], want: dict[str, str] | None) -> dict[str, Any]:
-    """Pick the descriptor for `want` (default: this host) from an image index."""
+    """Pick the descriptor for `want` (default: this host) from an image index, with Docker's
+    fallbacks (arm/v7 takes v6 and v5, arm64 takes arm, amd64 takes 386); when nothing fits,
+    the error lists what the index has."""
     want = want or host_platform()
     entries = [
         m
@@ -122,11 +158,20 @@ def select_manifest(index: dict[str, Any], want: dict[str, str] | None) -> dict[
     ]
     if not entries:
         raise InvalidArchive("image index lists no manifests")
+    prefs = _preferences(want)
+    best: tuple[int, dict[str, Any]] | None = None
     for m in entries:
-        p = m.get("platform") or {}
-        same = p.get("os") == want["os"] and p.get("architecture") == want["architecture"]
-        if same and ("variant" not in want or p.get("variant") in (None, want["variant"])):
-            return dict(m)
+        if "platform" not in m:
+            continue
+        key = normalize_platform(m["platform"])
+        # A wanted platform without a variant takes any variant of that architecture.
+        for rank, p in enumerate(prefs):
+            same = key[:2] == p[:2] and (key[2] == p[2] or (rank == 0 and "variant" not in want))
+            if same and (best is None or rank < best[0]):
+                best = (rank, m)
+                break
+    if best is not None:
+        return dict(best[1])
     if len(entries) == 1 and "platform" not in entries[0]:
         return dict(entries[0])
     available = ", ".join(format_platform(m.get("platform") or {}) for m in entries)
