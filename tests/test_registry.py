@@ -313,3 +313,112 @@ def test_multi_arch_index(
     if oci.host_platform()["architecture"] == "amd64":
         host = fresh.images.pull(f"{registry}/multi/arch:1")
         assert host.record.manifest_digest == descs[0]["digest"]
+
+
+class FaultyProxy:
+    """A TCP proxy in front of the registry that logs request heads, answers the first
+    request matching `fail_503` with a 503 once, and cuts the first response that grows past
+    `cut_after` bytes (once)."""
+
+    def __init__(self, upstream: str, cut_after: int = 0, fail_503: str = "") -> None:
+        self.upstream = upstream
+        self.cut_after = cut_after
+        self.fail_503 = fail_503
+        self.requests: list[str] = []
+        self.lock = threading.Lock()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.addr = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        host, port = self.upstream.split(":")
+        up = socket.create_connection((host, int(port)))
+
+        def upstream_to_client() -> None:
+            sent = 0
+            try:
+                while data := up.recv(65536):
+                    with self.lock:
+                        cut = self.cut_after and sent + len(data) > self.cut_after
+                        if cut:
+                            self.cut_after = 0
+                    if cut:
+                        client.sendall(data[: max(0, 1_000_000 - sent)])
+                        client.shutdown(socket.SHUT_RDWR)
+                        return
+                    client.sendall(data)
+                    sent += len(data)
+            except OSError:
+                pass
+            finally:
+                client.close()
+
+        threading.Thread(target=upstream_to_client, daemon=True).start()
+        try:
+            while data := client.recv(65536):
+                head = data.split(b"\r\n\r\n", 1)[0].decode(errors="replace")
+                if head[:4] in ("GET ", "HEAD", "PUT ", "POST", "PATC"):
+                    with self.lock:
+                        self.requests.append(head)
+                        fail = self.fail_503 and self.fail_503 in head.splitlines()[0]
+                        if fail:
+                            self.fail_503 = ""
+                    if fail:
+                        client.sendall(
+                            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
+                        )
+                        continue
+                up.sendall(data)
+        except OSError:
+            pass
+        finally:
+            up.close()
+
+    def close(self) -> None:
+        self.closed = True
+        self.sock.close()
+
+
+def test_interrupted_pull_resumes_and_5xx_is_retried(
+    bb: Client, registry: str, tmp_path: Path
+) -> None:
+    name = f"{registry}/resume/bb:1"
+    bb.images.get("bb:ship").tag(f"{registry}/resume/bb", "1")
+    bb.images.push(name)
+    layer = bb.images.get(name).record.layers[0]
+    assert layer["size"] > 1_500_000
+    proxy = FaultyProxy(registry, cut_after=1_200_000, fail_503="/manifests/")
+    try:
+        via = f"{proxy.addr}/resume/bb:1"
+        fresh = Client(tmp_path / "fresh")
+        with pytest.raises(Exception) as e:
+            fresh.images.pull(via)
+        assert (
+            "IncompleteRead" in str(e.value)
+            or "closed" in str(e.value).lower()
+            or "cannot unpack" in str(e.value)
+        ), e.value
+        # The 503 on the first manifest GET was retried, not reported.
+        assert sum("/manifests/" in r.splitlines()[0] for r in proxy.requests) >= 2
+        partial = tmp_path / "fresh" / "partial" / layer["digest"].replace(":", "-")
+        kept = partial.stat().st_size
+        assert 0 < kept < layer["size"]
+        img = fresh.images.pull(via)  # resumes: only the rest is asked for
+        ranges = [r for r in proxy.requests if "range: bytes=" in r.lower()]
+        assert any(f"bytes={kept}-" in r for r in ranges), proxy.requests
+        assert img.record.diff_ids == bb.images.get(name).record.diff_ids
+        assert not partial.exists()
+        assert fresh.system.check() == []
+    finally:
+        proxy.close()

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import threading
+import time
 import urllib.parse
 from typing import Any
 
@@ -301,7 +302,9 @@ class Registry:
         """`method` on /v2/...; a 401 triggers the auth flow once; redirects are followed
         (Authorization is only sent to the registry's own host)."""
         url = path if path.startswith("http") else f"{self.scheme}://{self.host}{path}"
-        for attempt in range(2):
+        retries = 0
+        attempt = 0
+        while attempt < 2:
             h = dict(headers or {})
             if urllib.parse.urlsplit(url).netloc == self.host:
                 h.update(self._auth_header(scope))
@@ -312,6 +315,7 @@ class Registry:
                 self._authenticate(challenge, scope)
                 if hasattr(body, "seek"):
                     body.seek(0)
+                attempt += 1
                 continue
             if follow and resp.status in (301, 302, 303, 307, 308) and method in ("GET", "HEAD"):
                 location = resp.header("Location") or ""
@@ -324,6 +328,15 @@ class Registry:
                     location = resp.header("Location") or ""
                     resp.read()
                     url = urllib.parse.urljoin(url, location)
+            if (
+                resp.status in (429, 500, 502, 503, 504)
+                and retries < 4
+                and (body is None or isinstance(body, bytes))
+            ):
+                resp.read()
+                retries += 1
+                time.sleep(min(0.25 * 2**retries, 4.0))  # 0.5, 1, 2, 4 s
+                continue
             if resp.status not in ok:
                 raise _error(resp, method, path, self.host)
             return resp
@@ -357,8 +370,13 @@ class Registry:
         )
         return data, media_type, digest
 
-    def get_blob(self, repo: str, digest: str) -> Response:
-        return self.request("GET", f"/v2/{repo}/blobs/{digest}", scope=f"repository:{repo}:pull")
+    def get_blob(self, repo: str, digest: str, start: int = 0) -> Response:
+        """The blob from byte `start` on (Range; status 206, or 200 when the registry
+        ignores Range: the caller skips)."""
+        return self.request(
+            "GET", f"/v2/{repo}/blobs/{digest}", scope=f"repository:{repo}:pull",
+            headers={"Range": f"bytes={start}-"} if start else None, ok=(200, 206),
+        )  # fmt: skip
 
     def has_blob(self, repo: str, digest: str) -> bool:
         resp = self.request(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from typing import Any
@@ -77,16 +78,28 @@ class StoreDestination:
             return LayerResult(got, layer.diff_id, desc["size"], desc["mediaType"])
         pipe = getattr(layer.blob, "pipe", None)
         if pipe is not None:  # a remote blob: unpacked while it downloads
-            fd, thread, errors = pipe()
+            partial = (
+                self.store.root / "partial" / desc["digest"].replace(":", "-") if desc else None
+            )
+            fd, thread, errors = pipe(partial)
+            failure: BaseException | None = None
             try:
                 res = self.store.unpack_layer(
                     fd, digest=desc["digest"] if desc else None, diff_id=layer.diff_id
                 )
+            except BaseException as e:
+                failure = e
             finally:
                 os.close(fd)
                 thread.join()
-            if errors:
+            if errors:  # the download failed: that is the error (its partial bytes stay)
                 raise errors[0]
+            if failure is not None:
+                if isinstance(failure, DigestMismatch) and partial is not None:
+                    # The kept bytes may be what is wrong: do not resume from them again.
+                    with contextlib.suppress(FileNotFoundError):
+                        partial.unlink()
+                raise failure
         else:
             res = self.store.unpack_layer(
                 layer.blob.path,

@@ -5,8 +5,10 @@ here. Pulled layers stream from the socket through a pipe straight into the Rust
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from pyrun import oci
@@ -43,29 +45,101 @@ class RemoteBlob(Blob):
     def head(self, n: int = 16) -> bytes:
         return self.read()[:n]
 
-    def pipe(self) -> tuple[int, threading.Thread, list[BaseException]]:
+    def pipe(
+        self, partial: Path | None = None
+    ) -> tuple[int, threading.Thread, list[BaseException]]:
         """A read fd that yields the blob as it downloads; the thread writes it, errors land
-        in the list (join the thread, then check)."""
+        in the list (join the thread, then check). With `partial`, the bytes are also kept in
+        that file until the blob is complete, and a later call resumes after them (Range)."""
         r, w = os.pipe()
         errors: list[BaseException] = []
 
         def pump() -> None:
             with os.fdopen(w, "wb", buffering=0) as out:  # closed on every path: EOF for the reader
+                keep = _Partial.open(partial)
                 try:
-                    resp = self.registry.get_blob(self.repo, self.digest)
+                    have = keep.replay(out) if keep else 0
+                    resp = self.registry.get_blob(self.repo, self.digest, start=have)
+                    skip = have if resp.status == 200 else 0  # the registry ignored Range
+                    got = have
                     while True:
                         chunk = resp.resp.read(1 << 20)
                         if not chunk:
                             break
+                        got += len(chunk) if not skip else max(0, len(chunk) - skip)
+                        if skip:
+                            cut = min(skip, len(chunk))
+                            chunk, skip = chunk[cut:], skip - cut
+                            if not chunk:
+                                continue
                         out.write(chunk)
+                        if keep:
+                            keep.write(chunk)
+                    expected = self.size()
+                    if expected and got < expected:
+                        raise RegistryError(
+                            f"{self.registry.host}/{self.repo}: the connection closed after "
+                            f"{got} of {expected} bytes of {self.digest[:19]} (pull again to resume)"
+                        )
+                    if keep:
+                        keep.done()
                 except BrokenPipeError:
-                    pass  # the reader stopped (a digest mismatch or an error it reports)
+                    if keep:  # the reader refused the bytes (a digest mismatch): start over
+                        keep.discard()
                 except BaseException as e:
                     errors.append(e)
+                finally:
+                    if keep:
+                        keep.close()
 
         t = threading.Thread(target=pump, name=f"pull {self.digest[7:19]}", daemon=True)
         t.start()
         return r, t, errors
+
+
+class _Partial:
+    """The bytes of a blob downloaded so far, kept across pulls; flock'ed, so a concurrent
+    pull of the same blob downloads without it instead of interleaving."""
+
+    def __init__(self, path: Path, f: BinaryIO) -> None:
+        self.path = path
+        self.f = f
+
+    @classmethod
+    def open(cls, path: Path | None) -> _Partial | None:
+        if path is None:
+            return None
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(path, "a+b")  # noqa: SIM115 (owned by the _Partial)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            return None
+        return cls(path, f)
+
+    def replay(self, out: Any) -> int:
+        self.f.seek(0)
+        n = 0
+        while chunk := self.f.read(1 << 20):
+            out.write(chunk)
+            n += len(chunk)
+        return n
+
+    def write(self, data: bytes) -> None:
+        self.f.write(data)
+
+    def done(self) -> None:
+        self.discard()
+
+    def discard(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    def close(self) -> None:
+        self.f.close()
 
 
 class RegistrySource:
