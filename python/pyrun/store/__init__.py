@@ -478,6 +478,13 @@ class Store:
                     result.layers_removed += 1
             for path in (self.root / "tmp").iterdir():
                 remove_tree(path)
+            # Bytes of interrupted pulls: no pull runs now (GC holds the writers' lock).
+            partial = self.root / "partial"
+            if partial.is_dir():
+                for path in partial.iterdir():
+                    with contextlib.suppress(FileNotFoundError):
+                        result.bytes_freed += path.stat().st_size
+                        path.unlink()
         finally:
             os.close(fd)
         return result
