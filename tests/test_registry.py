@@ -455,3 +455,24 @@ def test_kill_9_during_pull_leaves_a_consistent_store(
     assert victim.images.get(name).record.diff_ids == client.images.get(name).record.diff_ids
     assert victim.containers.run(name, ["cat", "/etc/debian_version"], remove=True).strip()
     assert victim.system.check() == []
+
+
+def test_chunked_push(
+    bb: Client, registry: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above PYRUN_UPLOAD_CHUNK a blob goes up in PATCH chunks with Content-Range (seen through
+    a logging proxy), and the registry assembles them into the right blob."""
+    monkeypatch.setenv("PYRUN_UPLOAD_CHUNK", str(256 * 1024))
+    proxy = FaultyProxy(registry)
+    try:
+        name = f"{proxy.addr}/chunked/bb:1"
+        bb.images.get("bb:ship").tag(f"{proxy.addr}/chunked/bb", "1")
+        bb.images.push(name)
+        patches = [r for r in proxy.requests if r.startswith("PATCH ")]
+        layer_size = bb.images.get(name).record.layers[0]["size"]
+        assert len(patches) >= layer_size // (256 * 1024)
+        assert all("content-range:" in p.lower() for p in patches)
+        fresh = Client(tmp_path / "fresh")
+        assert fresh.containers.run(f"{registry}/chunked/bb:1", remove=True) == b"shipped\n"
+    finally:
+        proxy.close()

@@ -26,6 +26,20 @@ ACCEPT = ", ".join([oci.OCI_INDEX, oci.OCI_MANIFEST, oci.DOCKER_MANIFEST_LIST, o
 DOCKER_HUB_API = "registry-1.docker.io"
 
 
+def upload_chunk_size() -> int:
+    """Blobs above this go up in PATCH chunks of this size ($PYRUN_UPLOAD_CHUNK, default
+    64 MiB): below it one PUT is fastest, above it proxies' body limits start to bite."""
+    try:
+        return max(1024, int(os.environ.get("PYRUN_UPLOAD_CHUNK", 64 << 20)))
+    except ValueError:
+        return 64 << 20
+
+
+def _with_digest(location: str, digest: str) -> str:
+    sep = "&" if urllib.parse.urlsplit(location).query else "?"
+    return f"{location}{sep}digest={urllib.parse.quote(digest)}"
+
+
 class RegistryError(PyrunError):
     """A registry answered with an error, or could not be reached."""
 
@@ -387,24 +401,61 @@ class Registry:
         return resp.status == 200
 
     def upload_blob(self, repo: str, digest: str, size: int, body: Any) -> None:
-        """POST a session, then one PUT with the whole blob (monolithic)."""
+        """POST a session, then the bytes: one PUT (monolithic) up to CHUNK bytes, else PATCH
+        chunks with Content-Range, each resumed from the registry's `Range` after a failure
+        (GET on the session), and a closing PUT with the digest."""
         scope = f"repository:{repo}:pull,push"
         resp = self.request("POST", f"/v2/{repo}/blobs/uploads/", scope=scope, ok=(202,),
                             headers={"Content-Length": "0"}, body=b"")  # fmt: skip
         resp.read()
-        location = resp.header("Location")
-        if not location:
-            raise RegistryError(f"{self.host}: upload session without a Location")
-        url = urllib.parse.urljoin(
-            f"{self.scheme}://{self.host}/v2/{repo}/blobs/uploads/", location
-        )
-        sep = "&" if urllib.parse.urlsplit(url).query else "?"
-        url += f"{sep}digest={urllib.parse.quote(digest)}"
+        location = self._location(resp, repo)
+        chunk = upload_chunk_size()
+        if size <= chunk or not getattr(body, "seekable", lambda: False)():
+            url = _with_digest(location, digest)
+            resp = self.request(
+                "PUT", url, scope=scope, ok=(201,), body=body,
+                headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+            )  # fmt: skip
+            resp.read()
+            return
+        offset = 0
+        failures = 0
+        while offset < size:
+            body.seek(offset)
+            data = body.read(min(chunk, size - offset))
+            try:
+                resp = self.request(
+                    "PATCH", location, scope=scope, ok=(202,), body=data,
+                    headers={"Content-Type": "application/octet-stream",
+                             "Content-Length": str(len(data)),
+                             "Content-Range": f"{offset}-{offset + len(data) - 1}"},
+                )  # fmt: skip
+                resp.read()
+                location = self._location(resp, repo)
+                offset += len(data)
+            except RegistryError:
+                failures += 1
+                if failures > 3:
+                    raise
+                # Where does the session stand? Resume after what the registry has.
+                status = self.request("GET", location, scope=scope, ok=(204,))
+                status.read()
+                location = self._location(status, repo, location)
+                have = (status.header("Range") or "0-0").partition("-")[2]
+                offset = int(have) + 1 if have.isdigit() and int(have) > 0 else 0
         resp = self.request(
-            "PUT", url, scope=scope, ok=(201,), body=body,
-            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+            "PUT", _with_digest(location, digest), scope=scope, ok=(201,), body=b"",
+            headers={"Content-Length": "0"},
         )  # fmt: skip
         resp.read()
+
+    def _location(self, resp: Response, repo: str, default: str | None = None) -> str:
+        location = resp.header("Location") or default
+        if not location:
+            raise RegistryError(f"{self.host}: upload session without a Location")
+        return urllib.parse.urljoin(
+            f"{self.scheme}://{self.host}/v2/{repo}/blobs/uploads/", location
+        )
 
     def put_manifest(self, repo: str, ref: str, data: bytes, media_type: str) -> str:
         resp = self.request(
