@@ -333,3 +333,18 @@ def test_ps_filters_and_formats(bb: Client, pyrun: PyrunRunner) -> None:
         assert r.returncode == 125 and "invalid filter" in r.stderr, (bad, r.stderr)
     r = pyrun("ps", "--format", "{{.Nope}}")
     assert r.returncode == 125 and "no field 'Nope'" in r.stderr
+
+
+def test_docker_py_exception_shape(bb: Client) -> None:
+    from pyrun import errors
+    from pyrun.client import ContainerError
+
+    with pytest.raises(errors.NotFound):
+        bb.containers.get("ghost")
+    with pytest.raises(errors.NotFound):
+        bb.images.get("ghost:1")
+    with pytest.raises(errors.APIError) as e:
+        bb.containers.run("bb:life", ["sh", "-c", "exit 3"], remove=True)
+    assert isinstance(e.value, ContainerError) and e.value.exit_status == 3
+    assert issubclass(errors.ImageNotFound, errors.NotFound)
+    assert issubclass(errors.APIError, errors.DockerException)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pyrun import oci
-from pyrun.errors import ImageNotFound, InvalidReference, PyrunError
+from pyrun.errors import APIError, ImageNotFound, InvalidReference, PyrunError
 from pyrun.reference import Reference, parse
 from pyrun.store import ImageRecord, Store
 
@@ -303,7 +303,7 @@ class ImageCollection:
         }
 
 
-class ContainerError(PyrunError):
+class ContainerError(APIError):
     """A container run by `containers.run` exited non-zero (docker-py's ContainerError)."""
 
     def __init__(

@@ -10,11 +10,23 @@ class PyrunError(Exception):
     exit_code = 1
 
 
+# docker-py's names: DockerException ⊃ APIError ⊃ NotFound ⊃ ImageNotFound.
+DockerException = PyrunError
+
+
+class APIError(PyrunError):
+    """The engine refused or failed a request (docker-py's APIError)."""
+
+
+class NotFound(APIError):
+    """No such image, container, volume, manifest, ..."""
+
+
 class InvalidReference(PyrunError):
     """An image reference that Docker's grammar does not accept."""
 
 
-class ImageNotFound(PyrunError):
+class ImageNotFound(NotFound):
     """No image in the store (or a transport) matches the reference."""
 
 

@@ -14,18 +14,18 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pyrun.errors import PyrunError
+from pyrun.errors import APIError, NotFound, PyrunError
 from pyrun.store import Store, now_rfc3339
 from pyrun.store.fsutil import atomic_write_json, remove_tree
 
 NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
 
 
-class VolumeNotFound(PyrunError):
+class VolumeNotFound(NotFound):
     pass
 
 
-class VolumeInUse(PyrunError):
+class VolumeInUse(APIError):
     pass
 
 

@@ -19,8 +19,8 @@ import time
 import urllib.parse
 from typing import Any
 
-from pyrun import oci
-from pyrun.errors import PyrunError
+from pyrun import errors, oci
+from pyrun.errors import APIError
 
 ACCEPT = ", ".join([oci.OCI_INDEX, oci.OCI_MANIFEST, oci.DOCKER_MANIFEST_LIST, oci.DOCKER_MANIFEST])
 DOCKER_HUB_API = "registry-1.docker.io"
@@ -40,7 +40,7 @@ def _with_digest(location: str, digest: str) -> str:
     return f"{location}{sep}digest={urllib.parse.quote(digest)}"
 
 
-class RegistryError(PyrunError):
+class RegistryError(APIError):
     """A registry answered with an error, or could not be reached."""
 
 
@@ -48,7 +48,7 @@ class Unauthorized(RegistryError):
     pass
 
 
-class NotFound(RegistryError):
+class NotFound(RegistryError, errors.NotFound):
     pass
 
 

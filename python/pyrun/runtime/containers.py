@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from pyrun.errors import PyrunError
+from pyrun.errors import APIError, NotFound, PyrunError
 from pyrun.runtime.spec import (
     RunOptions,
     build_spec,
@@ -88,19 +88,19 @@ _NAMES = [
 ]
 
 
-class ContainerNotFound(PyrunError):
+class ContainerNotFound(NotFound):
     exit_code = 1
 
 
-class ContainerConflict(PyrunError):
+class ContainerConflict(APIError):
     exit_code = 125
 
 
-class ContainerNotRunning(PyrunError):
+class ContainerNotRunning(APIError):
     exit_code = 1
 
 
-class ContainerStartError(PyrunError):
+class ContainerStartError(APIError):
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
         self.exit_code = exit_code
