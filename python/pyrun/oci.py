@@ -57,6 +57,16 @@ def descriptor(media_type: str, digest: str, size: int, **extra: Any) -> dict[st
     return {"mediaType": media_type, "digest": digest, "size": size, **extra}
 
 
+def image_manifest(config_bytes: bytes, layers: list[dict[str, Any]]) -> dict[str, Any]:
+    """An OCI image manifest for a config blob and layer descriptors."""
+    return {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": descriptor(OCI_CONFIG, sha256_bytes(config_bytes), len(config_bytes)),
+        "layers": layers,
+    }
+
+
 def load_json(data: bytes, what: str) -> dict[str, Any]:
     try:
         obj = json.loads(data)

@@ -100,7 +100,17 @@ pub fn run_container(
     stdio: Option<(i32, i32)>,
     interactive: bool,
 ) -> Result<Outcome> {
-    let mut plan = plan::build(bundle)?;
+    run_foreground(plan::build(bundle)?, pid_file, stdio, interactive)
+}
+
+/// Run a built plan in the foreground with the caller's stdio, or `stdio` = (stdout, stderr)
+/// fds; `interactive` copies the caller's stdin into a terminal container's pty.
+fn run_foreground(
+    mut plan: Plan,
+    pid_file: Option<&Path>,
+    stdio: Option<(i32, i32)>,
+    interactive: bool,
+) -> Result<Outcome> {
     if let Some((out, err)) = stdio {
         plan.stdio = Some(dup_stdio(out, err)?);
     }
@@ -392,16 +402,12 @@ pub fn exec_container(
     stdio: Option<(i32, i32)>,
     interactive: bool,
 ) -> Result<Outcome> {
-    let mut plan = plan::build_exec(config, target_pid)?;
-    if let Some((out, err)) = stdio {
-        plan.stdio = Some(dup_stdio(out, err)?);
-    }
-    let tio = TerminalIo {
-        stdin: interactive.then_some(0),
-        out: stdio.map(|(out, _)| out),
-    };
-    tio.fill_size(&mut plan);
-    run_plan(&plan, None, tio)
+    run_foreground(
+        plan::build_exec(config, target_pid)?,
+        None,
+        stdio,
+        interactive,
+    )
 }
 
 fn dup_stdio(out: i32, err: i32) -> Result<(OwnedFd, OwnedFd)> {

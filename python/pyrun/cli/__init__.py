@@ -496,23 +496,11 @@ SYSTEM_COMMANDS: dict[str, Adder] = {
     "prune": _prune("system", "remove unused data"),
     "df": _df,
 }
+# Docker's top-level shortcuts: every container command but ls/prune/inspect (`ps`, and
+# `inspect` is the images-or-containers one), and the usual image commands.
 COMMANDS: dict[str, Adder] = {
-    "run": _run,
-    "create": _create,
-    "start": _start,
-    "stop": _stop,
-    "restart": _restart,
-    "kill": _kill,
-    "wait": _wait,
-    "logs": _logs,
-    "exec": _exec,
-    "export": _export,
-    "commit": _commit,
-    "cp": _cp,
-    "top": _top,
-    "stats": _stats,
+    **{k: v for k, v in CONTAINER_COMMANDS.items() if k not in ("ls", "prune", "inspect")},
     "ps": _ps,
-    "rm": _rm,
     "images": _images,
     "pull": _pull,
     "push": _push,

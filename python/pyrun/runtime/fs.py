@@ -120,14 +120,9 @@ def commit(
             ]
             apply_changes(config, changes or [])
             config_bytes = canonical_json(config)
-            manifest = {
-                "schemaVersion": 2,
-                "mediaType": oci.OCI_MANIFEST,
-                "config": oci.descriptor(
-                    oci.OCI_CONFIG, oci.sha256_bytes(config_bytes), len(config_bytes)
-                ),
-                "layers": [oci.descriptor(r.media_type, r.digest, r.size) for r in results],
-            }
+            manifest = oci.image_manifest(
+                config_bytes, [oci.descriptor(r.media_type, r.digest, r.size) for r in results]
+            )
             return canonical_json(manifest), config_bytes
 
         image = SourceImage(None, oci.OCI_MANIFEST, None, layers, names, finalize)

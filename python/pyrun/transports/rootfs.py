@@ -144,14 +144,9 @@ class RootfsSource:
             config["variant"] = self.platform["variant"]
         apply_changes(config, self.changes)
         config_bytes = canonical_json(config)
-        manifest = {
-            "schemaVersion": 2,
-            "mediaType": oci.OCI_MANIFEST,
-            "config": oci.descriptor(
-                oci.OCI_CONFIG, oci.sha256_bytes(config_bytes), len(config_bytes)
-            ),
-            "layers": [oci.descriptor(layer.media_type, layer.digest, layer.size)],
-        }
+        manifest = oci.image_manifest(
+            config_bytes, [oci.descriptor(layer.media_type, layer.digest, layer.size)]
+        )
         return canonical_json(manifest), config_bytes
 
     def images(self, ref: str | None = None) -> list[SourceImage]:
