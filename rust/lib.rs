@@ -5,6 +5,7 @@
 pub mod cgroups;
 pub mod digest;
 pub mod layers;
+pub mod logfile;
 pub mod monitor;
 pub mod runtime;
 pub mod sys;

@@ -19,10 +19,9 @@ use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use rustix::event::{poll, PollFd, PollFlags};
-use rustix::io::Errno;
 use serde::Deserialize;
 
+use crate::logfile::{self, LogWriter};
 use crate::runtime::{self, Error};
 use crate::timefmt;
 
@@ -73,69 +72,6 @@ impl Restart {
 }
 
 pub const STOP_MARKER: &str = "stop-requested";
-const LINE_MAX: usize = 16 * 1024;
-const STREAMS: [&str; 2] = ["stdout", "stderr"];
-
-/// The json-file log writer: whole lines (or 16 KiB pieces of longer ones), one write each.
-struct LogWriter {
-    file: Option<File>,
-    pending: [Vec<u8>; 2],
-}
-
-impl LogWriter {
-    fn new(path: Option<&Path>) -> std::io::Result<LogWriter> {
-        let file = match path {
-            Some(p) => Some(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)?,
-            ),
-            None => None,
-        };
-        Ok(LogWriter {
-            file,
-            pending: [Vec::new(), Vec::new()],
-        })
-    }
-
-    fn feed(&mut self, stream: usize, mut data: &[u8]) {
-        while !data.is_empty() {
-            let room = LINE_MAX - self.pending[stream].len();
-            let take = match data.iter().position(|&b| b == b'\n') {
-                Some(i) if i < room => i + 1,
-                _ => data.len().min(room),
-            };
-            self.pending[stream].extend_from_slice(&data[..take]);
-            data = &data[take..];
-            let buf = &self.pending[stream];
-            if buf.last() == Some(&b'\n') || buf.len() >= LINE_MAX {
-                self.flush(stream);
-            }
-        }
-    }
-
-    fn flush(&mut self, stream: usize) {
-        if self.pending[stream].is_empty() {
-            return;
-        }
-        let line = std::mem::take(&mut self.pending[stream]);
-        if let Some(f) = self.file.as_mut() {
-            let rec = serde_json::json!({
-                "log": String::from_utf8_lossy(&line),
-                "stream": STREAMS[stream],
-                "time": timefmt::now(),
-            });
-            let mut out = rec.to_string().into_bytes();
-            out.push(b'\n');
-            if let Err(e) = f.write_all(&out) {
-                eprintln!("pyrun-runtime monitor: write log: {e}");
-            }
-        }
-        // Keep the allocation small between lines.
-        self.pending[stream] = Vec::new();
-    }
-}
 
 /// Field 22 of /proc/PID/stat: the process's start time in clock ticks since boot; with the
 /// pid it names a process for good (pids are reused, start times of one pid are not).
@@ -174,77 +110,6 @@ macro_rules! fields {
         $( m.insert($k.to_string(), serde_json::Value::from($v)); )*
         m
     }};
-}
-
-/// Read what is there now from the two output pipes into the log; a pipe at EOF is dropped.
-fn pump(
-    pipes: &mut [Option<OwnedFd>; 2],
-    log: &mut LogWriter,
-    pidfd: Option<&OwnedFd>,
-    timeout_ms: i32,
-) -> bool {
-    let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(3);
-    let mut which: Vec<usize> = Vec::with_capacity(3);
-    for (i, p) in pipes.iter().enumerate() {
-        if let Some(fd) = p {
-            fds.push(PollFd::new(fd, PollFlags::IN));
-            which.push(i);
-        }
-    }
-    if let Some(fd) = pidfd {
-        fds.push(PollFd::new(fd, PollFlags::IN));
-        which.push(2);
-    }
-    if fds.is_empty() {
-        return false;
-    }
-    let timeout = if timeout_ms < 0 {
-        None
-    } else {
-        Some(rustix::event::Timespec {
-            tv_sec: i64::from(timeout_ms / 1000),
-            tv_nsec: i64::from(timeout_ms % 1000) * 1_000_000,
-        })
-    };
-    match poll(&mut fds, timeout.as_ref()) {
-        Ok(0) => return false,
-        Ok(_) => {}
-        Err(Errno::INTR) => return true,
-        Err(_) => return false,
-    }
-    let ready: Vec<(usize, PollFlags)> = fds
-        .iter()
-        .zip(which.iter())
-        .map(|(f, w)| (*w, f.revents()))
-        .collect();
-    drop(fds);
-    let mut exited = false;
-    let mut buf = [0u8; 16 * 1024];
-    for (w, rev) in ready {
-        if rev.is_empty() {
-            continue;
-        }
-        if w == 2 {
-            exited = true;
-            continue;
-        }
-        let Some(fd) = pipes[w].as_ref() else {
-            continue;
-        };
-        match rustix::io::read(fd, &mut buf) {
-            Ok(0) => {
-                log.flush(w);
-                pipes[w] = None;
-            }
-            Ok(n) => log.feed(w, &buf[..n]),
-            Err(Errno::INTR) | Err(Errno::AGAIN) => {}
-            Err(_) => {
-                log.flush(w);
-                pipes[w] = None;
-            }
-        }
-    }
-    !exited
 }
 
 /// How one run of the container ended.
@@ -311,50 +176,7 @@ fn run_once(
     if let Some(r) = report.take() {
         let _ = rustix::io::write(&r, format!("ok {pid}\n").as_bytes());
     }
-    let pidfd = rustix::process::pidfd_open(started.pid, rustix::process::PidfdFlags::empty()).ok();
-    let mut pipes = readers;
-    // Until the process exits: copy output, wake on the pidfd (or every 100 ms without one).
-    loop {
-        let alive = pump(
-            &mut pipes,
-            log,
-            pidfd.as_ref(),
-            if pidfd.is_some() { -1 } else { 100 },
-        );
-        if !alive {
-            break;
-        }
-        if pidfd.is_none() && has_exited(started.pid) {
-            break;
-        }
-    }
-    runtime::wait_exited(started.pid);
-    // The rest of the output: until EOF, or 500 ms of silence (a process outside the
-    // container's pid namespace may hold the pipe open).
-    while pipes.iter().any(Option::is_some) {
-        if !pump(&mut pipes, log, None, 500) && pipes.iter().any(Option::is_some) {
-            // a timeout (pump returns true on data): stop waiting
-            let quiet = matches!(
-                poll(
-                    &mut pipes
-                        .iter()
-                        .flatten()
-                        .map(|f| PollFd::new(f, PollFlags::IN))
-                        .collect::<Vec<_>>(),
-                    Some(&rustix::event::Timespec {
-                        tv_sec: 0,
-                        tv_nsec: 0
-                    })
-                ),
-                Ok(0)
-            );
-            if quiet {
-                break;
-            }
-        }
-    }
-    log.flush(0);
-    log.flush(1);
+    logfile::copy_output(readers, log, started.pid);
     let Some(status) = runtime::reap(started.pid) else {
         return fail(125, "wait for the container process failed".into());
     };
@@ -367,16 +189,6 @@ fn run_once(
         error: None,
         ran_for: began.elapsed(),
     }
-}
-
-fn has_exited(pid: rustix::process::Pid) -> bool {
-    let r = rustix::process::waitid(
-        rustix::process::WaitId::Pid(pid),
-        rustix::process::WaitIdOptions::EXITED
-            | rustix::process::WaitIdOptions::NOWAIT
-            | rustix::process::WaitIdOptions::NOHANG,
-    );
-    matches!(r, Ok(Some(_)))
 }
 
 /// Sleep `d`, waking every 50 ms to see whether a stop was asked; true when one was.
@@ -582,34 +394,6 @@ mod tests {
         assert!(r("on-failure", 0).wants(3, 1000));
         assert!(r("on-failure", 2).wants(3, 1));
         assert!(!r("on-failure", 2).wants(3, 2));
-    }
-
-    #[test]
-    fn log_lines_are_split_at_newlines_and_16k() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log");
-        let mut w = LogWriter::new(Some(&path)).unwrap();
-        w.feed(0, b"one\ntw");
-        w.feed(1, b"err\n");
-        w.feed(0, b"o\n");
-        w.feed(0, &vec![b'x'; LINE_MAX + 5]);
-        w.feed(0, b"\xff tail");
-        w.flush(0);
-        let text = std::fs::read_to_string(&path).unwrap();
-        let recs: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        let logs: Vec<(&str, &str)> = recs
-            .iter()
-            .map(|r| (r["stream"].as_str().unwrap(), r["log"].as_str().unwrap()))
-            .collect();
-        assert_eq!(logs[0], ("stdout", "one\n"));
-        assert_eq!(logs[1], ("stderr", "err\n"));
-        assert_eq!(logs[2], ("stdout", "two\n"));
-        assert_eq!(logs[3].1.len(), LINE_MAX);
-        assert_eq!(logs[4].1, "xxxxx\u{fffd} tail");
-        assert!(recs[0]["time"].as_str().unwrap().ends_with('Z'));
     }
 
     #[test]

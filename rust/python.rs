@@ -213,7 +213,7 @@ fn unmount(py: Python<'_>, target: PathBuf, detach: bool) -> PyResult<()> {
 /// Run the container of bundle/config.json in the foreground; returns its exit status, or
 /// with details=True {"exit_code", "oom_killed", "cgroup"}.
 #[pyfunction]
-#[pyo3(signature = (bundle, *, pid_file=None, stdio=None, details=false, interactive=false))]
+#[pyo3(signature = (bundle, *, pid_file=None, stdio=None, details=false, interactive=false, log=None))]
 fn run_container(
     py: Python<'_>,
     bundle: PathBuf,
@@ -221,9 +221,18 @@ fn run_container(
     stdio: Option<(i32, i32)>,
     details: bool,
     interactive: bool,
+    log: Option<PathBuf>,
 ) -> PyResult<Py<PyAny>> {
     let out = py
-        .detach(|| runtime::run_container(&bundle, pid_file.as_deref(), stdio, interactive))
+        .detach(|| {
+            runtime::run_container(
+                &bundle,
+                pid_file.as_deref(),
+                stdio,
+                interactive,
+                log.as_deref(),
+            )
+        })
         .map_err(runtime_to_py)?;
     if !details {
         return Ok(out.exit_code.into_pyobject(py)?.into_any().unbind());

@@ -348,3 +348,16 @@ def test_docker_py_exception_shape(bb: Client) -> None:
     assert isinstance(e.value, ContainerError) and e.value.exit_status == 3
     assert issubclass(errors.ImageNotFound, errors.NotFound)
     assert issubclass(errors.APIError, errors.DockerException)
+
+
+def test_foreground_run_is_logged_too(bb: Client, pyrun: PyrunRunner) -> None:
+    """`docker logs` shows an attached container's output: the foreground run tees it."""
+    r = pyrun(
+        "run", "--name", "attached", "bb:life", "sh", "-c", "echo out; echo err >&2; printf tail"
+    )
+    assert (r.returncode, r.stdout, r.stderr) == (0, "out\ntail", "err\n")
+    r = pyrun("logs", "attached")
+    assert (r.stdout, r.stderr) == ("out\ntail", "err\n")
+    # API: the same through stdio fds.
+    assert bb.containers.run("bb:life", ["echo", "api"], name="api-run") == b"api\n"
+    assert bb.containers.get("api-run").logs() == b"api\n"

@@ -112,6 +112,7 @@ def run_container(
     stdio: tuple[int, int] | None = None,
     details: Literal[False] = False,
     interactive: bool = False,
+    log: str | None = None,
 ) -> int: ...
 @overload
 def run_container(
@@ -121,6 +122,7 @@ def run_container(
     stdio: tuple[int, int] | None = None,
     details: Literal[True],
     interactive: bool = False,
+    log: str | None = None,
 ) -> RunDetails: ...
 @overload
 def run_container(
@@ -130,6 +132,7 @@ def run_container(
     stdio: tuple[int, int] | None = None,
     details: bool,
     interactive: bool = False,
+    log: str | None = None,
 ) -> int | RunDetails:
     """Run the container described by bundle/config.json (OCI runtime-spec 1.x; root.path
     relative to the bundle unless absolute) in the foreground with the caller's
@@ -149,7 +152,9 @@ def run_container(
     field) or a bad stdio fd. With process.terminal, the container's init opens a pty on its own
     /dev/ptmx as its controlling terminal and stdio and sends the master back over a socket;
     the call then copies the pty's output to stdout (or stdio[0]) and, with interactive=True,
-    its stdin (in raw mode when a terminal) into the pty, passing window size changes on."""
+    its stdin (in raw mode when a terminal) into the pty, passing window size changes on.
+    With `log`, the output also goes to that file in Docker's json-file format (through pipes
+    the call copies to stdout/stderr or stdio)."""
 
 def exec_container(
     config: str,

@@ -871,7 +871,10 @@ fn setup(p: &Plan, pipes: &ChildPipes<'_>) -> Res<Infallible> {
     rustix::process::umask(Mode::from_raw_mode(p.umask));
     // Changing credentials cleared the parent-death signal.
     sys::set_pdeathsig(libc::SIGKILL).map_err(at(Step::Prctl, 0))?;
-    if let (Some((out, err)), None) = (&p.stdio, pipes.console) {
+    if let (Some((out, err)), None) = (
+        p.stdio_override.as_ref().or(p.stdio.as_ref()),
+        pipes.console,
+    ) {
         sys::dup2(out.as_fd(), 1).map_err(at(Step::Stdio, 1))?;
         sys::dup2(err.as_fd(), 2).map_err(at(Step::Stdio, 2))?;
     }

@@ -35,7 +35,13 @@ fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> bool {
 }
 
 /// Proxy until `pid` exits: `master` → `out`, and with `stdin` that fd → `master`.
-pub fn proxy(master: &OwnedFd, pid: Pid, stdin: Option<i32>, out: i32) {
+pub fn proxy(
+    master: &OwnedFd,
+    pid: Pid,
+    stdin: Option<i32>,
+    out: i32,
+    mut log: Option<&mut crate::logfile::LogWriter>,
+) {
     // SAFETY: the caller keeps these fds open for the duration of the call.
     let out_fd = unsafe { BorrowedFd::borrow_raw(out) };
     let in_fd = stdin.map(|fd| unsafe { BorrowedFd::borrow_raw(fd) });
@@ -104,6 +110,9 @@ pub fn proxy(master: &OwnedFd, pid: Pid, stdin: Option<i32>, out: i32) {
             match rustix::io::read(master, &mut buf) {
                 Ok(0) | Err(Errno::IO) => return, // every slave closed
                 Ok(k) => {
+                    if let Some(l) = log.as_deref_mut() {
+                        l.feed(0, &buf[..k]);
+                    }
                     if !write_all(out_fd, &buf[..k]) {
                         return;
                     }

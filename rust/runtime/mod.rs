@@ -21,7 +21,7 @@ pub mod sys;
 
 use std::fmt;
 use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
 use rustix::fs::{Mode, OFlags};
@@ -99,8 +99,9 @@ pub fn run_container(
     pid_file: Option<&Path>,
     stdio: Option<(i32, i32)>,
     interactive: bool,
+    log: Option<&Path>,
 ) -> Result<Outcome> {
-    run_foreground(plan::build(bundle)?, pid_file, stdio, interactive)
+    run_foreground(plan::build(bundle)?, pid_file, stdio, interactive, log)
 }
 
 /// Run a built plan in the foreground with the caller's stdio, or `stdio` = (stdout, stderr)
@@ -110,6 +111,7 @@ fn run_foreground(
     pid_file: Option<&Path>,
     stdio: Option<(i32, i32)>,
     interactive: bool,
+    log: Option<&Path>,
 ) -> Result<Outcome> {
     if let Some((out, err)) = stdio {
         plan.stdio = Some(dup_stdio(out, err)?);
@@ -119,7 +121,7 @@ fn run_foreground(
         out: stdio.map(|(out, _)| out),
     };
     tio.fill_size(&mut plan);
-    run_plan(&plan, pid_file, tio)
+    run_plan(&mut plan, pid_file, tio, log)
 }
 
 /// Enter a pid namespace for this thread's future children, and leave it again on drop.
@@ -259,12 +261,51 @@ impl TerminalIo {
     }
 }
 
-fn run_plan(plan: &Plan, pid_file: Option<&Path>, tio: TerminalIo) -> Result<Outcome> {
+fn run_plan(
+    plan: &mut Plan,
+    pid_file: Option<&Path>,
+    tio: TerminalIo,
+    log: Option<&Path>,
+) -> Result<Outcome> {
+    // With a log, the output goes through pipes (or the pty) to both the caller's fds and the
+    // json-file log, as `docker logs` shows an attached container's output too.
+    let mut writer = match log {
+        Some(path) => Some(
+            crate::logfile::LogWriter::new(Some(path))
+                .map_err(|e| start_io(format!("open log {}", path.display()), e))?,
+        ),
+        None => None,
+    };
+    let mut readers = [None, None];
+    if writer.is_some() && !plan.terminal {
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let (out, err) = match &plan.stdio {
+            Some((o, e)) => (o.as_raw_fd(), e.as_raw_fd()),
+            None => (1, 2),
+        };
+        writer = writer.map(|w| w.with_tee(out, err));
+        readers = [Some(out_r), Some(err_r)];
+        plan.stdio_override = Some((out_w, err_w));
+    }
     let mut forwarder =
         signals::Forwarder::install().map_err(|e| start_io("install signal handlers", e))?;
-    let started = start_plan(plan, pid_file, Some(&mut forwarder))?;
+    let started = start_plan(plan, pid_file, Some(&mut forwarder));
+    plan.stdio_override = None; // our copies of the pipes' write ends: EOF once the child exits
+    let started = started?;
     if let Some(master) = &started.console {
-        console::proxy(master, started.pid, tio.stdin, tio.out.unwrap_or(1));
+        console::proxy(
+            master,
+            started.pid,
+            tio.stdin,
+            tio.out.unwrap_or(1),
+            writer.as_mut(),
+        );
+        if let Some(w) = writer.as_mut() {
+            w.flush(0);
+        }
+    } else if let Some(w) = writer.as_mut() {
+        crate::logfile::copy_output(readers, w, started.pid);
     }
     wait_exited(started.pid);
     forwarder.unwatch();
@@ -407,6 +448,7 @@ pub fn exec_container(
         None,
         stdio,
         interactive,
+        None,
     )
 }
 

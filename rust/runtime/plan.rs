@@ -167,6 +167,9 @@ pub struct Plan {
     /// Where the container's stdout and stderr go instead of the caller's fds 1 and 2
     /// (close-on-exec duplicates taken by the parent).
     pub stdio: Option<(OwnedFd, OwnedFd)>,
+    /// Set by the runtime for the duration of the start: pipes to a log copier, used by the
+    /// child instead of `stdio`.
+    pub stdio_override: Option<(OwnedFd, OwnedFd)>,
     /// The container's cgroup (path and limits) when config.json has `linux.resources` or
     /// `linux.cgroupsPath`; created by the parent before the child is released.
     pub cgroup: Option<CgroupPlan>,
@@ -1040,6 +1043,7 @@ pub fn from_spec(spec: &Spec, bundle: &Path, exec_into: Option<i32>) -> Result<P
         cwd,
         exec: exec_plan(process)?,
         stdio: None,
+        stdio_override: None,
         cgroup: match exec_into {
             Some(_) => None,
             None => cgroup_plan(spec, linux, bundle)?,

@@ -185,14 +185,19 @@ fn run_exit_codes_and_failures() {
     };
     let d = tempfile::tempdir().unwrap();
     let b = bundle(d.path(), Some(&tar), &config(&["sh", "-c", "exit 3"]));
-    assert_eq!(run_container(&b, None, None, false).unwrap().exit_code, 3);
+    assert_eq!(
+        run_container(&b, None, None, false, None)
+            .unwrap()
+            .exit_code,
+        3
+    );
 
     std::fs::write(b.join("config.json"), config(&["nosuch"]).to_string()).unwrap();
-    let e = run_container(&b, None, None, false).unwrap_err();
+    let e = run_container(&b, None, None, false, None).unwrap_err();
     assert!(matches!(&e, Error::Start { code: 127, .. }), "{e}");
 
     std::fs::write(b.join("config.json"), config(&["/etc/passwd"]).to_string()).unwrap();
-    let e = run_container(&b, None, None, false).unwrap_err();
+    let e = run_container(&b, None, None, false, None).unwrap_err();
     assert!(matches!(&e, Error::Start { code: 126, .. }), "{e}");
 
     let mut c = config(&["true"]);
@@ -201,7 +206,7 @@ fn run_exit_codes_and_failures() {
         .unwrap()
         .push(json!({"destination": "/x", "type": "nosuchfs"}));
     std::fs::write(b.join("config.json"), c.to_string()).unwrap();
-    let e = run_container(&b, None, None, false).unwrap_err();
+    let e = run_container(&b, None, None, false, None).unwrap_err();
     assert!(
         matches!(&e, Error::Start { code: 125, msg } if msg.starts_with("mount /x (nosuchfs) failed: No such device")),
         "{e}"
@@ -219,7 +224,7 @@ fn run_sees_its_own_world() {
     let b = bundle(d.path(), Some(&tar), &config(&["sh", "-c", script]));
     let pid_file = d.path().join("pid");
     assert_eq!(
-        run_container(&b, Some(&pid_file), None, false)
+        run_container(&b, Some(&pid_file), None, false, None)
             .unwrap()
             .exit_code,
         0
@@ -253,7 +258,11 @@ fn runs_from_many_threads() {
             .map(|_| {
                 s.spawn(|| {
                     (0..5)
-                        .map(|_| run_container(&b, None, None, false).unwrap().exit_code)
+                        .map(|_| {
+                            run_container(&b, None, None, false, None)
+                                .unwrap()
+                                .exit_code
+                        })
                         .collect::<Vec<_>>()
                 })
             })

@@ -794,6 +794,8 @@ def run_foreground(
                 stdio=stdio,
                 details=True,
                 interactive=interactive,
+                # docker logs shows an attached container's output too (not with --rm).
+                log=None if c.record.get("auto_remove") else str(c.log_path),
             )
         except _core.StartError as e:
             message, code = e.args
