@@ -189,7 +189,9 @@ class Container:
         return self._record
 
     def save(self) -> None:
-        atomic_write_json(self.dir / "container.json", self.record)
+        # A --rm container's record lives for one run: atomic, but not worth an fsync.
+        durable = not self.record.get("auto_remove")
+        atomic_write_json(self.dir / "container.json", self.record, durable=durable)
 
     def reload(self) -> None:
         self._record = None
@@ -221,7 +223,7 @@ class Container:
         return data if isinstance(data, dict) else {}
 
     def _write_state(self, **fields: Any) -> None:
-        atomic_write_json(self.dir / "state.json", fields)
+        atomic_write_json(self.dir / "state.json", fields, durable=False, pretty=False)
         self._state = fields
 
     def runner_alive(self) -> bool:
@@ -340,7 +342,7 @@ class Container:
                 _copy_up(self.rootfs, m["destination"], Path(m["source"]))
         bundle = self.dir / "bundle"
         bundle.mkdir(exist_ok=True)
-        atomic_write_json(bundle / "config.json", spec)
+        atomic_write_json(bundle / "config.json", spec, durable=False, pretty=False)
         return spec
 
     def bundle_spec(self) -> dict[str, Any]:
@@ -445,7 +447,8 @@ class Container:
             self.wait_stopped(10)
         else:
             self.wait_stopped(5)  # a monitor may still be finishing (unmount)
-        self.unmount_rootfs()
+        if os.path.ismount(self.rootfs):
+            self.unmount_rootfs()
         if os.path.ismount(self.rootfs):
             raise ContainerConflict(
                 f"cannot remove container {self.name}: its root is still mounted at {self.rootfs}"
@@ -851,7 +854,7 @@ def start_detached(c: Container) -> int:
             if c.record.get("auto_remove")
             else [],
         }
-        atomic_write_json(c.dir / "monitor.json", config)
+        atomic_write_json(c.dir / "monitor.json", config, durable=False, pretty=False)
         line = _spawn_monitor(c)
     except BaseException:
         c.unmount_rootfs()
@@ -974,7 +977,7 @@ def exec_in(
     exec_dir = c.dir / "exec"
     exec_dir.mkdir(exist_ok=True)
     path = exec_dir / f"{os.getpid()}-{os.urandom(4).hex()}.json"
-    atomic_write_json(path, exec_spec)
+    atomic_write_json(path, exec_spec, durable=False, pretty=False)
     try:
         return _core.exec_container(str(path), pid, stdio=stdio, interactive=interactive)
     except _core.StartError as e:

@@ -556,11 +556,19 @@ def parse_ulimit(text: str) -> dict[str, Any]:
     return {"type": RLIMITS[name], "soft": s, "hard": h}
 
 
+# The default profile for a capability set, converted once per process (0.5 ms each time).
+_DEFAULT_SECCOMP: dict[tuple[str, ...], dict[str, Any]] = {}
+
+
 def seccomp_section(option: str | None, caps: list[str]) -> dict[str, Any] | None:
     """`linux.seccomp` for `--security-opt seccomp=OPTION`: the default profile when None,
     nothing for "unconfined", else the Docker-format profile file OPTION."""
     if option is None:
-        return default_profile(caps)
+        key = tuple(caps)
+        cached = _DEFAULT_SECCOMP.get(key)
+        if cached is None:
+            cached = _DEFAULT_SECCOMP[key] = default_profile(caps)
+        return cached  # shared: build_spec's callers serialise it, never change it
     if option == "unconfined":
         return None
     try:

@@ -21,8 +21,17 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, *, tmpdir: Path | None = None, mode: int = 0o644) -> None:
-    """Write `data` to `path` so that a crash leaves either the old file or the new one."""
+def atomic_write(
+    path: Path,
+    data: bytes,
+    *,
+    tmpdir: Path | None = None,
+    mode: int = 0o644,
+    durable: bool = True,
+) -> None:
+    """Write `data` to `path` so that readers (and a crash) see either the old file or the new
+    one. `durable=False` skips the fsyncs: still atomic for readers and after a kill -9, for
+    runtime files (a container's bundle and state) that a power loss may lose."""
     directory = tmpdir if tmpdir is not None else path.parent
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
     try:
@@ -30,13 +39,15 @@ def atomic_write(path: Path, data: bytes, *, tmpdir: Path | None = None, mode: i
             f.write(data)
             f.flush()
             os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -44,8 +55,13 @@ def canonical_json(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), sort_keys=False, ensure_ascii=False).encode()
 
 
-def atomic_write_json(path: Path, obj: Any, *, tmpdir: Path | None = None) -> None:
-    atomic_write(path, json.dumps(obj, indent=1, sort_keys=True).encode() + b"\n", tmpdir=tmpdir)
+def atomic_write_json(
+    path: Path, obj: Any, *, tmpdir: Path | None = None, durable: bool = True, pretty: bool = True
+) -> None:
+    """`pretty=False` writes compact JSON through the C encoder (indenting falls back to the
+    pure-Python one: ~1 ms for a config.json with the seccomp profile)."""
+    data = json.dumps(obj, indent=1, sort_keys=True) if pretty else json.dumps(obj)
+    atomic_write(path, data.encode() + b"\n", tmpdir=tmpdir, durable=durable)
 
 
 @contextlib.contextmanager
