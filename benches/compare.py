@@ -1,7 +1,7 @@
 """pyrun against its peers, side by side, in one run.
 
-    .venv/bin/python benches/compare.py [--quick] [--only extract,sha256,import,start,scale]
-                                        [--out DIR]
+    .venv/bin/python benches/compare.py [--quick] [--out DIR]
+                                        [--only extract,sha256,import,start,scale,pull,push]
 
 Capabilities and contenders (the first of each case is the baseline of its ratios):
 
@@ -27,6 +27,21 @@ Capabilities and contenders (the first of each case is the baseline of its ratio
               start rows and in results.json (metrics). One tool at a time holds containers; the
               tools take turns within a round. Warm-up: one container started and removed per
               tool (not 100); one timed round by default (each is 100 starts), 2 with --quick.
+    pull      an image from a registry on 127.0.0.1 (Debian's docker-registry, distribution 2.8,
+              started for the run, storage on the scratch fs) until it is unpacked, ready to run:
+              `pyrun pull` into a fresh store vs `docker pull` and `podman pull --tls-verify=false`
+              (each followed by an untimed rmi) and `skopeo copy` to an OCI layout + `umoci
+              unpack` (timed together); Client.images.pull as info. The image, built once per run
+              (untimed) by pyrun: Debian minbase .tar.gz imported, then 5 layers of 4 MiB of
+              random bytes each (`pyrun run` + `pyrun commit`), 6 layers, ~110 MiB compressed
+              (with --quick: busybox plus one random file, and 5 layers of 1 MiB); pushed once.
+              Goal (issue 4): pyrun pull <= 0.5x docker pull's time, judged in the pyrun row.
+    push      the same image from the pyrun store that built it to a second registry, emptied
+              (untimed) before and after every run so that nothing can be reused or mounted
+              from an earlier run (skopeo remembers where blobs are and would mount them), a new
+              repository each run: `pyrun push` vs `skopeo copy --dest-tls-verify=false` from an
+              OCI layout exported once by `pyrun image copy`; Client.images.push as info. Each
+              run is checked: the registry serves the manifest and holds every layer blob whole.
 
 Method: every contender of a case runs once as a warm-up (excluded), then the contenders run
 interleaved, round after round (the order rotates each round so no tool always runs first). The
@@ -38,7 +53,7 @@ time.perf_counter around subprocess.run (process start included); pyrun's Rust c
 the benchmark's own process. A contender that is missing or fails becomes a row that says
 "not available: <why>". The report goes to DIR/RESULTS.md and DIR/results.json
 (default DIR: benches/results). --quick uses tiny inputs (busybox, a 64 MiB blob, 2 rounds; 3
-for start). Timed rounds by default: 5, and 20 for start.
+for start). Timed rounds by default: 5, 20 for start, 1 for scale, 3 for pull and push.
 
 A run of some capabilities only (--only) merges into an existing report in DIR: the rows of the
 other capabilities are kept from results.json (with the date, command and machine of the run that
@@ -53,6 +68,7 @@ import datetime as dt
 import gzip
 import hashlib
 import importlib.util
+import io
 import json
 import os
 import platform
@@ -60,13 +76,16 @@ import resource
 import shlex
 import shutil
 import signal
+import socket
 import ssl
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
+import urllib.request
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -77,7 +96,7 @@ from typing import Any, Final
 REPO: Final = Path(__file__).resolve().parent.parent
 PYTHON_SRC: Final = REPO / "python"
 TESTS_DIR: Final = REPO / "tests"
-CAPABILITIES: Final = ("extract", "sha256", "import", "start", "scale")
+CAPABILITIES: Final = ("extract", "sha256", "import", "start", "scale", "pull", "push")
 # Timed rounds by default: (full, --quick); --rounds overrides them all.
 DEFAULT_ROUNDS: Final = {
     "extract": (5, 2),
@@ -85,6 +104,8 @@ DEFAULT_ROUNDS: Final = {
     "import": (5, 2),
     "start": (20, 3),
     "scale": (1, 2),
+    "pull": (3, 2),
+    "push": (3, 2),
 }
 MiB: Final = 1 << 20
 CMD_TIMEOUT: Final = 1800.0
@@ -220,14 +241,16 @@ AfterFn = Callable[[Path, int], None]
 @dataclass
 class Contender:
     """One tool in a case. `run(workdir, n)` is timed; `workdir` is a fresh empty directory
-    created before and removed after it. `check` (untimed) validates what a run produced,
-    `after` (untimed) undoes side effects outside the work directory."""
+    created before and removed after it. `before` (untimed) prepares what the run needs outside
+    the work directory, `check` (untimed) validates what a run produced, `after` (untimed)
+    undoes side effects outside the work directory."""
 
     tool: str
     timing: str  # "in-process" or "CLI"
     run: RunFn | None = None
     check: CheckFn | None = None
     after: AfterFn | None = None
+    before: AfterFn | None = None
     role: str = "peer"  # "pyrun" (the baseline), "peer", or "info"
     note: str = ""
     unavailable: str | None = None
@@ -241,6 +264,8 @@ class Case:
     contenders: list[Contender]
     size: int | None = None  # bytes hashed, for a throughput note
     setup_error: str | None = None
+    # Called with the case's rows once all rounds ran: notes from what the runs measured.
+    finish: Callable[[list[Row]], None] | None = None
 
 
 @dataclass
@@ -316,6 +341,8 @@ def run_case(case: Case, work: Path, rounds: int, warmups: int) -> list[Row]:
             wd = work / f"{_slug(case.name)}-{_slug(c.tool)}-{rnd}"
             wd.mkdir(parents=True)
             try:
+                if c.before is not None:
+                    c.before(wd, rnd)
                 t0 = time.perf_counter()
                 result = c.run(wd, rnd)
                 elapsed = time.perf_counter() - t0
@@ -337,7 +364,10 @@ def run_case(case: Case, work: Path, rounds: int, warmups: int) -> list[Row]:
                 c.samples.append(elapsed)
             kind = "warm-up" if rnd < warmups else f"round {rnd - warmups + 1}"
             print(f"   {kind:8} {c.tool:32} {elapsed:8.3f} s", file=sys.stderr, flush=True)
-    return _rows(case)
+    rows = _rows(case)
+    if case.finish is not None:
+        case.finish(rows)
+    return rows
 
 
 def _rows(case: Case) -> list[Row]:
@@ -1450,6 +1480,539 @@ def run_scale(ctx: Context, rounds: int, warmups: int) -> list[Row]:
 
 
 # --------------------------------------------------------------------------------------------
+# capabilities: pull and push, through a registry on 127.0.0.1
+
+
+PULL_REPO: Final = "bench/debian"  # the repository of the pulled image in the pull registry
+PULL_EXTRA_LAYERS: Final = 5  # layers committed on top of the base image, one file each
+PULL_LAYER_BYTES: Final = (4 * MiB, 1 * MiB)  # random bytes per extra layer: (full, --quick)
+PULL_GOAL: Final = 0.5  # pyrun pull's goal: at most this fraction of docker pull's time (issue 4)
+REGISTRY_LISTEN_TIMEOUT: Final = 30.0
+MANIFEST_TYPES: Final = (
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LocalRegistry:
+    """A docker-registry (distribution) process serving plain HTTP on 127.0.0.1, its storage on
+    the scratch filesystem."""
+
+    host: str  # 127.0.0.1:PORT
+    storage: Path  # the filesystem driver's rootdirectory
+    proc: subprocess.Popen[bytes]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def wipe(self) -> None:
+        """Delete every repository and blob: the next push finds nothing to reuse or mount."""
+        remove_tree(self.storage / "docker")
+
+    def blob_path(self, digest: str) -> Path:
+        hexd = digest.removeprefix("sha256:")
+        return self.storage / "docker/registry/v2/blobs/sha256" / hexd[:2] / hexd / "data"
+
+    def manifest(self, repo: str, tag: str) -> dict[str, Any]:
+        """The image manifest REPO:TAG, straight from the registry's API (no proxy)."""
+        req = urllib.request.Request(
+            f"http://{self.host}/v2/{repo}/manifests/{tag}",
+            headers={"Accept": ", ".join(MANIFEST_TYPES)},
+        )
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(req, timeout=30) as resp:
+            doc: dict[str, Any] = json.loads(resp.read())
+        return doc
+
+
+def _listening(port: int, proc: subprocess.Popen[bytes]) -> bool:
+    deadline = time.monotonic() + REGISTRY_LISTEN_TIMEOUT
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        except OSError:
+            time.sleep(0.02)
+            continue
+        time.sleep(0.05)  # a port taken by someone else: our registry exits at once
+        return proc.poll() is None
+    return False
+
+
+def start_registry(ctx: Context, name: str) -> LocalRegistry:
+    """`docker-registry serve CONFIG` (distribution 2.8) on a free port of 127.0.0.1, storage
+    and log in the scratch space, stopped by the run's clean-up; raises Unavailable or
+    CommandFailed (with the log's tail) when it does not listen."""
+    exe = tool_path("docker-registry")
+    base = ctx.work / f"registry-{name}"
+    base.mkdir()
+    storage, config, log = base / "storage", base / "config.yml", base / "log"
+    why = "(no output)"
+    for _attempt in range(3):  # another process may take the port between probe and bind
+        port = _free_port()
+        config.write_text(
+            "version: 0.1\nlog: {level: warn, accesslog: {disabled: true}}\n"
+            f"storage: {{filesystem: {{rootdirectory: {storage}}}, delete: {{enabled: true}}}}\n"
+            f"http: {{addr: 127.0.0.1:{port}}}\n"
+        )
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [exe, "serve", str(config)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        reg = LocalRegistry(f"127.0.0.1:{port}", storage, proc)
+        if _listening(port, proc):
+            ctx.cleanups.append(reg.stop)
+            return reg
+        reg.stop()
+        why = _tail(log.read_bytes())
+    raise CommandFailed(f"docker-registry did not listen on 127.0.0.1: {why}")
+
+
+@dataclass
+class PullImage:
+    """The image that pull and push move: a base rootfs plus PULL_EXTRA_LAYERS committed layers,
+    built once per run in a scratch pyrun store and pushed to the pull registry."""
+
+    registry: LocalRegistry
+    store: Path  # the pyrun store that built it
+    tag: str  # its name there
+    ref: str  # REGISTRY/bench/debian:1
+    image_id: str  # sha256:<config digest>
+    diff_ids: list[str]
+    layers: list[tuple[str, int]]  # (digest, size) of the compressed layers, from the manifest
+    marker: str  # the file the last layer adds, e.g. "layer5.bin"
+    marker_size: int
+    unpacked: int  # bytes of the unpacked image (pyrun image inspect's Size)
+
+    @property
+    def compressed(self) -> int:
+        return sum(size for _, size in self.layers)
+
+    def describe(self) -> str:
+        sizes = ", ".join(human_bytes(s) for _, s in self.layers)
+        return (
+            f"{len(self.layers)} layers, {human_bytes(self.compressed)} compressed ({sizes}), "
+            f"{human_bytes(self.unpacked)} unpacked"
+        )
+
+
+def _unique_base(ctx: Context, src: Path) -> Path:
+    """A copy of the rootfs tar `src` with one file of random content added, gzip -6 like the
+    Debian base, so that no layer of the image is already in docker's or podman's store (the
+    start capability imports busybox.tar into both): a tool would skip the download and
+    extraction of a layer it has."""
+    plain, out = ctx.work / "pull-base.tar", ctx.work / "pull-base.tar.gz"
+    shutil.copyfile(src, plain)
+    data = os.urandom(16).hex().encode()
+    info = tarfile.TarInfo("etc/pull-bench")
+    info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
+    with tarfile.open(plain, "a") as tar:
+        tar.addfile(info, io.BytesIO(data))
+    with open(plain, "rb") as f, gzip.open(out, "wb", compresslevel=6) as dst:
+        shutil.copyfileobj(f, dst, MiB)
+    plain.unlink()
+    return out
+
+
+def _pyrun_leftovers(store: Path) -> None:
+    """Remove the containers left in a scratch store (a setup step interrupted between run and
+    rm): their mounts would hold the scratch filesystem."""
+    argv = [str(a) for a in (*_pyrun_cli(), "--root", store)]
+    ps = subprocess.run([*argv, "ps", "-aq"], capture_output=True, env=_child_env, check=False)
+    if ids := ps.stdout.decode().split():
+        subprocess.run([*argv, "rm", "-f", *ids], capture_output=True, env=_child_env, check=False)
+
+
+def pull_image(ctx: Context) -> PullImage:
+    """Build the image once per run (untimed; pull and push share it): import the base (Debian
+    minbase .tar.gz; with --quick busybox plus a file of random bytes), then for each extra layer
+    `pyrun run` a container that writes N random bytes to /layerI.bin and `pyrun commit` it;
+    push it to the pull registry. Raises Unavailable or CommandFailed (remembered: the second
+    capability gets the same reason without a second try)."""
+    got = ctx.prepared.get("pull image")
+    if isinstance(got, PullImage):
+        return got
+    if isinstance(got, str):
+        raise Unavailable(got)
+    try:
+        img = _build_pull_image(ctx)
+    except (Unavailable, CommandFailed) as e:
+        ctx.prepared["pull image"] = str(e)
+        raise
+    except (OSError, ValueError, KeyError, TypeError, tarfile.TarError) as e:
+        ctx.prepared["pull image"] = f"cannot build the image: {e!r}"
+        raise Unavailable(ctx.prepared["pull image"]) from None
+    ctx.prepared["pull image"] = img
+    return img
+
+
+def _build_pull_image(ctx: Context) -> PullImage:
+    if ctx.core_error is not None:
+        raise Unavailable(ctx.core_error)
+    images = _images_module()
+    try:
+        src: Path = images.busybox_tar() if ctx.quick else images.debian_tar("gz")
+    except images.ImageUnavailable as e:
+        raise Unavailable(f"test image missing: {_tail(str(e), 2)}") from None
+    base = _unique_base(ctx, src) if ctx.quick else src
+    warm(base)
+    store = ctx.work / "pull-store"
+    pyrun: list[str | Path] = [*_pyrun_cli(), "--root", store]
+    ctx.cleanups.append(lambda: _pyrun_leftovers(store))
+    nbytes = PULL_LAYER_BYTES[1 if ctx.quick else 0]
+    run_cmd([*pyrun, "import", base, "src:1"], env=_child_env)
+    for i in range(1, PULL_EXTRA_LAYERS + 1):
+        name = f"pull-layer-{i}"
+        write = f"head -c {nbytes} /dev/urandom > /layer{i}.bin"
+        run = ["run", "--name", name, "--network", "none", f"src:{i}", "sh", "-c", write]
+        run_cmd([*pyrun, *run], env=_child_env)
+        run_cmd([*pyrun, "commit", name, f"src:{i + 1}"], env=_child_env)
+        run_cmd([*pyrun, "rm", name], env=_child_env)
+    tag = f"src:{PULL_EXTRA_LAYERS + 1}"
+    reg = start_registry(ctx, "pull")
+    ref = f"{reg.host}/{PULL_REPO}:1"
+    run_cmd([*pyrun, "tag", tag, ref], env=_child_env)
+    run_cmd([*pyrun, "push", "-q", ref], env=_child_env)
+    manifest = reg.manifest(PULL_REPO, "1")
+    inspect = json.loads(run_cmd([*pyrun, "image", "inspect", tag], env=_child_env).stdout)
+    attrs = inspect[0] if isinstance(inspect, list) else inspect
+    layers = [(str(layer["digest"]), int(layer["size"])) for layer in manifest["layers"]]
+    for digest, _ in layers:
+        warm(reg.blob_path(digest))  # just written: in the page cache anyway
+    img = PullImage(
+        registry=reg,
+        store=store,
+        tag=tag,
+        ref=ref,
+        image_id=str(attrs["Id"]),
+        diff_ids=[str(d) for d in attrs["RootFS"]["Layers"]],
+        layers=layers,
+        marker=f"layer{PULL_EXTRA_LAYERS}.bin",
+        marker_size=nbytes,
+        unpacked=int(attrs["Size"]),
+    )
+    if len(img.diff_ids) != len(layers) or str(manifest["config"]["digest"]) != img.image_id:
+        raise Unavailable(f"the registry's manifest of {ref} does not match the store's image")
+    label = "busybox (+1 random file)" if ctx.quick else "Debian minbase .tar.gz"
+    ctx.inputs["pull image"] = (
+        f"{ref}: {label} imported by pyrun, plus {PULL_EXTRA_LAYERS} layers of "
+        f"{human_bytes(nbytes)} of random bytes each (pyrun run + commit): {img.describe()}"
+    )
+    return img
+
+
+def _check_store_pull(img: PullImage, sub: str) -> CheckFn:
+    """Every layer of the image unpacked in the pyrun store WD/SUB, the last one complete."""
+
+    def check(wd: Path, _result: object) -> None:
+        layers = wd / sub / "layers" / "sha256"
+        missing = [d for d in img.diff_ids if not (layers / d.removeprefix("sha256:")).is_dir()]
+        if missing:
+            raise RuntimeError(f"{len(missing)} of {len(img.diff_ids)} layers not unpacked")
+        last = layers / img.diff_ids[-1].removeprefix("sha256:") / "diff" / img.marker
+        if not last.is_file() or last.stat().st_size != img.marker_size:
+            raise RuntimeError(f"{last} missing or incomplete after the pull")
+
+    return check
+
+
+def _image_ids(argv: list[str]) -> dict[str, dict[str, Any]]:
+    """Image id -> `image inspect` object for every image of docker or podman (argv prefix)."""
+    ids = sorted(set(run_cmd([*argv, "images", "-q", "--no-trunc"]).stdout.decode().split()))
+    if not ids:
+        return {}
+    docs = json.loads(run_cmd([*argv, "image", "inspect", *ids]).stdout)
+    return {str(d.get("Id", "")): d for d in docs if isinstance(d, dict)}
+
+
+def _prepare_engine_pull(argv: list[str], img: PullImage, tool: str) -> None:
+    """Remove what an interrupted run of this script left in docker's or podman's store (the
+    image under any registry port), then refuse to run when another image there has one of the
+    image's layers: the pull would skip it. Raises Unavailable or CommandFailed."""
+    repo = "/" + PULL_REPO + ":"
+    docs = _image_ids(argv)
+    ours = [
+        t
+        for d in docs.values()
+        for t in d.get("RepoTags") or []
+        if t.startswith("127.0.0.1:") and repo in t
+    ]
+    if ours:
+        run_cmd([*argv, "rmi", "--force", *ours])
+        docs = _image_ids(argv)
+    wanted = set(img.diff_ids)
+    for d in docs.values():
+        shared = wanted & set((d.get("RootFS") or {}).get("Layers") or [])
+        if shared:
+            name = ", ".join(d.get("RepoTags") or []) or str(d.get("Id", "?"))[:19]
+            raise Unavailable(
+                f"{tool}'s image {name} already has {len(shared)} of the image's layers, which a "
+                "pull would skip"
+            )
+
+
+def _engine_pull(ctx: Context, img: PullImage, tool: str) -> Contender:
+    """`docker pull` or `podman pull` (podman's store on the scratch fs when there is one), then
+    `rmi` (untimed); checked by the pulled image's id."""
+    store = "store on the scratch fs; " if ctx.podman_store and tool == "podman" else ""
+    c = Contender(f"{tool} pull", "CLI")
+    try:
+        argv = [tool_path(tool), *(ctx.podman_store if tool == "podman" else [])]
+        if tool == "docker":
+            fmt = "{{.Driver}} in {{.DockerRootDir}} (not the scratch fs)"
+            where = run_cmd([*argv, "info", "--format", fmt]).stdout.decode().strip()
+            flags = ["-q"]
+        else:
+            fmt = "{{.Store.GraphDriverName}}"
+            where = run_cmd([*argv, "info", "--format", fmt]).stdout.decode().strip()
+            flags = ["-q", "--tls-verify=false"]
+        _prepare_engine_pull(argv, img, tool)
+    except (Unavailable, CommandFailed) as e:
+        c.unavailable = str(e)
+        return c
+    plain = "127.0.0.0/8 is an insecure registry by default" if tool == "docker" else "plain HTTP"
+    c.note = (
+        f"{store}storage driver {where}; {plain}; unpacks every layer; then {tool} rmi, untimed"
+    )
+
+    def cleanup() -> None:  # after an interrupted round
+        subprocess.run([*argv, "rmi", "--force", img.ref], capture_output=True, check=False)
+
+    ctx.cleanups.append(cleanup)
+
+    def check(_wd: Path, _result: object) -> None:
+        got = run_cmd([*argv, "image", "inspect", "--format", "{{.Id}}", img.ref]).stdout
+        got_id = got.decode().strip()
+        if got_id.removeprefix("sha256:") != img.image_id.removeprefix("sha256:"):
+            raise RuntimeError(f"{tool} pulled image {got_id}, expected {img.image_id}")
+
+    def rmi(_wd: Path, _n: int) -> None:
+        run_cmd([*argv, "rmi", img.ref])
+
+    c.run = lambda _wd, _n: run_cmd([*argv, "pull", *flags, img.ref])
+    c.check, c.after = check, rmi
+    return c
+
+
+def _skopeo_umoci_pull(img: PullImage) -> tuple[Contender, list[float]]:
+    """`skopeo copy` from the registry to an OCI layout, then `umoci unpack` of it to a runtime
+    bundle, timed together; the returned list gets the seconds skopeo took in each timed run."""
+    c = Contender(
+        "skopeo copy + umoci unpack",
+        "CLI",
+        note="docker:// -> oci: layout (--src-tls-verify=false), then unpack to a bundle",
+    )
+    copy_s: list[float] = []
+    try:
+        skopeo, umoci = tool_path("skopeo"), tool_path("umoci")
+    except Unavailable as e:
+        c.unavailable = str(e)
+        return c, copy_s
+    rootless = [] if os.geteuid() == 0 else ["--rootless"]
+    copy = [skopeo, "copy", "-q", "--src-tls-verify=false"]
+
+    def run(wd: Path, _n: int) -> object:
+        layout = f"{wd / 'layout'}:1"
+        t0 = time.perf_counter()
+        run_cmd([*copy, f"docker://{img.ref}", f"oci:{layout}"])
+        copy_s.append(time.perf_counter() - t0)
+        return run_cmd([umoci, "unpack", *rootless, "--image", layout, wd / "bundle"])
+
+    def check(wd: Path, _result: object) -> None:
+        _check_rootfs("bundle/rootfs")(wd, None)
+        last = wd / "bundle" / "rootfs" / img.marker
+        if not last.is_file() or last.stat().st_size != img.marker_size:
+            raise RuntimeError(f"{last} missing or incomplete after umoci unpack")
+
+    c.run, c.check = run, check
+    return c, copy_s
+
+
+def pull_cases(ctx: Context) -> list[Case]:
+    """Pull the image from the registry on 127.0.0.1 until it is ready to run."""
+    name = "busybox" if ctx.quick else "debian"
+    case = Case("pull", f"{name} image, {1 + PULL_EXTRA_LAYERS} layers, registry to unpacked", [])
+    cli = _pyrun_cli()
+    cli_note = "console script" if len(cli) == 1 else "python -m pyrun.cli (no console script)"
+    pyrun_cli = Contender(
+        "pyrun pull",
+        "CLI",
+        role="pyrun",
+        note=f"{cli_note}; fresh store each run; 3 layers at a time, each streamed into extraction",
+    )
+    pyrun_api = Contender(
+        "pyrun Client.images.pull",
+        "in-process",
+        role="info",
+        note="fresh store each run; no interpreter start",
+    )
+    try:
+        img = pull_image(ctx)
+    except (Unavailable, CommandFailed) as e:
+        case.setup_error = str(e)
+        case.contenders = [pyrun_cli, pyrun_api] + [
+            Contender(t, "CLI")
+            for t in ("docker pull", "podman pull", "skopeo copy + umoci unpack")
+        ]
+        return [case]
+    case.name = f"{name} image, {len(img.layers)} layers, registry to unpacked"
+    ref = img.ref
+
+    def client_pull(wd: Path, _n: int) -> object:
+        from pyrun.client import Client
+
+        return Client(wd / "store").images.pull(ref)
+
+    pyrun_cli.run = lambda wd, _n: run_cmd(
+        [*cli, "--root", wd / "store", "pull", "-q", ref], env=_child_env
+    )
+    pyrun_cli.check = _check_store_pull(img, "store")
+    pyrun_api.run, pyrun_api.check = client_pull, _check_store_pull(img, "store")
+    skopeo_umoci, copy_s = _skopeo_umoci_pull(img)
+    docker_c = _engine_pull(ctx, img, "docker")
+    case.contenders = [
+        pyrun_cli,
+        docker_c,
+        _engine_pull(ctx, img, "podman"),
+        skopeo_umoci,
+        pyrun_api,
+    ]
+
+    def finish(rows: list[Row]) -> None:
+        by_tool = {r.tool: r for r in rows}
+        base, docker = by_tool["pyrun pull"], by_tool["docker pull"]
+        if base.median is not None and docker.median:
+            share = base.median / docker.median
+            verdict = "met" if share <= PULL_GOAL else "NOT met"
+            base.note += f"; {share:.2f}x docker pull's time (goal <= {PULL_GOAL:g}x: {verdict})"
+            print(f"   pyrun pull / docker pull: {share:.2f}x ({verdict})", file=sys.stderr)
+        both = by_tool["skopeo copy + umoci unpack"]
+        timed = copy_s[-len(both.samples) :] if both.samples else []
+        if both.median is not None and timed:
+            copy = statistics.median(timed)
+            unpack = statistics.median(t - s for t, s in zip(both.samples, timed, strict=True))
+            both.note += f"; skopeo copy {copy:.3f} s, umoci unpack {unpack:.3f} s (medians)"
+
+    case.finish = finish
+    return [case]
+
+
+def _check_pushed(reg: LocalRegistry, img: PullImage, c: Contender) -> CheckFn:
+    """The registry (emptied before the run) serves REPO:1, REPO being what the run returned,
+    with as many layers as the image, each blob stored whole: every byte went over the wire.
+    Layers that differ from the store's (a tool that compressed again) go into c's note."""
+
+    def check(_wd: Path, repo: object) -> None:
+        manifest = reg.manifest(str(repo), "1")
+        got = [(str(layer["digest"]), int(layer["size"])) for layer in manifest["layers"]]
+        if len(got) != len(img.layers):
+            raise RuntimeError(f"{reg.host}/{repo}:1 has {len(got)} layers, not {len(img.layers)}")
+        for digest, size in got:
+            path = reg.blob_path(digest)
+            if not path.is_file() or path.stat().st_size != size:
+                raise RuntimeError(f"the registry holds no complete blob {digest[:19]}")
+        other = sum(g != want for g, want in zip(got, img.layers, strict=True))
+        flag = f"{other} layer(s) pushed with other digests than the store's (compressed again)"
+        if other and flag not in c.note:
+            c.note += f"; {flag}"
+
+    return check
+
+
+def push_cases(ctx: Context) -> list[Case]:
+    """Push the pull capability's image to an empty registry on 127.0.0.1."""
+    name = "busybox" if ctx.quick else "debian"
+    case = Case("push", f"{name} image, {1 + PULL_EXTRA_LAYERS} layers, store to registry", [])
+    cli = _pyrun_cli()
+    cli_note = "console script" if len(cli) == 1 else "python -m pyrun.cli (no console script)"
+    empty = "registry emptied before each run (untimed), new repository each run"
+    pyrun_cli = Contender(
+        "pyrun push", "CLI", role="pyrun", note=f"{cli_note}; from the store that built it; {empty}"
+    )
+    pyrun_api = Contender(
+        "pyrun Client.images.push", "in-process", role="info", note="no interpreter start"
+    )
+    skopeo_c = Contender(
+        "skopeo copy", "CLI", note=f"oci: layout (exported once by pyrun) -> docker://; {empty}"
+    )
+    case.contenders = [pyrun_cli, skopeo_c, pyrun_api]
+    try:
+        img = pull_image(ctx)
+        reg = start_registry(ctx, "push")
+    except (Unavailable, CommandFailed) as e:
+        case.setup_error = str(e)
+        return [case]
+    case.name = f"{name} image, {len(img.layers)} layers, store to empty registry"
+    ctx.inputs["push"] = f"{img.tag} of the pull image's store, to a second registry"
+    pyrun: list[str | Path] = [*cli, "--root", img.store]
+
+    def target(prefix: str, n: int) -> str:
+        return f"{reg.host}/{prefix}/r{n}:1"
+
+    def pushing(prefix: str, push: Callable[[str], object]) -> RunFn:
+        def run(_wd: Path, n: int) -> object:
+            push(target(prefix, n))
+            return f"{prefix}/r{n}"  # for the check
+
+        return run
+
+    def tagger(prefix: str) -> AfterFn:
+        def before(_wd: Path, n: int) -> None:
+            reg.wipe()  # also done after each run: nothing of an earlier run may be reused
+            run_cmd([*pyrun, "tag", img.tag, target(prefix, n)], env=_child_env)
+
+        return before
+
+    def untagger(prefix: str) -> AfterFn:
+        def after(_wd: Path, n: int) -> None:
+            reg.wipe()
+            run_cmd([*pyrun, "rmi", target(prefix, n)], env=_child_env)
+
+        return after
+
+    def client_push(name: str) -> object:
+        from pyrun.client import Client
+
+        return Client(img.store).images.push(name)
+
+    pyrun_cli.run = pushing(
+        "push", lambda name: run_cmd([*pyrun, "push", "-q", name], env=_child_env)
+    )
+    pyrun_api.run = pushing("api", client_push)
+    for c, prefix in ((pyrun_cli, "push"), (pyrun_api, "api")):
+        c.before, c.after, c.check = tagger(prefix), untagger(prefix), _check_pushed(reg, img, c)
+    try:
+        skopeo = tool_path("skopeo")
+        layout = ctx.work / "push-layout"
+        run_cmd([*pyrun, "image", "copy", img.tag, f"oci:{layout}:1"], env=_child_env)
+        for blob in (layout / "blobs" / "sha256").iterdir():
+            warm(blob)
+    except (Unavailable, CommandFailed, OSError) as e:
+        skopeo_c.unavailable = str(e)
+        return [case]
+    copy = [skopeo, "copy", "-q", "--dest-tls-verify=false", f"oci:{layout}:1"]
+    skopeo_c.before = skopeo_c.after = lambda _wd, _n: reg.wipe()
+    skopeo_c.run = pushing("skopeo", lambda name: run_cmd([*copy, f"docker://{name}"]))
+    skopeo_c.check = _check_pushed(reg, img, skopeo_c)
+    return [case]
+
+
+# --------------------------------------------------------------------------------------------
 # report
 
 
@@ -1557,6 +2120,8 @@ def versions(core: ModuleType | None, core_error: str | None) -> dict[str, str]:
         "podman": tool_version(["podman", "--version"]),
         "runc": tool_version(["runc", "--version"]),
         "crun": tool_version(["crun", "--version"]),
+        "skopeo": tool_version(["skopeo", "--version"]),
+        "docker-registry": tool_version(["docker-registry", "--version"]),
         "docker": tool_version(
             [
                 "docker",
@@ -1873,8 +2438,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--rounds",
         type=int,
-        help="timed rounds for every capability (default 5, start 20, scale 1; with --quick 2, "
-        "start 3)",
+        help="timed rounds for every capability (default 5, start 20, scale 1, pull and push 3; "
+        "with --quick 2, start 3)",
     )
     ap.add_argument("--warmups", type=int, default=1, help="untimed warm-up rounds (default 1)")
     ap.add_argument("--tmpdir", help="scratch directory parent (default: $TMPDIR or /tmp)")
@@ -1905,6 +2470,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sha256": sha256_cases,
         "import": import_cases,
         "start": start_cases,
+        "pull": pull_cases,
+        "push": push_cases,
     }
     started = dt.datetime.now(dt.UTC)
     meter = CpuMeter()

@@ -42,6 +42,14 @@ EXPECTED = [
     ("scale", "pyrun rm -f"),
     ("scale", "podman rm -f -t 0"),
     ("scale", "docker rm -f"),
+    ("pull", "pyrun pull"),
+    ("pull", "docker pull"),
+    ("pull", "podman pull"),
+    ("pull", "skopeo copy + umoci unpack"),
+    ("pull", "pyrun Client.images.pull"),
+    ("push", "pyrun push"),
+    ("push", "skopeo copy"),
+    ("push", "pyrun Client.images.push"),
 ]
 
 pytestmark = [
@@ -69,7 +77,8 @@ def test_compare_quick(tmp_path: Path) -> None:
 
     for key in ("cpu", "cores", "kernel", "cgroup"):
         assert doc["machine"][key], f"machine info lacks {key}"
-    for tool in ("pyrun", "GNU tar", "umoci", "openssl", "podman", "runc", "crun", "docker"):
+    tools = ("pyrun", "GNU tar", "umoci", "openssl", "podman", "runc", "crun", "docker", "skopeo")
+    for tool in (*tools, "docker-registry"):
         assert doc["versions"][tool], f"no version line for {tool}"
         assert f"- {tool}: " in md
 
@@ -77,6 +86,7 @@ def test_compare_quick(tmp_path: Path) -> None:
     assert sorted(runs) == sorted({cap for cap, _ in EXPECTED}), runs
     assert runs["start"]["rounds"] == 3 and runs["extract"]["rounds"] == 2
     assert runs["scale"]["rounds"] == 2
+    assert runs["pull"]["rounds"] == 2 and runs["push"]["rounds"] == 2
     assert "## Runs" in md
 
     seen = {(r["capability"], r["tool"]) for r in rows}
@@ -104,3 +114,9 @@ def test_compare_quick(tmp_path: Path) -> None:
         if r["capability"] == "scale" and r["tool"].endswith("run -d") and r["status"] == "ok":
             assert r["metrics"]["containers"] == 10 and r["metrics"]["monitor_pss_mb"] > 0, r
             assert " PSS " in r["note"], r
+
+    # pull and push: the image has the base layer plus 5 committed ones; the goal is judged.
+    assert "6 layers" in doc["inputs"]["pull image"], doc["inputs"]
+    pull = {r["tool"]: r for r in rows if r["capability"] == "pull"}
+    if pull["docker pull"]["status"] == "ok":
+        assert "docker pull's time (goal <= 0.5x: " in pull["pyrun pull"]["note"]

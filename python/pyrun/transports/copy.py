@@ -44,10 +44,11 @@ def copy_image(
             progress(f"{res.digest[7:19]}: copied {res.size} bytes")
         return res
 
-    # Layers that stream from a registry download (and unpack, GIL released) in parallel,
-    # PARALLEL at a time like Docker's default; local copies stay sequential.
+    # Layers that stream from a registry download (and unpack, GIL released) in parallel, and
+    # uploads to a registry go up in parallel, PARALLEL at a time like Docker's default; local
+    # copies stay sequential.
     remote = [t for t in todo if hasattr(t[1].blob, "pipe")]
-    if len(remote) > 1:
+    if len(todo) > 1 and (remote or getattr(dest, "concurrent", False)):
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="layer") as pool:

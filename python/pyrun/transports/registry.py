@@ -174,7 +174,10 @@ class RegistrySource:
 
 
 class RegistryDestination:
-    """Blobs first (each skipped when the registry has it), then the manifest by tag."""
+    """Blobs first (each skipped when the registry has it), then the manifest by tag. Layers
+    may be put from several threads at once (`concurrent`): one connection per thread."""
+
+    concurrent = True
 
     def __init__(self, ref: Reference) -> None:
         self.ref = ref
