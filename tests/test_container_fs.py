@@ -3,8 +3,11 @@ container's root), commit, export, top and stats."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -94,6 +97,11 @@ def test_commit_and_export(
     with tarfile.open(out) as tar:
         names = set(tar.getnames())
     assert {"data.txt", "d/e/f", "bin/busybox"} <= names
+    # To standard output through a pipe (no fsync there), as `pyrun export web | tar t`.
+    cli = [sys.executable, "-m", "pyrun.cli", "--root", str(client.store.root)]
+    piped = subprocess.run([*cli, "export", "box"], capture_output=True, check=True)
+    with tarfile.open(fileobj=io.BytesIO(piped.stdout)) as tar:
+        assert "data.txt" in tar.getnames()
 
 
 def test_top_and_stats(box: Container, pyrun: PyrunRunner, client: Client) -> None:

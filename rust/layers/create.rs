@@ -150,7 +150,12 @@ pub fn create_layer(src_dir: &Path, out: &Path, opts: &Options) -> Result<Summar
     let uncompressed_size = tar.count;
     let blob = tar.inner.finish().map_err(werr)?;
     let file = blob.inner.into_inner().map_err(|e| werr(e.into_error()))?;
-    file.sync_all().ctx(|| format!("fsync {}", out.display()))?;
+    // A pipe or terminal (`pyrun export > pipe`) cannot be fsynced (EINVAL): nothing to make
+    // durable there.
+    match file.sync_all() {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+        r => r.ctx(|| format!("fsync {}", out.display()))?,
+    }
     Ok(Summary {
         digest: format_digest(blob.hash),
         diff_id,
