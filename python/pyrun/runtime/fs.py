@@ -326,6 +326,15 @@ def stats(c: Container, interval: float = 0.5) -> dict[str, Any]:
                 cols = data.split()
                 rx += int(cols[0])
                 tx += int(cols[8])
+    # The container's own cgroup, when there: what the kernel charges it (page cache too).
+    cg = f"pyrun/{c.id}"
+    for usage in (
+        f"/sys/fs/cgroup/memory/{cg}/memory.usage_in_bytes",
+        f"/sys/fs/cgroup/{cg}/memory.current",
+    ):
+        with contextlib.suppress(OSError, ValueError), open(usage) as fh:
+            rss = int(fh.read())
+            break
     memory = c.options.get("memory")
     limit = parse_bytes(memory, "--memory") if memory else _mem_total()
     return {

@@ -712,7 +712,9 @@ def build_spec(
     resources = resources_section(opts)
     if resources is not None:
         linux["resources"] = resources
-        linux["cgroupsPath"] = f"/pyrun/{container_id}"
+    # Every container gets a cgroup of its own, limits or not (as Docker does): its processes
+    # are counted there, its cgroup namespace is rooted there, and it goes with the container.
+    linux["cgroupsPath"] = f"/pyrun/{container_id}"
     if not opts.privileged:
         linux["maskedPaths"] = MASKED_PATHS
         linux["readonlyPaths"] = READONLY_PATHS
