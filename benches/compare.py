@@ -1069,7 +1069,7 @@ def start_cases(ctx: Context) -> list[Case]:
             env=_child_env,
         ),
         role="pyrun",
-        note=f"{cli_note}; overlay root on the store's layers; no cgroup (pyrun makes one only for limits)",
+        note=f"{cli_note}; overlay root on the store's layers; a cgroup per container (v1: memory, cpu, cpuset, pids)",
         unavailable=ctx.core_error,
     )
 
