@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
@@ -100,6 +100,69 @@ fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) {
     }
 }
 
+/// `attach`: clients on the container's attach socket get its output (raw for a terminal,
+/// else in Docker's multiplexed frames: [stream, 0, 0, 0, length u32 BE] + bytes) and, when the
+/// container keeps stdin open, what they send goes to its stdin (or its pty).
+pub struct Attach {
+    pub listener: std::os::unix::net::UnixListener,
+    pub clients: Vec<std::os::unix::net::UnixStream>,
+    /// Where client input goes: the stdin pipe's write end, or a dup of the pty master.
+    pub stdin: Option<OwnedFd>,
+    pub tty: bool,
+}
+
+impl Attach {
+    fn accept(&mut self) {
+        while let Ok((c, _)) = self.listener.accept() {
+            let _ = c.set_nonblocking(true);
+            self.clients.push(c);
+        }
+    }
+
+    fn broadcast(&mut self, stream: usize, data: &[u8]) {
+        if self.clients.is_empty() {
+            return;
+        }
+        let mut frame = Vec::with_capacity(data.len() + 8);
+        if !self.tty {
+            frame.push(stream as u8 + 1);
+            frame.extend_from_slice(&[0, 0, 0]);
+            frame.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        }
+        frame.extend_from_slice(data);
+        // A client that cannot keep up (or went away) is dropped: the container never waits.
+        self.clients.retain_mut(|c| {
+            let mut rest = &frame[..];
+            while !rest.is_empty() {
+                match std::io::Write::write(c, rest) {
+                    Ok(0) => return false,
+                    Ok(n) => rest = &rest[n..],
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => return false,
+                }
+            }
+            true
+        });
+    }
+
+    /// Input from client `i` to the container's stdin; false when the client is gone.
+    fn input(&mut self, i: usize) -> bool {
+        let mut buf = [0u8; 4096];
+        match std::io::Read::read(&mut self.clients[i], &mut buf) {
+            Ok(0) => false,
+            Ok(n) => {
+                if let Some(fd) = &self.stdin {
+                    write_all(fd.as_fd(), &buf[..n]);
+                }
+                true
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => true,
+            Err(_) => false,
+        }
+    }
+}
+
 enum Woke {
     Data,
     Exited,
@@ -113,6 +176,7 @@ fn pump(
     log: &mut LogWriter,
     pidfd: Option<&OwnedFd>,
     timeout: Option<&Timespec>,
+    mut attach: Option<&mut Attach>,
 ) -> Woke {
     let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(3);
     let mut which: Vec<usize> = Vec::with_capacity(3);
@@ -125,6 +189,14 @@ fn pump(
     if let Some(fd) = pidfd {
         fds.push(PollFd::new(fd, PollFlags::IN));
         which.push(2);
+    }
+    if let Some(a) = attach.as_deref() {
+        fds.push(PollFd::new(&a.listener, PollFlags::IN));
+        which.push(3);
+        for (k, c) in a.clients.iter().enumerate() {
+            fds.push(PollFd::new(c, PollFlags::IN));
+            which.push(4 + k);
+        }
     }
     if fds.is_empty() {
         // Nothing to wait on (no pidfd, pipes closed): do not spin.
@@ -144,12 +216,23 @@ fn pump(
     drop(fds);
     let mut woke = Woke::Data;
     let mut buf = [0u8; 16 * 1024];
+    let mut gone: Vec<usize> = Vec::new();
     for (w, rev) in ready {
         if rev.is_empty() {
             continue;
         }
         if w == 2 {
             woke = Woke::Exited;
+            continue;
+        }
+        if w >= 3 {
+            if let Some(a) = attach.as_deref_mut() {
+                if w == 3 {
+                    a.accept();
+                } else if !a.input(w - 4) {
+                    gone.push(w - 4);
+                }
+            }
             continue;
         }
         let Some(fd) = pipes[w].as_ref() else {
@@ -160,11 +243,23 @@ fn pump(
                 log.flush(w);
                 pipes[w] = None;
             }
-            Ok(n) => log.feed(w, &buf[..n]),
+            Ok(n) => {
+                log.feed(w, &buf[..n]);
+                if let Some(a) = attach.as_deref_mut() {
+                    a.broadcast(w, &buf[..n]);
+                }
+            }
             Err(Errno::INTR) | Err(Errno::AGAIN) => {}
             Err(_) => {
                 log.flush(w);
                 pipes[w] = None;
+            }
+        }
+    }
+    if let Some(a) = attach {
+        for k in gone.into_iter().rev() {
+            if k < a.clients.len() {
+                a.clients.remove(k);
             }
         }
     }
@@ -186,7 +281,12 @@ fn has_exited(pid: Pid) -> bool {
 /// Copy the container's output (stdout and stderr pipes, or `[pty master, None]`) into `log`
 /// until `pid` has exited (not reaped), then the rest: until EOF, or 500 ms without a byte (a
 /// process outside the container's pid namespace may hold a pipe open).
-pub fn copy_output(mut pipes: [Option<OwnedFd>; 2], log: &mut LogWriter, pid: Pid) {
+pub fn copy_output(
+    mut pipes: [Option<OwnedFd>; 2],
+    log: &mut LogWriter,
+    pid: Pid,
+    mut attach: Option<&mut Attach>,
+) {
     let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok();
     let tick = Timespec {
         tv_sec: 0,
@@ -194,7 +294,13 @@ pub fn copy_output(mut pipes: [Option<OwnedFd>; 2], log: &mut LogWriter, pid: Pi
     };
     loop {
         let timeout = if pidfd.is_some() { None } else { Some(&tick) };
-        match pump(&mut pipes, log, pidfd.as_ref(), timeout) {
+        match pump(
+            &mut pipes,
+            log,
+            pidfd.as_ref(),
+            timeout,
+            attach.as_deref_mut(),
+        ) {
             Woke::Exited => break,
             Woke::Timeout if pidfd.is_none() && has_exited(pid) => break,
             _ => {}
@@ -206,12 +312,15 @@ pub fn copy_output(mut pipes: [Option<OwnedFd>; 2], log: &mut LogWriter, pid: Pi
         tv_nsec: 500_000_000,
     };
     while pipes.iter().any(Option::is_some) {
-        if let Woke::Timeout = pump(&mut pipes, log, None, Some(&quiet)) {
+        if let Woke::Timeout = pump(&mut pipes, log, None, Some(&quiet), attach.as_deref_mut()) {
             break;
         }
     }
     log.flush(0);
     log.flush(1);
+    if let Some(a) = attach {
+        a.clients.clear(); // EOF for every attached client: this run is over
+    }
 }
 
 #[cfg(test)]

@@ -48,6 +48,9 @@ pub struct Config {
     /// the container's anonymous volumes.
     #[serde(default)]
     pub remove_also: Vec<(PathBuf, PathBuf)>,
+    /// `-i`: keep the container's stdin open, fed by attached clients.
+    #[serde(default)]
+    pub stdin: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -128,6 +131,7 @@ fn run_once(
     state: &StateFile,
     restarts: u32,
     report: &mut Option<OwnedFd>,
+    mut attach: Option<&mut logfile::Attach>,
 ) -> RunEnd {
     let began = Instant::now();
     let fail = |code: i32, msg: String| RunEnd {
@@ -144,6 +148,16 @@ fn run_once(
         Err(e) => return fail(125, format!("invalid container config: {e}")),
     };
     let mut readers = [None, None];
+    let mut stdin_w = None;
+    if cfg.stdin && !plan.terminal {
+        match rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC) {
+            Ok((r, w)) => {
+                plan.stdin = Some(r);
+                stdin_w = Some(w);
+            }
+            Err(e) => return fail(125, format!("pipe: {e}")),
+        }
+    }
     if !plan.terminal {
         let pipe = || rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC);
         let (out_r, out_w, err_r, err_w) = match (pipe(), pipe()) {
@@ -162,7 +176,14 @@ fn run_once(
     };
     if let Some(master) = started.console.take() {
         // A terminal: one stream (stdout), read from the pty master we hold.
+        if cfg.stdin {
+            stdin_w = rustix::io::dup(&master).ok();
+        }
         readers = [Some(master), None];
+    }
+    if let Some(a) = attach.as_deref_mut() {
+        a.stdin = stdin_w;
+        a.tty = readers[1].is_none(); // a terminal has one stream: the pty
     }
     let pid = started.pid_raw();
     let started_at = timefmt::now();
@@ -176,7 +197,7 @@ fn run_once(
     if let Some(r) = report.take() {
         let _ = rustix::io::write(&r, format!("ok {pid}\n").as_bytes());
     }
-    logfile::copy_output(readers, log, started.pid);
+    logfile::copy_output(readers, log, started.pid, attach);
     let Some(status) = runtime::reap(started.pid) else {
         return fail(125, "wait for the container process failed".into());
     };
@@ -229,10 +250,39 @@ pub fn monitor(cfg: &Config, mut report: Option<OwnedFd>) -> i32 {
             return 1;
         }
     };
+    // The attach socket: clients get the output, and with -i feed stdin.
+    // Bound by a relative name from the container directory: socket paths are limited to
+    // 108 bytes, a store's container directories are not. Clients connect the same way
+    // (through /proc/self/fd/N of the directory).
+    let sock = cfg.dir.join("attach.sock");
+    let _ = std::fs::remove_file(&sock);
+    let mut attach = std::env::set_current_dir(&cfg.dir)
+        .and_then(|()| std::os::unix::net::UnixListener::bind("attach.sock"))
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map(|listener| logfile::Attach {
+            listener,
+            clients: Vec::new(),
+            stdin: None,
+            tty: false,
+        })
+        .map_err(|e| {
+            eprintln!(
+                "pyrun-runtime monitor: attach socket {}: {e}",
+                sock.display()
+            )
+        })
+        .ok();
     let mut restarts = 0u32;
     let mut delay = Duration::from_millis(100);
     loop {
-        let end = run_once(cfg, &mut log, &state, restarts, &mut report);
+        let end = run_once(
+            cfg,
+            &mut log,
+            &state,
+            restarts,
+            &mut report,
+            attach.as_mut(),
+        );
         if let (Some(msg), Some(r)) = (&end.error, report.take()) {
             // The first start failed: the CLI reports it; no restart.
             let _ = rustix::io::write(&r, format!("err {} {msg}\n", end.exit_code).as_bytes());

@@ -111,3 +111,40 @@ def test_exec_it_and_detached_t(cli: list[str], client: Client) -> None:
     )
     assert d.wait()["StatusCode"] == 0
     assert d.logs() == b"/dev/pts/0\r\ndetached\r\n"
+
+
+def test_attach_to_detached_containers(cli: list[str], client: Client) -> None:
+    """run -dit, then attach from a terminal: input reaches the shell, its exit code comes
+    back; Ctrl-P Ctrl-Q detaches and leaves the container running; -di without a terminal
+    takes piped input and keeps stdout and stderr apart."""
+    import subprocess
+
+    r = subprocess.run([*cli, "run", "-dit", "--name", "shell", "bb:tty", "sh"],
+                       capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    code, out = under_pty([*cli, "attach", "shell"], typed=b"\x10\x11")
+    assert code == 0 and b"read escape sequence" in out
+    c = client.containers.get("shell")
+    assert c.status == "running"
+    code, out = under_pty([*cli, "attach", "shell"], typed=b"echo $((40+2)); exit 3\n")
+    assert code == 3 and b"42\r\n" in out, out
+    c.reload()
+    assert c.status == "exited"
+
+    r = subprocess.run(
+        [*cli, "run", "-di", "--name", "reader", "bb:tty", "sh", "-c",
+         'while read l; do echo "out $l"; echo "err $l" >&2; done'],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    proc = subprocess.Popen([*cli, "attach", "reader"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    time.sleep(0.5)
+    assert proc.stdin is not None
+    proc.stdin.write(b"one\ntwo\n")
+    proc.stdin.flush()
+    time.sleep(0.5)
+    client.containers.get("reader").kill()
+    out_b, err_b = proc.communicate(timeout=10)
+    assert out_b == b"out one\nout two\n" and b"err one\nerr two\n" in err_b
+    assert proc.returncode == 137

@@ -871,6 +871,9 @@ fn setup(p: &Plan, pipes: &ChildPipes<'_>) -> Res<Infallible> {
     rustix::process::umask(Mode::from_raw_mode(p.umask));
     // Changing credentials cleared the parent-death signal.
     sys::set_pdeathsig(libc::SIGKILL).map_err(at(Step::Prctl, 0))?;
+    if let (Some(input), None) = (&p.stdin, pipes.console) {
+        sys::dup2(input.as_fd(), 0).map_err(at(Step::Stdio, 0))?;
+    }
     if let (Some((out, err)), None) = (
         p.stdio_override.as_ref().or(p.stdio.as_ref()),
         pipes.console,

@@ -305,7 +305,7 @@ fn run_plan(
             w.flush(0);
         }
     } else if let Some(w) = writer.as_mut() {
-        crate::logfile::copy_output(readers, w, started.pid);
+        crate::logfile::copy_output(readers, w, started.pid, None);
     }
     wait_exited(started.pid);
     forwarder.unwatch();

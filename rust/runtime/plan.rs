@@ -170,6 +170,9 @@ pub struct Plan {
     /// Set by the runtime for the duration of the start: pipes to a log copier, used by the
     /// child instead of `stdio`.
     pub stdio_override: Option<(OwnedFd, OwnedFd)>,
+    /// The container's stdin instead of the caller's fd 0 (a detached `-i`: a pipe from the
+    /// monitor).
+    pub stdin: Option<OwnedFd>,
     /// The container's cgroup (path and limits) when config.json has `linux.resources` or
     /// `linux.cgroupsPath`; created by the parent before the child is released.
     pub cgroup: Option<CgroupPlan>,
@@ -1044,6 +1047,7 @@ pub fn from_spec(spec: &Spec, bundle: &Path, exec_into: Option<i32>) -> Result<P
         exec: exec_plan(process)?,
         stdio: None,
         stdio_override: None,
+        stdin: None,
         cgroup: match exec_into {
             Some(_) => None,
             None => cgroup_plan(spec, linux, bundle)?,

@@ -215,8 +215,16 @@ def _start(sub: Any, name: str) -> None:
     p = sub.add_parser(name, help="start stopped containers")
     p.add_argument("containers", nargs="+")
     p.add_argument("-a", "--attach", action="store_true", help="follow output, exit with its code")
-    p.add_argument("-i", "--interactive", action="store_true", help="(accepted; stdin: not yet)")
+    p.add_argument("-i", "--interactive", action="store_true", help="attach stdin (with -a)")
     p.set_defaults(func=_cmd("containers", "cmd_start"))
+
+
+def _attach(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="attach stdin/stdout/stderr to a running container")
+    p.add_argument("container")
+    p.add_argument("--no-stdin", action="store_true", help="do not attach stdin")
+    p.add_argument("--sig-proxy", action="store_true", help="(accepted)")
+    p.set_defaults(func=_cmd("containers", "cmd_attach"))
 
 
 def _stop(sub: Any, name: str, help_text: str = "stop running containers") -> None:
@@ -468,6 +476,7 @@ CONTAINER_COMMANDS: dict[str, Adder] = {
     "run": _run,
     "create": _create,
     "start": _start,
+    "attach": _attach,
     "stop": _stop,
     "restart": _restart,
     "kill": _kill,

@@ -53,6 +53,7 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
         "labels": args.label,
         "init": args.init,
         "tty": args.tty,
+        "interactive": args.interactive,
     }
     for path in args.env_file:
         fields["env"] = read_env_file(path) + fields["env"]
@@ -130,6 +131,12 @@ def attach(c: Container) -> int:
     return int(code) if isinstance(code, int) else 0
 
 
+def cmd_attach(args: argparse.Namespace) -> int:
+    from pyrun.runtime.attach import attach as attach_socket
+
+    return attach_socket(Client().containers.get(args.container), stdin=not args.no_stdin)
+
+
 def cmd_create(args: argparse.Namespace) -> int:
     try:
         c = Client().containers._create(
@@ -160,11 +167,15 @@ def _each(refs: list[str], action: Callable[[Container, str], None]) -> int:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    if args.attach:
+    if args.attach or args.interactive:
         if len(args.containers) != 1:
             raise UsageError("you cannot start and attach multiple containers at once")
         c = Client().containers.get(args.containers[0])
         start_detached(c)
+        if args.interactive:  # stdin too: through the monitor's attach socket
+            from pyrun.runtime.attach import attach as attach_socket
+
+            return attach_socket(c, stdin=True)
         return attach(c)
 
     def start(c: Container, ref: str) -> None:

@@ -843,6 +843,7 @@ def start_detached(c: Container) -> int:
             "log": str(c.log_path),
             "restart": {"name": name, "max": max_retries},
             "unmount": str(c.rootfs),
+            "stdin": bool(c.options.get("interactive")),
             "remove_to": str(c.store.new_temp(".container"))
             if c.record.get("auto_remove")
             else None,

@@ -113,6 +113,7 @@ class RunOptions:
     stop_timeout: int | None
     labels: list[str]
     init: bool
+    interactive: bool
 
     _DEFAULTS: ClassVar[dict[str, Any]] = {
         "command": [],
@@ -144,6 +145,7 @@ class RunOptions:
         "stop_timeout": None,
         "labels": [],
         "init": False,
+        "interactive": False,
     }
 
     def __init__(self, **options: Any) -> None:
