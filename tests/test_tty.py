@@ -143,8 +143,12 @@ def test_attach_to_detached_containers(cli: list[str], client: Client) -> None:
     assert proc.stdin is not None
     proc.stdin.write(b"one\ntwo\n")
     proc.stdin.flush()
-    time.sleep(0.5)
-    client.containers.get("reader").kill()
+    reader = client.containers.get("reader")
+    deadline = time.monotonic() + 20
+    while b"out two" not in reader.logs() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)  # the monitor sends to the attached client as it logs; let it arrive
+    reader.kill()
     out_b, err_b = proc.communicate(timeout=10)
     assert out_b == b"out one\nout two\n" and b"err one\nerr two\n" in err_b
     assert proc.returncode == 137
