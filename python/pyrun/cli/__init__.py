@@ -371,6 +371,19 @@ def _manifest(sub: Any, name: str) -> None:
     q.set_defaults(func=_cmd("images", "cmd_manifest_inspect"))
 
 
+def _build(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="build an image from a Dockerfile and a context directory")
+    p.add_argument("context", help="the build context (a directory)")
+    p.add_argument("-t", "--tag", action="append", default=[], help="NAME[:TAG] for the image")
+    p.add_argument("-f", "--file", help="the Dockerfile (default: CONTEXT/Dockerfile)")
+    p.add_argument("--build-arg", action="append", default=[], help="KEY=VALUE")
+    p.add_argument("--target", help="the stage to build (default: the last)")
+    p.add_argument("--no-cache", action="store_true", help="do not use the build cache")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the image ID")
+    p.add_argument("--iidfile", help="write the image ID to this file")
+    p.set_defaults(func=_cmd("images", "cmd_build"))
+
+
 def _ps(sub: Any, name: str) -> None:
     p = sub.add_parser(name, help="list containers", aliases=["list"] if name == "ls" else [])
     p.add_argument(
@@ -469,6 +482,7 @@ IMAGE_COMMANDS: dict[str, Adder] = {
     "rm": _rmi,
     "prune": _prune("images", "remove dangling images (all unused with -a)"),
     "copy": _copy,
+    "build": _build,
     "pull": _pull,
     "push": _push,
 }
@@ -511,6 +525,7 @@ COMMANDS: dict[str, Adder] = {
     **{k: v for k, v in CONTAINER_COMMANDS.items() if k not in ("ls", "prune", "inspect")},
     "ps": _ps,
     "images": _images,
+    "build": _build,
     "pull": _pull,
     "push": _push,
     "login": _login,

@@ -1,0 +1,1 @@
+"""`pyrun build`: Dockerfiles into images."""
