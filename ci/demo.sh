@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The main job, on a fresh Debian 12 machine as root: set everything up, then walk through what
-# pyrun does today: import a rootfs as an image, inspect it, save it, remove it, load it back,
-# copy it to an OCI layout that skopeo reads, push it to a local registry, remove it, pull it
-# back and run it; run containers (foreground and detached: logs, exec, stop, restart policy, a
-# volume, commit), and verify the store. A later stage adds: build the image from a Dockerfile.
+# pyrun does: import a rootfs as an image, inspect it, save it, remove it, load it back, copy
+# it to an OCI layout that skopeo reads; build the example image (examples/hello) on it, push
+# it to a local registry, remove it, pull it back and run it; run containers (foreground and
+# detached: logs, exec, stop, restart policy, a volume, commit), and verify the store.
 set -euo pipefail
 # shellcheck source=ci/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -52,12 +52,17 @@ show pyrun image copy demo/busybox:1 "oci:$work/layout:1"
 if command -v skopeo >/dev/null; then
     show skopeo inspect "oci:$work/layout:1"
 fi
-show pyrun tag demo/busybox:1 "$REG/demo/busybox:1"
-show pyrun push "$REG/demo/busybox:1"
-show pyrun rmi "$REG/demo/busybox:1" demo/busybox:1
-show pyrun pull "$REG/demo/busybox:1"
-show pyrun tag "$REG/demo/busybox:1" demo/busybox:1
-show pyrun run --rm "$REG/demo/busybox:1"
+# Build the example image (examples/hello: two stages on the busybox image), push it to the
+# local registry, remove it here, pull it back and run it.
+show pyrun build -t demo/hello:1 examples/hello
+show pyrun tag demo/hello:1 "$REG/demo/hello:1"
+show pyrun push "$REG/demo/hello:1"
+show pyrun rmi "$REG/demo/hello:1" demo/hello:1
+show pyrun pull "$REG/demo/hello:1"
+show pyrun run --rm "$REG/demo/hello:1"
+show pyrun run --rm "$REG/demo/hello:1" pyrun
+show pyrun rmi "$REG/demo/hello:1"
+show pyrun run --rm demo/busybox:1
 show pyrun run --rm --hostname demo -u nobody demo/busybox:1 sh -c 'echo "I am $(id -u) on $(hostname), PID $$"'
 show pyrun run --name demo-writer demo/busybox:1 sh -c 'echo data > /note; exit 3' || echo "(exit status $?)"
 show pyrun ps -a
