@@ -159,3 +159,12 @@ def test_built_image_runs_under_docker(ctx: Path, pyrun: PyrunRunner, tmp_path: 
         assert info[0]["Config"]["WorkingDir"] == "/srv"
     finally:
         subprocess.run(["docker", "rmi", "-f", "pyrun-test/built:1"], capture_output=True)
+
+
+def test_python_api_build(ctx: Path, client: Client) -> None:
+    image, logs = client.images.build(str(ctx), tag="api:1", buildargs={"FLAVOUR": "api"})
+    assert image.tags == ["api:1"]
+    assert any("RUN" in line for line in logs)
+    assert client.containers.run("api:1", remove=True).startswith(b"built api from the app\n")
+    again, logs = client.images.build(str(ctx), tag="api:1", buildargs={"FLAVOUR": "api"})
+    assert again.id == image.id and sum("(cached)" in line for line in logs) >= 10

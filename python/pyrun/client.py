@@ -264,6 +264,40 @@ class ImageCollection:
         finally:
             src.close()
 
+    def build(
+        self,
+        path: str | os.PathLike[str],
+        tag: str | builtins.list[str] | None = None,
+        *,
+        dockerfile: str | None = None,
+        buildargs: dict[str, str] | None = None,
+        target: str | None = None,
+        nocache: bool = False,
+    ) -> tuple[Image, builtins.list[str]]:
+        """docker-py's images.build: (the image, the build's log lines)."""
+        import io
+
+        from pyrun.build.builder import Builder
+
+        tags = [tag] if isinstance(tag, str) else list(tag or [])
+        out = io.StringIO()
+        ctx = Path(path)
+        builder = Builder(
+            self.client.store,
+            ctx,
+            (ctx / dockerfile)
+            if dockerfile and not os.path.isabs(dockerfile)
+            else (Path(dockerfile) if dockerfile else None),
+            tags=[parse(t) for t in tags],
+            build_args=buildargs,
+            target=target,
+            no_cache=nocache,
+            pull=lambda ref: self.pull(ref),
+            out=out,
+        )
+        digest = builder.build()
+        return self.get(digest), out.getvalue().splitlines()
+
     def pull(
         self,
         repository: str,
