@@ -161,8 +161,11 @@ class Builder:
             self.build_stage(stage, global_args, by_name, built)
             built[stage.index] = stage
 
-        need(target)
-        return self.finish(target)
+        # A writer's lease for the whole build: garbage collection must not take the layers of
+        # the steps, which no image refers to until the end.
+        with self.store.writing():
+            need(target)
+            return self.finish(target)
 
     def _from(self, stage: Stage, global_args: dict[str, str], by_name: dict[str, Stage],
               built: dict[int, Stage]) -> None:  # fmt: skip
