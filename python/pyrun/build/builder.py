@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from pyrun import oci
-from pyrun.build.parser import DockerfileError, Instruction, expand, parse, split_words
+from pyrun.build.parser import (
+    DockerfileError,
+    Instruction,
+    expand,
+    key_values,
+    parse,
+    split_words,
+)
 from pyrun.errors import PyrunError
 from pyrun.reference import Reference
 from pyrun.store import Store, now_rfc3339
@@ -578,16 +585,10 @@ def _flag(inst: Instruction, name: str) -> str | None:
 
 
 def _kv(args: str, where: str) -> dict[str, str]:
-    words = split_words(args)
-    if len(words) >= 2 and "=" not in words[0]:  # legacy `ENV key value with spaces`
-        return {words[0]: args.strip().split(None, 1)[1]}
-    out = {}
-    for w in words:
-        k, eq, v = w.partition("=")
-        if not eq or not k:
-            raise DockerfileError(f"{where}expected KEY=VALUE, got {w!r}")
-        out[k] = v
-    return out
+    try:
+        return key_values(args)
+    except ValueError as e:
+        raise DockerfileError(f"{where}{e}") from None
 
 
 def _env_names(cfg: dict[str, Any]) -> set[str]:

@@ -134,6 +134,23 @@ def expand(text: str, env: dict[str, str], where: str = "") -> str:
     return "".join("$" if p == "\\$" else _VAR.sub(sub, p) for p in pieces)
 
 
+def key_values(args: str) -> dict[str, str]:
+    """`K=V K2="v 2"` pairs (ENV, LABEL, --change), or the legacy `K value with spaces`;
+    ValueError names what is wrong."""
+    import shlex
+
+    words = shlex.split(args)
+    if len(words) >= 2 and "=" not in words[0]:  # legacy `ENV key value with spaces`
+        return {words[0]: args.strip().split(None, 1)[1]}
+    out: dict[str, str] = {}
+    for w in words:
+        key, eq, value = w.partition("=")
+        if not eq or not key:
+            raise ValueError(f"expected KEY=VALUE, got {w!r}")
+        out[key] = value
+    return out
+
+
 def split_words(text: str) -> list[str]:
     """Shell-like words (quotes, backslashes) for instruction arguments."""
     import shlex

@@ -5,7 +5,6 @@ digests are computed while it is copied; the config and manifest are built after
 from __future__ import annotations
 
 import json
-import shlex
 from pathlib import Path
 from typing import Any
 
@@ -46,19 +45,12 @@ def _json_or_shell(args: str, shell_form: bool) -> list[str]:
 
 
 def _kv_pairs(args: str, what: str) -> dict[str, str]:
+    from pyrun.build.parser import key_values
+
     try:
-        words = shlex.split(args)
+        return key_values(args)
     except ValueError as e:
         raise InvalidChange(f"invalid {what} instruction {args!r}: {e}") from None
-    out: dict[str, str] = {}
-    if len(words) >= 2 and "=" not in words[0]:  # legacy `ENV key value with spaces`
-        return {words[0]: args.strip().split(None, 1)[1]}
-    for w in words:
-        key, eq, value = w.partition("=")
-        if not eq or not key:
-            raise InvalidChange(f"invalid {what} instruction {args!r}: expected KEY=VALUE")
-        out[key] = value
-    return out
 
 
 def apply_changes(config: dict[str, Any], changes: list[str]) -> None:
