@@ -168,3 +168,13 @@ def test_python_api_build(ctx: Path, client: Client) -> None:
     assert client.containers.run("api:1", remove=True).startswith(b"built api from the app\n")
     again, logs = client.images.build(str(ctx), tag="api:1", buildargs={"FLAVOUR": "api"})
     assert again.id == image.id and sum("(cached)" in line for line in logs) >= 10
+
+
+def test_source_date_epoch_reproducible(ctx: Path, pyrun: PyrunRunner) -> None:
+    """Two builds from scratch (no cache) with SOURCE_DATE_EPOCH give the same image."""
+    args = ["build", "-q", "--no-cache", "--build-arg", "SOURCE_DATE_EPOCH=1700000000", str(ctx)]
+    first = pyrun(*args)
+    assert first.returncode == 0, first.stderr
+    second = pyrun(*args)
+    assert second.stdout == first.stdout
+    assert pyrun("build", "-q", "--no-cache", str(ctx)).stdout != first.stdout

@@ -92,6 +92,13 @@ class Builder:
         self.out = out or sys.stdout
         self.cache_dir = store.root / "build-cache"
         self.ignore = self._dockerignore()
+        # SOURCE_DATE_EPOCH (build arg, else environment): every time in the image (history,
+        # created, file mtimes in the layers it makes) is clamped to it: reproducible digests.
+        sde = self.build_args.get("SOURCE_DATE_EPOCH", os.environ.get("SOURCE_DATE_EPOCH", ""))
+        try:
+            self.epoch: int | None = int(sde) if sde != "" else None
+        except ValueError:
+            raise BuildError(f"invalid SOURCE_DATE_EPOCH {sde!r}: seconds since 1970") from None
 
     # --- output ----------------------------------------------------------------------------
     def say(self, text: str) -> None:
@@ -223,7 +230,8 @@ class Builder:
             if inst.cmd in ("COPY", "ADD"):
                 extra = self._sources_digest(stage, inst, env, where, by_name, built)
             # The build args a RUN sees go into its key; ENV is in the config already.
-            key = _sha(stage.key, text, json.dumps(stage.args, sort_keys=True), extra)
+            key = _sha(stage.key, text, json.dumps(stage.args, sort_keys=True), extra,
+                       str(self.epoch))  # fmt: skip
             prefix = f"#{stage.index} [{label} {step}/{n}] {text}"
             if not self.no_cache and self._load_cache(stage, key):
                 self.say(f"{prefix}  (cached)")
@@ -242,9 +250,17 @@ class Builder:
             env[k] = v
         return env
 
+    def now(self) -> str:
+        if self.epoch is None:
+            return now_rfc3339()
+        import datetime as dt
+
+        t = dt.datetime.fromtimestamp(self.epoch, dt.UTC)
+        return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
     def _history(self, stage: Stage, created_by: str, empty: bool) -> None:
         stage.config.setdefault("history", []).append(
-            {"created": now_rfc3339(), "created_by": created_by, "comment": "pyrun build",
+            {"created": self.now(), "created_by": created_by, "comment": "pyrun build",
              **({"empty_layer": True} if empty else {})}
         )  # fmt: skip
 
@@ -365,7 +381,9 @@ class Builder:
 
         tmp = self.store.new_temp(".layer.tar.gz")
         try:
-            _core.create_layer(str(src), str(tmp), overlay_upper=overlay_upper)
+            _core.create_layer(
+                str(src), str(tmp), overlay_upper=overlay_upper, source_date_epoch=self.epoch
+            )
             with self.store.writing():
                 res = self.store.unpack_layer(str(tmp))
         finally:
@@ -569,7 +587,7 @@ class Builder:
         # The time of the last step, not of this call: a rebuild from the cache gives the very
         # same image (same config, same ID).
         history = config.get("history") or []
-        config["created"] = history[-1]["created"] if history else now_rfc3339()
+        config["created"] = history[-1]["created"] if history else self.now()
         config_bytes = canonical_json(config)
         manifest = canonical_json(oci.image_manifest(config_bytes, stage.layers))
         with self.store.writing():

@@ -107,17 +107,46 @@ def parse(text: str, path: str = "Dockerfile") -> list[Instruction]:
 
 
 _VAR = re.compile(
-    r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-+?])([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))"
+    r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)"
+    r"(?:(:?[-+?])([^}]*)|(##?|%%?)([^}]*)|(//?)([^/}]*)(?:/([^}]*))?)?\}"
+    r"|([A-Za-z_][A-Za-z0-9_]*))"
 )
 
 
+def _glob_re(pattern: str) -> str:
+    """A shell glob (`*`, `?`) as a regex fragment."""
+    return "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+
+
 def expand(text: str, env: dict[str, str], where: str = "") -> str:
-    """Docker's substitution in instruction arguments; `\\$` stays a literal `$`."""
+    r"""Docker's substitution in instruction arguments: `$v ${v} ${v:-w} ${v-w} ${v:+w}
+    ${v+w} ${v:?msg} ${v#p} ${v##p} ${v%p} ${v%%p} ${v/p/r} ${v//p/r}` (globs in p);
+    `\$` stays a literal `$`."""
 
     def sub(m: re.Match[str]) -> str:
-        name = m.group(1) or m.group(4)
-        op, word = m.group(2), m.group(3) or ""
+        name = m.group(1) or m.group(9)
         value = env.get(name)
+        op, word = m.group(2), m.group(3) or ""
+        if m.group(4):  # prefix / suffix removal: shortest (#, %) or longest (##, %%)
+            v = value or ""
+            pat = _glob_re(expand(m.group(5) or "", env, where))
+            lazy = "" if m.group(4) in ("##", "%%") else "?"
+            if m.group(4).startswith("#"):
+                found = re.match(f"(?s){pat.replace('.*', '.*' + lazy)}", v)
+                return v[found.end() :] if found else v
+            # % removes the shortest matching suffix, %% the longest.
+            cuts = range(len(v), -1, -1) if lazy else range(len(v) + 1)
+            for k in cuts:
+                if re.fullmatch(f"(?s){pat}", v[k:]):
+                    return v[:k]
+            return v
+        if m.group(6):  # replacement: first (/) or all (//)
+            v = value or ""
+            pat = _glob_re(expand(m.group(7) or "", env, where))
+            repl = expand(m.group(8) or "", env, where)
+            if not pat:
+                return v
+            return re.sub(f"(?s){pat}", lambda _m: repl, v, count=0 if m.group(6) == "//" else 1)
         if op is None:
             return value or ""
         unset_or_empty = value is None or (op.startswith(":") and value == "")
