@@ -31,6 +31,7 @@ FROM bb:build
 COPY --from=builder /src/out.txt /srv/out.txt
 COPY --from=builder /opt/x/ /opt/copied/
 COPY --chown=1000:1000 --chmod=0640 conf/ /etc/app/
+COPY --chown=nobody app.txt /home/app.txt
 ENV GREETING=hello TARGET=/srv
 ENV FULL=${GREETING}-world
 WORKDIR $TARGET
@@ -71,6 +72,8 @@ def test_multi_stage_build_and_config(ctx: Path, pyrun: PyrunRunner, client: Cli
         "demo:1", ["ls -ln /etc/app/app.conf /opt/copied/extra.txt"], remove=True
     ).decode()
     assert "-rw-r-----    1 1000     1000" in listing and "/opt/copied/extra.txt" in listing
+    owner = client.containers.run("demo:1", ["stat -c %u:%g /home/app.txt"], remove=True)
+    assert owner == b"65534:65534\n"  # a name alone: its uid, and gid = uid (Docker's rule)
     history = client.images.get("demo:1").history()
     assert len(history) >= 10
     assert client.system.check() == []
@@ -130,6 +133,10 @@ def test_dockerignore_and_target(ctx: Path, pyrun: PyrunRunner, client: Client) 
         ),
         ("FROM bb:build\nCOPY --from=nowhere /a /b\n", "no such stage"),
         ("FROM bb:build\nRUN <<EOF\necho\nEOF\n", "heredocs are not supported yet"),
+        (
+            "FROM bb:build\nCOPY --chown=nosuchuser Dockerfile /x\n",
+            "--chown=nosuchuser: unable to find user nosuchuser",
+        ),
     ],
 )
 def test_bad_dockerfiles_one_line(

@@ -494,10 +494,21 @@ class Builder:
         chown = _flag(inst, "chown")
         uid = gid = 0
         if chown:
-            u, _, g = expand(chown, env).partition(":")
-            if not u.isdigit() or (g and not g.isdigit()):
-                raise BuildError(f"{where}--chown={chown}: only numeric uid[:gid] is supported yet")
-            uid, gid = int(u), int(g or u)
+            spec = expand(chown, env)
+            u, _, g = spec.partition(":")
+            if u.isdigit() and (not g or g.isdigit()):
+                uid, gid = int(u), int(g or u)
+            else:
+                # Names are looked up in the stage's own /etc/passwd and /etc/group.
+                from pyrun.runtime.users import UserError, resolve_user
+
+                with self._mounted(stage) as (rootfs, _upper):
+                    try:
+                        user = resolve_user(str(rootfs), spec, [])
+                    except UserError as e:
+                        raise BuildError(f"{where}--chown={chown}: {e}") from None
+                uid = user.uid
+                gid = user.gid if g else user.uid  # Docker: a user alone means gid = uid
         chmod = _flag(inst, "chmod")
         mode = int(chmod, 8) if chmod else None
         staging = self.store.ensure().new_temp(".copy")
