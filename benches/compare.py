@@ -1,7 +1,7 @@
 """pyrun against its peers, side by side, in one run.
 
     .venv/bin/python benches/compare.py [--quick] [--out DIR]
-                                        [--only extract,sha256,import,start,scale,pull,push]
+                                        [--only extract,sha256,import,start,scale,pull,push,build]
 
 Capabilities and contenders (the first of each case is the baseline of its ratios):
 
@@ -42,6 +42,14 @@ Capabilities and contenders (the first of each case is the baseline of its ratio
               repository each run: `pyrun push` vs `skopeo copy --dest-tls-verify=false` from an
               OCI layout exported once by `pyrun image copy`; Client.images.push as info. Each
               run is checked: the registry serves the manifest and holds every layer blob whole.
+    build     the example multi-stage Dockerfile (examples/hello, BASE = the start capability's
+              busybox images): cold (`--no-cache`) and a no-op rebuild (the same build again, its
+              cache warmed by the warm-up round; each rebuild must give the same image id):
+              `pyrun build` vs `docker build` (BuildKit where the buildx plugin is installed,
+              else the classic builder) and `buildah bud --layers --runtime runc` (podman's
+              store); docker's and buildah's cold results are removed after each run (untimed),
+              all build images at the end. Goals (issue 5): no-op rebuild <= 0.1 s and <= 0.2x
+              docker's, cold build <= 1.0x docker's, judged in the pyrun rows.
 
 Method: every contender of a case runs once as a warm-up (excluded), then the contenders run
 interleaved, round after round (the order rotates each round so no tool always runs first). The
@@ -53,7 +61,7 @@ time.perf_counter around subprocess.run (process start included); pyrun's Rust c
 the benchmark's own process. A contender that is missing or fails becomes a row that says
 "not available: <why>". The report goes to DIR/RESULTS.md and DIR/results.json
 (default DIR: benches/results). --quick uses tiny inputs (busybox, a 64 MiB blob, 2 rounds; 3
-for start). Timed rounds by default: 5, 20 for start, 1 for scale, 3 for pull and push.
+for start). Timed rounds by default: 5, 20 for start, 1 for scale, 3 for pull, push and build.
 
 A run of some capabilities only (--only) merges into an existing report in DIR: the rows of the
 other capabilities are kept from results.json (with the date, command and machine of the run that
@@ -96,7 +104,7 @@ from typing import Any, Final
 REPO: Final = Path(__file__).resolve().parent.parent
 PYTHON_SRC: Final = REPO / "python"
 TESTS_DIR: Final = REPO / "tests"
-CAPABILITIES: Final = ("extract", "sha256", "import", "start", "scale", "pull", "push")
+CAPABILITIES: Final = ("extract", "sha256", "import", "start", "scale", "pull", "push", "build")
 # Timed rounds by default: (full, --quick); --rounds overrides them all.
 DEFAULT_ROUNDS: Final = {
     "extract": (5, 2),
@@ -106,6 +114,7 @@ DEFAULT_ROUNDS: Final = {
     "scale": (1, 2),
     "pull": (3, 2),
     "push": (3, 2),
+    "build": (3, 2),
 }
 MiB: Final = 1 << 20
 CMD_TIMEOUT: Final = 1800.0
@@ -2013,6 +2022,182 @@ def push_cases(ctx: Context) -> list[Case]:
 
 
 # --------------------------------------------------------------------------------------------
+# capability: build
+
+
+BUILD_CONTEXT: Final = REPO / "examples" / "hello"
+PYRUN_BUILD_TAG: Final = "bench/hello:1"
+DOCKER_BUILD_TAG: Final = "pyrun-bench/hello:1"
+BUILDAH_BUILD_TAG: Final = "localhost/bench-hello"
+NOOP_GOAL_S: Final = 0.1  # pyrun's no-op rebuild: at most this many seconds (issue 5)
+NOOP_GOAL_DOCKER: Final = 0.2  # ... and at most this fraction of docker's no-op rebuild
+COLD_GOAL_DOCKER: Final = 1.0  # pyrun's cold build: at most this fraction of docker's
+
+
+def _build_steps() -> int:
+    """Instructions of the example's Dockerfile (continuation lines joined, comments skipped)."""
+    text = (BUILD_CONTEXT / "Dockerfile").read_text().replace("\\\n", " ")
+    return sum(1 for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#"))
+
+
+def _all_image_ids(argv: list[str]) -> set[str]:
+    """Every image id (intermediate ones included) of docker or podman/buildah (argv prefix)."""
+    out = run_cmd([*argv, "images", "-aq", "--no-trunc"]).stdout.decode().split()
+    return {i.removeprefix("sha256:") for i in out}
+
+
+def _remove_new_images(argv: list[str], before: set[str]) -> None:
+    """Remove the images made since `before` (the builds' results and intermediate images):
+    children first, so a few passes, until no pass removes anything."""
+    while True:
+        new = _all_image_ids(argv) - before
+        if not new:
+            return
+        gone = 0
+        for image in sorted(new):
+            proc = subprocess.run([*argv, "rmi", "-f", image], capture_output=True, check=False)
+            gone += proc.returncode == 0
+        if not gone:
+            raise RuntimeError(f"cannot remove {len(new)} image(s) made by the builds")
+
+
+def _image_id(out: bytes) -> str:
+    lines = out.decode(errors="replace").split()
+    return lines[-1].removeprefix("sha256:") if lines else ""
+
+
+def _same_id_check() -> CheckFn:
+    """A no-op rebuild must give the image id of the case's first (warm-up) build."""
+    first: list[str] = []
+
+    def check(_wd: Path, result: object) -> None:
+        got = _image_id(result.stdout if isinstance(result, subprocess.CompletedProcess) else b"")
+        if not got:
+            raise RuntimeError("the build printed no image id")
+        if not first:
+            first.append(got)
+        elif got != first[0]:
+            raise RuntimeError(f"no-op rebuild gave image {got[:12]}, not {first[0][:12]}")
+
+    return check
+
+
+def _build_contenders(
+    ctx: Context, src: Path, cold: bool
+) -> tuple[Contender, Contender, Contender]:
+    """pyrun build, docker build and buildah bud of the example, cold (--no-cache) or with the
+    cache warm (the warm-up round builds it once)."""
+    cli = _pyrun_cli()
+    cli_note = "console script" if len(cli) == 1 else "python -m pyrun.cli (no console script)"
+    what = "--no-cache" if cold else "same build again, cache warm; same image id checked"
+    pyrun_c = Contender("pyrun build", "CLI", role="pyrun", note=f"{cli_note}; {what}")
+    docker_c = Contender("docker build", "CLI")
+    buildah_c = Contender("buildah bud", "CLI")
+    no_cache = ["--no-cache"] if cold else []
+    try:
+        store = _pyrun_store(ctx, src)
+        argv: list[str | Path] = [*cli, "--root", store, "build", "-q", *no_cache]
+        argv += ["-t", PYRUN_BUILD_TAG, "--build-arg", f"BASE={PYRUN_START_REF}", BUILD_CONTEXT]
+        pyrun_c.run = lambda _wd, _n: run_cmd(argv, env=_child_env)
+        pyrun_c.check = None if cold else _same_id_check()
+    except CommandFailed as e:
+        pyrun_c.unavailable = f"pyrun import failed: {e}"
+
+    try:
+        docker, driver = _docker_image(ctx, src)
+        before = ctx.prepared.get("docker build images")
+        if not isinstance(before, set):
+            before = _all_image_ids([docker])
+            ctx.prepared["docker build images"] = before
+            ctx.cleanups.append(lambda: _remove_new_images([docker], before))
+        env = dict(os.environ)
+        if subprocess.run([docker, "buildx", "version"], capture_output=True).returncode == 0:
+            env["DOCKER_BUILDKIT"] = "1"
+            builder = "BuildKit (DOCKER_BUILDKIT=1)"
+        else:
+            env["DOCKER_BUILDKIT"] = "0"
+            builder = "classic builder (BuildKit needs the buildx plugin, missing here)"
+        dargs = [docker, "build", "-q", *no_cache, "-t", DOCKER_BUILD_TAG]
+        dargs += ["--build-arg", f"BASE={DOCKER_START_IMAGE}", str(BUILD_CONTEXT)]
+        docker_c.run = lambda _wd, _n: run_cmd(dargs, env=env)
+        docker_c.check = None if cold else _same_id_check()
+        docker_c.note = f"{builder}; {what}; daemon's storage driver {driver}"
+        if cold:  # every cold build starts from the same images: its results removed, untimed
+            docker_c.after = lambda _wd, _n: _remove_new_images([docker], before)
+    except (Unavailable, CommandFailed) as e:
+        docker_c.unavailable = str(e)
+
+    try:
+        buildah = [tool_path("buildah"), *ctx.podman_store]
+        podman = _podman_image(ctx, src)
+        key = "buildah build images"
+        bbefore = ctx.prepared.get(key)
+        if not isinstance(bbefore, set):
+            bbefore = _all_image_ids(podman)
+            ctx.prepared[key] = bbefore
+            ctx.cleanups.append(lambda: _remove_new_images(podman, bbefore))
+        bargs = [*buildah, "bud", "-q", "--layers", "--runtime", "runc", *no_cache]
+        bargs += ["--build-arg", f"BASE={PODMAN_START_IMAGE}", "-t", BUILDAH_BUILD_TAG]
+        buildah_c.run = lambda _wd, _n: run_cmd([*bargs, str(BUILD_CONTEXT)])
+        buildah_c.check = None if cold else _same_id_check()
+        store_note = "podman's store on the scratch fs; " if ctx.podman_store else ""
+        buildah_c.note = f"--layers (its cache), --runtime runc; {store_note}{what}"
+        if cold:
+            buildah_c.after = lambda _wd, _n: _remove_new_images(podman, bbefore)
+    except (Unavailable, CommandFailed) as e:
+        buildah_c.unavailable = str(e)
+    return pyrun_c, docker_c, buildah_c
+
+
+def _build_verdicts(cold: bool) -> Callable[[list[Row]], None]:
+    def finish(rows: list[Row]) -> None:
+        by_tool = {r.tool: r for r in rows}
+        base, docker = by_tool["pyrun build"], by_tool["docker build"]
+        if base.median is None:
+            return
+        verdicts: list[str] = []
+        if not cold:
+            ok = "met" if base.median <= NOOP_GOAL_S else "NOT met"
+            verdicts.append(f"{base.median:.3f} s (goal <= {NOOP_GOAL_S:g} s: {ok})")
+        goal = COLD_GOAL_DOCKER if cold else NOOP_GOAL_DOCKER
+        if docker.median:
+            share = base.median / docker.median
+            ok = "met" if share <= goal else "NOT met"
+            verdicts.append(f"{share:.2f}x docker build's time (goal <= {goal:g}x: {ok})")
+        else:
+            verdicts.append(f"goal <= {goal:g}x docker build: not judged (docker not available)")
+        base.note += "; " + "; ".join(verdicts)
+        print(f"   pyrun build: {'; '.join(verdicts)}", file=sys.stderr)
+
+    return finish
+
+
+def build_cases(ctx: Context) -> list[Case]:
+    """Build the example multi-stage Dockerfile: cold, then a no-op rebuild with the cache warm."""
+    images = _images_module()
+    name = f"examples/hello (2 stages, {_build_steps()} steps)"
+    cases = [
+        Case("build", f"{name}, cold build", [], finish=_build_verdicts(True)),
+        Case("build", f"{name}, no-op rebuild", [], finish=_build_verdicts(False)),
+    ]
+    try:
+        src: Path = images.busybox_tar()
+        warm(src)
+    except (images.ImageUnavailable, OSError) as e:
+        for case in cases:
+            case.setup_error = f"test image missing: {_tail(str(e), 2)}"
+            case.contenders = [Contender(t, "CLI") for t in ("pyrun build", "docker build")]
+            case.contenders.append(Contender("buildah bud", "CLI"))
+        return cases
+    ctx.inputs["build"] = (
+        f"{BUILD_CONTEXT.relative_to(REPO)} with BASE = busybox imported once (untimed) from {src}"
+    )
+    for case, cold in zip(cases, (True, False), strict=True):
+        case.contenders = list(_build_contenders(ctx, src, cold))
+    return cases
+
+
+# --------------------------------------------------------------------------------------------
 # report
 
 
@@ -2121,6 +2306,7 @@ def versions(core: ModuleType | None, core_error: str | None) -> dict[str, str]:
         "runc": tool_version(["runc", "--version"]),
         "crun": tool_version(["crun", "--version"]),
         "skopeo": tool_version(["skopeo", "--version"]),
+        "buildah": tool_version(["buildah", "--version"]),
         "docker-registry": tool_version(["docker-registry", "--version"]),
         "docker": tool_version(
             [
@@ -2438,7 +2624,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--rounds",
         type=int,
-        help="timed rounds for every capability (default 5, start 20, scale 1, pull and push 3; "
+        help="timed rounds for every capability (default 5, start 20, scale 1, pull, push and build 3; "
         "with --quick 2, start 3)",
     )
     ap.add_argument("--warmups", type=int, default=1, help="untimed warm-up rounds (default 1)")
@@ -2472,6 +2658,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "start": start_cases,
         "pull": pull_cases,
         "push": push_cases,
+        "build": build_cases,
     }
     started = dt.datetime.now(dt.UTC)
     meter = CpuMeter()

@@ -50,6 +50,9 @@ EXPECTED = [
     ("push", "pyrun push"),
     ("push", "skopeo copy"),
     ("push", "pyrun Client.images.push"),
+    ("build", "pyrun build"),
+    ("build", "docker build"),
+    ("build", "buildah bud"),
 ]
 
 pytestmark = [
@@ -67,7 +70,7 @@ def test_compare_quick(tmp_path: Path) -> None:
         [sys.executable, str(COMPARE), "--quick", "--out", str(out), "--tmpdir", str(tmp_path)],
         capture_output=True,
         text=True,
-        timeout=400,
+        timeout=600,
         check=False,
     )
     assert proc.returncode == 0, f"compare.py --quick exited {proc.returncode}:\n{proc.stderr}"
@@ -77,7 +80,18 @@ def test_compare_quick(tmp_path: Path) -> None:
 
     for key in ("cpu", "cores", "kernel", "cgroup"):
         assert doc["machine"][key], f"machine info lacks {key}"
-    tools = ("pyrun", "GNU tar", "umoci", "openssl", "podman", "runc", "crun", "docker", "skopeo")
+    tools = (
+        "pyrun",
+        "GNU tar",
+        "umoci",
+        "openssl",
+        "podman",
+        "runc",
+        "crun",
+        "docker",
+        "skopeo",
+        "buildah",
+    )
     for tool in (*tools, "docker-registry"):
         assert doc["versions"][tool], f"no version line for {tool}"
         assert f"- {tool}: " in md
@@ -87,6 +101,7 @@ def test_compare_quick(tmp_path: Path) -> None:
     assert runs["start"]["rounds"] == 3 and runs["extract"]["rounds"] == 2
     assert runs["scale"]["rounds"] == 2
     assert runs["pull"]["rounds"] == 2 and runs["push"]["rounds"] == 2
+    assert runs["build"]["rounds"] == 2
     assert "## Runs" in md
 
     seen = {(r["capability"], r["tool"]) for r in rows}
@@ -120,3 +135,8 @@ def test_compare_quick(tmp_path: Path) -> None:
     pull = {r["tool"]: r for r in rows if r["capability"] == "pull"}
     if pull["docker pull"]["status"] == "ok":
         assert "docker pull's time (goal <= 0.5x: " in pull["pyrun pull"]["note"]
+
+    # build: a cold build and a no-op rebuild, each with issue 5's goals judged in pyrun's row.
+    build = [r for r in rows if r["capability"] == "build" and r["tool"] == "pyrun build"]
+    assert [r["case"].rsplit(", ", 1)[1] for r in build] == ["cold build", "no-op rebuild"]
+    assert "(goal <= 0.1 s: " in build[1]["note"], build[1]
