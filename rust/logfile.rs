@@ -89,15 +89,17 @@ impl LogWriter {
     }
 }
 
-fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) {
+/// Write all of `data` (retrying EINTR/EAGAIN); false when the fd refuses more.
+pub fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> bool {
     while !data.is_empty() {
         match rustix::io::write(fd, data) {
-            Ok(0) => return,
+            Ok(0) => return false,
             Ok(n) => data = &data[n..],
             Err(Errno::INTR) | Err(Errno::AGAIN) => {}
-            Err(_) => return,
+            Err(_) => return false,
         }
     }
+    true
 }
 
 /// `attach`: clients on the container's attach socket get its output (raw for a terminal,
@@ -266,18 +268,6 @@ fn pump(
     woke
 }
 
-fn has_exited(pid: Pid) -> bool {
-    matches!(
-        rustix::process::waitid(
-            rustix::process::WaitId::Pid(pid),
-            rustix::process::WaitIdOptions::EXITED
-                | rustix::process::WaitIdOptions::NOWAIT
-                | rustix::process::WaitIdOptions::NOHANG,
-        ),
-        Ok(Some(_))
-    )
-}
-
 /// Copy the container's output (stdout and stderr pipes, or `[pty master, None]`) into `log`
 /// until `pid` has exited (not reaped), then the rest: until EOF, or 500 ms without a byte (a
 /// process outside the container's pid namespace may hold a pipe open).
@@ -302,7 +292,7 @@ pub fn copy_output(
             attach.as_deref_mut(),
         ) {
             Woke::Exited => break,
-            Woke::Timeout if pidfd.is_none() && has_exited(pid) => break,
+            Woke::Timeout if pidfd.is_none() && crate::runtime::has_exited(pid) => break,
             _ => {}
         }
     }

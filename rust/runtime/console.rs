@@ -22,18 +22,6 @@ impl Drop for RawGuard {
     }
 }
 
-fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> bool {
-    while !data.is_empty() {
-        match rustix::io::write(fd, data) {
-            Ok(0) => return false,
-            Ok(n) => data = &data[n..],
-            Err(Errno::INTR) | Err(Errno::AGAIN) => {}
-            Err(_) => return false,
-        }
-    }
-    true
-}
-
 /// Proxy until `pid` exits: `master` → `out`, and with `stdin` that fd → `master`.
 pub fn proxy(
     master: &OwnedFd,
@@ -92,7 +80,7 @@ pub fn proxy(
             if exited {
                 return; // drained: nothing more within the drain timeout
             }
-            if pidfd.is_none() && has_exited(pid) {
+            if pidfd.is_none() && super::has_exited(pid) {
                 exited = true;
             }
             if let Some(src) = size_source {
@@ -113,7 +101,7 @@ pub fn proxy(
                     if let Some(l) = log.as_deref_mut() {
                         l.feed(0, &buf[..k]);
                     }
-                    if !write_all(out_fd, &buf[..k]) {
+                    if !crate::logfile::write_all(out_fd, &buf[..k]) {
                         return;
                     }
                 }
@@ -127,10 +115,10 @@ pub fn proxy(
                     Ok(0) | Err(Errno::BADF) | Err(Errno::IO) => {
                         stdin_open = false;
                         // End of input: the pty's EOF character, as a terminal user types it.
-                        write_all(master.as_fd(), &[4u8]);
+                        crate::logfile::write_all(master.as_fd(), &[4u8]);
                     }
                     Ok(k) => {
-                        write_all(master.as_fd(), &buf[..k]);
+                        crate::logfile::write_all(master.as_fd(), &buf[..k]);
                     }
                     Err(_) => {}
                 }
@@ -140,16 +128,4 @@ pub fn proxy(
             exited = true;
         }
     }
-}
-
-fn has_exited(pid: Pid) -> bool {
-    matches!(
-        rustix::process::waitid(
-            rustix::process::WaitId::Pid(pid),
-            rustix::process::WaitIdOptions::EXITED
-                | rustix::process::WaitIdOptions::NOWAIT
-                | rustix::process::WaitIdOptions::NOHANG,
-        ),
-        Ok(Some(_))
-    )
 }

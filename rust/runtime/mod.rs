@@ -237,6 +237,17 @@ pub fn wait_exited(pid: Pid) {
     ) {}
 }
 
+/// Whether `pid` (a child) has exited, without reaping it or waiting.
+pub fn has_exited(pid: Pid) -> bool {
+    matches!(
+        rustix::process::waitid(
+            rustix::process::WaitId::Pid(pid),
+            WaitIdOptions::EXITED | WaitIdOptions::NOWAIT | WaitIdOptions::NOHANG,
+        ),
+        Ok(Some(_))
+    )
+}
+
 /// Where a terminal container's pty is copied to and from in the foreground.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TerminalIo {

@@ -103,10 +103,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.detach:
         print(c.id)
         return 0
-    return attach(c)
+    return follow_run(c)
 
 
-def attach(c: Container) -> int:
+def follow_run(c: Container) -> int:
     """Stream the container's output until its current run ends; forward SIGINT, SIGTERM,
     SIGHUP to it meanwhile (Docker's sig-proxy). Returns the exit code of that run."""
     import signal
@@ -176,7 +176,7 @@ def cmd_start(args: argparse.Namespace) -> int:
             from pyrun.runtime.attach import attach as attach_socket
 
             return attach_socket(c, stdin=True)
-        return attach(c)
+        return follow_run(c)
 
     def start(c: Container, ref: str) -> None:
         start_detached(c)
@@ -185,25 +185,22 @@ def cmd_start(args: argparse.Namespace) -> int:
     return _each(args.containers, start)
 
 
-def cmd_stop(args: argparse.Namespace) -> int:
+def _stop_each(args: argparse.Namespace, *, restart: bool) -> int:
     def stop(c: Container, ref: str) -> None:
-        if args.signal:
-            c.record.setdefault("options", {})["stop_signal"] = args.signal
-        c.stop(args.time)
+        c.stop(args.time, args.signal)
+        if restart:
+            start_detached(c)
         print(ref)
 
     return _each(args.containers, stop)
 
 
-def cmd_restart(args: argparse.Namespace) -> int:
-    def restart(c: Container, ref: str) -> None:
-        if args.signal:
-            c.record.setdefault("options", {})["stop_signal"] = args.signal
-        c.stop(args.time)
-        start_detached(c)
-        print(ref)
+def cmd_stop(args: argparse.Namespace) -> int:
+    return _stop_each(args, restart=False)
 
-    return _each(args.containers, restart)
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    return _stop_each(args, restart=True)
 
 
 def cmd_kill(args: argparse.Namespace) -> int:

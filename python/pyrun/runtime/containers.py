@@ -116,36 +116,32 @@ LOG_NAME = "container.log"
 ACTIVE = ("running", "restarting")
 
 
-def start_time(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat (start time in ticks): with the pid, a process's identity."""
+def _proc_stat(pid: int) -> tuple[bytes, int] | None:
+    """(state letter, start time in ticks) from /proc/PID/stat: with the pid, the start time
+    names a process for good (pids are reused)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
-    except OSError:
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        return fields[0], int(fields[19])
+    except (OSError, ValueError, IndexError):
         return None
-    try:
-        return int(stat[stat.rindex(b")") + 2 :].split()[19])
-    except (ValueError, IndexError):
-        return None
+
+
+def start_time(pid: int) -> int | None:
+    st = _proc_stat(pid)
+    return st[1] if st else None
 
 
 def _alive(pid: object, start: object) -> bool:
-    """Whether the process `pid` that started at `start` (None/0: unknown) still runs."""
+    """Whether the process `pid` that started at `start` (None/0: unknown) still runs (a
+    zombie, exited but not reaped, does not)."""
     if not isinstance(pid, int) or pid <= 0:
         return False
-    now = start_time(pid)
-    if now is None:
+    st = _proc_stat(pid)
+    if st is None or st[0] == b"Z":
         return False
-    if not isinstance(start, int) or start == 0:
-        return True
-    if now != start:
-        return False
-    try:  # a zombie (exited, not yet reaped) does not run any more
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-        return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] != b"Z"
-    except (OSError, ValueError):
-        return False
+    return not isinstance(start, int) or start == 0 or st[1] == start
 
 
 def runtime_binary() -> str:
@@ -408,9 +404,11 @@ class Container:
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
 
-    def stop(self, timeout: float | None = None) -> None:
-        """Docker's stop: the stop signal, `timeout` seconds (the container's --stop-timeout,
-        else 10; -1 = forever), then SIGKILL; waits until the container is down."""
+    def stop(self, timeout: float | None = None, signal_: int | str | None = None) -> None:
+        """Docker's stop: the stop signal (`signal_`, else the container's), `timeout` seconds
+        (the container's --stop-timeout, else 10; -1 = forever), then SIGKILL; waits until
+        the container is down."""
+        signum = parse_signal(signal_) if signal_ is not None else None  # bad input: nothing done
         if self.status not in ACTIVE:
             self.wait_stopped(5)
             return
@@ -419,7 +417,7 @@ class Container:
             timeout = 10 if t is None else t
         self._mark_stopped()
         if self.status == "running":
-            self._signal(self.stop_signal())
+            self._signal(signum if signum is not None else self.stop_signal())
         if not self.wait_stopped(None if timeout < 0 else timeout):
             self._signal(signal.SIGKILL)
             if not self.wait_stopped(10):
