@@ -123,3 +123,27 @@ def test_top_and_stats(box: Container, pyrun: PyrunRunner, client: Client) -> No
     box.wait()
     r = pyrun("top", "box")
     assert r.returncode == 1 and "is not running" in r.stderr
+
+
+def test_more_bad_input_one_line(box: Container, pyrun: PyrunRunner, client: Client) -> None:
+    """The other new entry points: one line, a non-zero exit, nothing made."""
+    images_before = pyrun("images", "-q").stdout
+    cases = [
+        (("attach", "ghost"), "No such container: ghost"),
+        (("commit", "-c", "BOGUS x", "box", "never:1"), "invalid --change"),
+        (("commit", "ghost", "never:1"), "No such container: ghost"),
+        (("export", "-o", "/nonexistent-dir/x.tar", "ghost"), "No such container: ghost"),
+        (("stats", "--no-stream", "ghost"), "No such container: ghost"),
+        (("top", "ghost"), "No such container: ghost"),
+        (("volume", "create", "bad/name"), "invalid volume name"),
+        (("stop", "-s", "NOPE", "box"), "invalid signal"),
+    ]
+    for args, text in cases:
+        r = pyrun(*args)
+        assert r.returncode != 0 and text in r.stderr, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert pyrun("images", "-q").stdout == images_before  # no half-made image
+    box.kill()
+    box.wait()
+    r = pyrun("attach", "box")
+    assert r.returncode == 1 and "not running" in r.stderr
