@@ -1,7 +1,7 @@
 """pyrun against its peers, side by side, in one run.
 
     .venv/bin/python benches/compare.py [--quick] [--out DIR]
-                                        [--only extract,sha256,import,start,scale,pull,push,build]
+                                        [--only extract,sha256,import,start,bridge,scale,pull,push,build]
 
 Capabilities and contenders (the first of each case is the baseline of its ratios):
 
@@ -16,6 +16,12 @@ Capabilities and contenders (the first of each case is the baseline of its ratio
               and `docker run --rm --network none` (images imported once from the same tar and
               removed at the end); pyrun's Client.containers.run and _core.run_container (the
               runtime alone, on the bundle runc runs) as info
+    bridge    the start case on each engine's default bridge network: `pyrun run --rm` (netns,
+              veth, address, NAT) vs `podman --runtime runc run --rm` and `docker run --rm`;
+              Client.containers.run as info (goal, issue 6: <= 0.3x podman's time). And TCP
+              throughput, 1 GiB (64 MiB with --quick) of `dd | nc` from a running container to a
+              receiver in this process: over pyrun's bridge (to its gateway) vs over loopback (a
+              --network host container to 127.0.0.1), each run a `pyrun exec`.
     scale     100 detached busybox `sleep 1000` per tool (10 with --quick), started one after the
               other, then removed by one `rm -f` with all their ids: `pyrun run -d` / `pyrun rm -f`
               vs `podman run -d --runtime runc` / `podman rm -f -t 0` and `docker run -d` /
@@ -104,13 +110,16 @@ from typing import Any, Final
 REPO: Final = Path(__file__).resolve().parent.parent
 PYTHON_SRC: Final = REPO / "python"
 TESTS_DIR: Final = REPO / "tests"
-CAPABILITIES: Final = ("extract", "sha256", "import", "start", "scale", "pull", "push", "build")
+CAPABILITIES: Final = (
+    "extract", "sha256", "import", "start", "bridge", "scale", "pull", "push", "build"
+)  # fmt: skip
 # Timed rounds by default: (full, --quick); --rounds overrides them all.
 DEFAULT_ROUNDS: Final = {
     "extract": (5, 2),
     "sha256": (5, 2),
     "import": (5, 2),
     "start": (20, 3),
+    "bridge": (10, 2),
     "scale": (1, 2),
     "pull": (3, 2),
     "push": (3, 2),
@@ -1055,6 +1064,135 @@ def _docker_start(ctx: Context, src: Path) -> Contender:
     return c
 
 
+def bridge_cases(ctx: Context) -> list[Case]:
+    """Issue 6: start `true` on each engine's default bridge network, and TCP throughput from a
+    container to the host over pyrun's bridge against the host's loopback."""
+    images = _images_module()
+    error: str | None = None
+    try:
+        src: Path = images.busybox_tar()
+        warm(src)
+    except (images.ImageUnavailable, OSError) as e:
+        src, error = Path("/nonexistent"), f"test image missing: {_tail(str(e), 2)}"
+    cli = _pyrun_cli()
+    store = ctx.work / "start-store"
+    pyrun_cli = Contender(
+        "pyrun run --rm",
+        "CLI",
+        lambda _wd, _n: run_cmd(
+            [*cli, "--root", store, "run", "--rm", PYRUN_START_REF, "true"], env=_child_env
+        ),
+        role="pyrun",
+        note="default bridge: a netns, a veth on the bridge, an address, NAT rules kept",
+        unavailable=ctx.core_error,
+    )
+
+    def client_run(_wd: Path, _n: int) -> object:
+        from pyrun.client import Client
+
+        return Client(store).containers.run(PYRUN_START_REF, ["true"], remove=True)
+
+    pyrun_api = Contender(
+        "pyrun Client.containers.run",
+        "in-process",
+        client_run,
+        role="info",
+        note="remove=True, default bridge; no interpreter start",
+        unavailable=ctx.core_error,
+    )
+    podman = Contender("podman run --rm", "CLI", note="--runtime runc, podman's default network")
+    docker = Contender("docker run --rm", "CLI", note="Docker's default bridge (docker0)")
+    start = [pyrun_cli, pyrun_api, podman, docker]
+    if error is None:
+        try:
+            _pyrun_store(ctx, src)
+        except CommandFailed as e:
+            pyrun_cli.unavailable = pyrun_api.unavailable = f"pyrun import failed: {e}"
+        try:
+            pod = _podman_image(ctx, src)
+            cmd = [*pod, "run", "--runtime", "runc", "--rm", PODMAN_START_IMAGE, "true"]
+            podman.run = lambda _wd, _n: run_cmd(cmd)
+        except (Unavailable, CommandFailed) as e:
+            podman.unavailable = str(e)
+        try:
+            dock, _driver = _docker_image(ctx, src)
+            dcmd = [dock, "run", "--rm", DOCKER_START_IMAGE, "true"]
+            docker.run = lambda _wd, _n: run_cmd(dcmd)
+        except (Unavailable, CommandFailed) as e:
+            docker.unavailable = str(e)
+    cases = [Case("bridge", "busybox `true` on the default bridge", start, setup_error=error)]
+
+    # Throughput: 1 GiB (64 MiB with --quick) from busybox `dd | nc` in a running container to a
+    # receiver in this process, over the bridge (to the bridge's gateway) vs over loopback (a
+    # --network host container to 127.0.0.1). Both go through the same `pyrun exec`, so the
+    # difference is the path, not the tools.
+    size_mib = 64 if ctx.quick else 1024
+    receiver = socket.socket()
+    receiver.bind(("0.0.0.0", 0))
+    receiver.listen(4)
+    port = receiver.getsockname()[1]
+    ctx.cleanups.append(receiver.close)
+
+    def drain() -> None:
+        while True:
+            try:
+                conn, _ = receiver.accept()
+            except OSError:
+                return
+            with conn:
+                while conn.recv(1 << 20):
+                    pass
+
+    threading.Thread(target=drain, daemon=True).start()
+    holders: dict[str, tuple[str, str]] = {}
+
+    def sender(mode: str) -> RunFn:
+        def run(_wd: Path, _n: int) -> object:
+            cid, host = holders[mode]
+            send = f"dd if=/dev/zero bs=1M count={size_mib} 2>/dev/null | nc {host} {port}"
+            return run_cmd([*cli, "--root", store, "exec", cid, "sh", "-c", send], env=_child_env)
+
+        return run
+
+    over_bridge = Contender("pyrun bridge -> host", "CLI", sender("bridge"), role="pyrun",
+                            note=f"{size_mib} MiB, `pyrun exec` of dd | nc to the gateway")  # fmt: skip
+    over_lo = Contender("host loopback", "CLI", sender("host"),
+                        note=f"{size_mib} MiB, the same through a --network host container to 127.0.0.1")  # fmt: skip
+    tput_error = error or ctx.core_error
+    if tput_error is None:
+        try:
+            for mode in ("bridge", "host"):
+                out = run_cmd([*cli, "--root", store, "run", "-d", "--network", mode,
+                               PYRUN_START_REF, "sleep", "100000"], env=_child_env)  # fmt: skip
+                cid = out.stdout.decode().strip()
+                holders[mode] = (cid, "127.0.0.1")
+                ctx.cleanups.append(_remover(cli, store, cid))
+            gw = json.loads(run_cmd([*cli, "--root", store, "network", "inspect", "bridge"],
+                                    env=_child_env).stdout)[0]["IPAM"]["Config"][0]["Gateway"]  # fmt: skip
+            holders["bridge"] = (holders["bridge"][0], gw)
+        except (CommandFailed, ValueError, KeyError) as e:
+            tput_error = f"cannot start the sender containers: {e}"
+    cases.append(
+        Case(
+            "bridge",
+            f"TCP {size_mib} MiB container -> host",
+            [over_bridge, over_lo],
+            size=size_mib * MiB,
+            setup_error=tput_error,
+        )
+    )
+    return cases
+
+
+def _remover(cli: list[str], store: Path, cid: str) -> Callable[[], None]:
+    def remove() -> None:
+        subprocess.run(
+            [*cli, "--root", str(store), "rm", "-f", cid], capture_output=True, env=_child_env
+        )
+
+    return remove
+
+
 def start_cases(ctx: Context) -> list[Case]:
     """Start a container of the busybox image running `true` and wait for its exit."""
     error: str | None = None
@@ -1085,14 +1223,16 @@ def start_cases(ctx: Context) -> list[Case]:
     def client_run(_wd: Path, _n: int) -> object:
         from pyrun.client import Client
 
-        return Client(store).containers.run(PYRUN_START_REF, ["true"], remove=True)
+        return Client(store).containers.run(
+            PYRUN_START_REF, ["true"], remove=True, network_mode="none"
+        )
 
     pyrun_api = Contender(
         "pyrun Client.containers.run",
         "in-process",
         client_run,
         role="info",
-        note="remove=True, network none (default); no interpreter start",
+        note="remove=True, network_mode none; no interpreter start",
         unavailable=ctx.core_error,
     )
     core = ctx.core
@@ -2656,6 +2796,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sha256": sha256_cases,
         "import": import_cases,
         "start": start_cases,
+        "bridge": bridge_cases,
         "pull": pull_cases,
         "push": push_cases,
         "build": build_cases,

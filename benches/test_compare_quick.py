@@ -36,6 +36,12 @@ EXPECTED = [
     ("start", "crun run"),
     ("start", "podman run --rm"),
     ("start", "docker run --rm"),
+    ("bridge", "pyrun run --rm"),
+    ("bridge", "pyrun Client.containers.run"),
+    ("bridge", "podman run --rm"),
+    ("bridge", "docker run --rm"),
+    ("bridge", "pyrun bridge -> host"),
+    ("bridge", "host loopback"),
     ("scale", "pyrun run -d"),
     ("scale", "podman run -d"),
     ("scale", "docker run -d"),
@@ -101,7 +107,9 @@ def test_compare_quick(tmp_path: Path) -> None:
     assert runs["start"]["rounds"] == 3 and runs["extract"]["rounds"] == 2
     assert runs["scale"]["rounds"] == 2
     assert runs["pull"]["rounds"] == 2 and runs["push"]["rounds"] == 2
-    assert runs["build"]["rounds"] == 2
+    assert runs["build"]["rounds"] == 2 and runs["bridge"]["rounds"] == 2
+    bridge = {r["tool"]: r["status"] for r in rows if r["capability"] == "bridge"}
+    assert bridge["pyrun run --rm"] == bridge["pyrun bridge -> host"] == "ok", bridge
     assert "## Runs" in md
 
     seen = {(r["capability"], r["tool"]) for r in rows}

@@ -17,6 +17,8 @@ export PYRUN_ROOT="${PYRUN_ROOT:-/var/lib/pyrun}"
 work="$(mktemp -d /tmp/pyrun-demo.XXXXXX)"
 registry_pid=""
 cleanup() {
+    pyrun rm -f hello-svc >/dev/null 2>&1 || true
+    pyrun network rm demo-net >/dev/null 2>&1 || true
     if [[ -n "$registry_pid" ]]; then
         kill "$registry_pid" 2>/dev/null || true
         wait "$registry_pid" 2>/dev/null || true
@@ -61,6 +63,17 @@ show pyrun rmi "$REG/demo/hello:1" demo/hello:1
 show pyrun pull "$REG/demo/hello:1"
 show pyrun run --rm "$REG/demo/hello:1"
 show pyrun run --rm "$REG/demo/hello:1" pyrun
+# The example as a service: on a user network of its own, reached by name from another
+# container and from the host through a published port.
+show pyrun network create demo-net
+web_port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])')"
+show pyrun run -d --name hello-svc --network demo-net -p "127.0.0.1:$web_port:8080" "$REG/demo/hello:1" serve
+show pyrun port hello-svc
+show pyrun run --rm --network demo-net demo/busybox:1 sh -c \
+    'for i in 1 2 3 4 5 6 7 8 9 10; do wget -q -O- http://hello-svc:8080/ && exit; sleep 0.2; done; exit 1'
+show python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$web_port/', timeout=5).read().decode().strip())"
+show pyrun rm -f hello-svc
+show pyrun network rm demo-net
 show pyrun rmi "$REG/demo/hello:1"
 show pyrun run --rm demo/busybox:1
 show pyrun run --rm --hostname demo -u nobody demo/busybox:1 sh -c 'echo "I am $(id -u) on $(hostname), PID $$"'

@@ -7,9 +7,12 @@ pub mod digest;
 pub mod layers;
 pub mod logfile;
 pub mod monitor;
+pub mod net;
 pub mod runtime;
 pub mod sys;
 pub mod timefmt;
 
 #[cfg(feature = "python")]
 mod python;
+#[cfg(feature = "python")]
+mod python_net;

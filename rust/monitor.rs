@@ -51,6 +51,10 @@ pub struct Config {
     /// `-i`: keep the container's stdin open, fed by attached clients.
     #[serde(default)]
     pub stdin: bool,
+    /// A command run (and waited for) when the container is done for good, before the
+    /// unmount: the CLI's network release (veth, address, firewall rules, name records).
+    #[serde(default)]
+    pub on_exit: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -331,6 +335,17 @@ pub fn monitor(cfg: &Config, mut report: Option<OwnedFd>) -> i32 {
 }
 
 fn finish(cfg: &Config) {
+    if let Some((program, args)) = cfg.on_exit.split_first() {
+        match std::process::Command::new(program)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .status()
+        {
+            Ok(st) if st.success() => {}
+            Ok(st) => eprintln!("pyrun-runtime monitor: {program}: {st}"),
+            Err(e) => eprintln!("pyrun-runtime monitor: run {program}: {e}"),
+        }
+    }
     if let Some(root) = &cfg.unmount {
         if let Err(e) = runtime::overlay::unmount(root, true) {
             eprintln!("pyrun-runtime monitor: unmount {}: {e}", root.display());

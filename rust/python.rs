@@ -276,5 +276,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(unmount, m)?)?;
     m.add_function(wrap_pyfunction!(run_container, m)?)?;
     m.add_function(wrap_pyfunction!(exec_container, m)?)?;
+    crate::python_net::register(m)?;
     Ok(())
 }

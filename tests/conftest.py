@@ -26,6 +26,12 @@ def store_root(tmp_path: Path) -> Iterator[Path]:
         for c in Client(root).containers.list(all=True):
             with contextlib.suppress(PyrunError, OSError):
                 c.remove(force=True)
+    # Its networks too: bridges, firewall rules and namespace files are kernel-wide.
+    if (root / "networks").is_dir():
+        from pyrun.network import purge
+        from pyrun.store import Store
+
+        purge(Store(root))
 
 
 @pytest.fixture

@@ -46,8 +46,9 @@ def test_named_volume_lifecycle(bb: PyrunRunner, store_root: Path) -> None:
     assert Path(info["Mountpoint"]) == store_root / "volumes" / "data" / "_data"
     assert (Path(info["Mountpoint"]) / "mine").read_text() == "kept\n"
     # nocopy: an existing volume is never refilled, a new one with nocopy starts empty.
+    # (Only the mount points of the files every container gets, as in Docker.)
     r = bb("run", "--rm", "-v", "empty:/etc:nocopy", "bb:vol", "ls", "/etc")
-    assert r.returncode == 0 and r.stdout == ""
+    assert r.returncode == 0 and r.stdout.split() == ["hostname", "hosts", "resolv.conf"]
     # In use: refused unless forced.
     assert (
         bb("run", "-d", "--name", "user", "-v", "data:/d", "bb:vol", "sleep", "100").returncode == 0

@@ -176,3 +176,34 @@ def exec_container(
 # change when noNewPrivileges is false, since seccomp(2) then needs CAP_SYS_ADMIN). Unknown
 # syscall names are skipped; SCMP_ACT_NOTIFY and listenerPath raise ValueError, as does any
 # malformed field (the message names it, e.g. "linux.seccomp.syscalls[3].action").
+
+# Host networking (rust/net.rs): rtnetlink without a library. Errors are OSError(errno, msg).
+
+def net_ensure_bridge(name: str, cidr: str, *, mtu: int | None = None) -> None:
+    """Create bridge `name` with gateway address `cidr` (A.B.C.D/N), route_localnet on, up;
+    whatever exists already is kept."""
+
+def net_delete_link(name: str) -> None:
+    """Delete a link (a bridge, or a veth with its peer) by name; absent is fine."""
+
+def net_create_netns(path: str) -> None:
+    """Create a network namespace (loopback up) and bind-mount it at `path`, in a directory
+    made a shared mount point of its own on first use; an existing one there is kept."""
+
+def net_delete_netns(path: str) -> None:
+    """Unmount and remove a namespace file made by net_create_netns; absent is fine."""
+
+def net_attach_veth(
+    netns: str,
+    inner: str,
+    host: str,
+    bridge: str,
+    cidr: str,
+    *,
+    gateway: str | None = None,
+    mac: bytes | None = None,
+    mtu: int | None = None,
+) -> None:
+    """A veth pair: `inner` in the namespace at `netns` with address `cidr`, up, and a default
+    route via `gateway` when given; `host` on the host, enslaved to `bridge`, up. Nothing is
+    left behind when it fails."""

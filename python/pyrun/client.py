@@ -16,6 +16,7 @@ from pyrun.store import ImageRecord, Store
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pyrun.network import Network, Networks
     from pyrun.runtime.containers import Container
     from pyrun.transports.base import ImageDestination, ImageSource, SourceImage
     from pyrun.transports.copy import Progress
@@ -360,7 +361,26 @@ _ALIASES = {
     "mem_limit": "memory",
     "memswap_limit": "memory_swap",
     "restart_policy": "restart",
+    "publish_all_ports": "publish_all",
+    "dns_opt": "dns_option",
 }
+
+
+def _docker_py_ports(ports: dict[Any, Any]) -> list[str]:
+    """docker-py's ports={'80/tcp': 8080 | None | ('127.0.0.1', 8080) | [8080, 8081]}."""
+    out = []
+    for key, value in ports.items():
+        port, _, proto = str(key).partition("/")
+        suffix = f"/{proto}" if proto else ""
+        for v in value if isinstance(value, list) else [value]:
+            if v is None:
+                out.append(f"{port}{suffix}")
+            elif isinstance(v, tuple):
+                ip, *rest = v
+                out.append(f"{ip}:{rest[0] if rest else ''}:{port}{suffix}")
+            else:
+                out.append(f"{v}:{port}{suffix}")
+    return out
 
 
 def run_fields(options: dict[str, Any]) -> dict[str, Any]:
@@ -381,6 +401,12 @@ def run_fields(options: dict[str, Any]) -> dict[str, Any]:
         name = restart.get("Name") or "no"
         count = restart.get("MaximumRetryCount") or 0
         fields["restart"] = f"{name}:{count}" if name == "on-failure" and count else name
+    if "network" in options and "network_mode" in options:
+        raise InvalidReference("network and network_mode are mutually exclusive")
+    if isinstance(fields.get("ports"), dict):
+        fields["publish"] = _docker_py_ports(fields.pop("ports"))
+    if isinstance(fields.get("extra_hosts"), dict):
+        fields["extra_hosts"] = [f"{k}:{v}" for k, v in fields["extra_hosts"].items()]
     if isinstance(fields.get("entrypoint"), str):
         import shlex
 
@@ -554,6 +580,125 @@ class ContainerCollection:
         return {"ContainersDeleted": deleted}
 
 
+class NetworkCollection:
+    """docker-py's client.networks: bridge networks of the store."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def _nets(self) -> Networks:
+        from pyrun.network import Networks
+
+        return Networks(self.client.store)
+
+    def create(
+        self,
+        name: str,
+        driver: str | None = None,
+        *,
+        ipam: dict[str, Any] | None = None,
+        internal: bool = False,
+        labels: dict[str, str] | None = None,
+        subnet: str | None = None,
+        gateway: str | None = None,
+        **unsupported: Any,
+    ) -> NetworkModel:
+        """`ipam` as docker-py sends it ({"Config": [{"Subnet": ..., "Gateway": ...}]}) or
+        `subnet=`/`gateway=` directly."""
+        if unsupported:
+            raise APIError(f"unsupported network option(s): {', '.join(sorted(unsupported))}")
+        for pool in (ipam or {}).get("Config") or (ipam or {}).get("pool_configs") or []:
+            subnet = pool.get("Subnet") or pool.get("subnet") or subnet
+            gateway = pool.get("Gateway") or pool.get("gateway") or gateway
+        n = self._nets().create(
+            name,
+            subnet=subnet,
+            gateway=gateway,
+            internal=internal,
+            labels=labels,
+            driver=driver or "bridge",
+        )
+        return NetworkModel(self.client, n.id)
+
+    def get(self, ref: str) -> NetworkModel:
+        return NetworkModel(self.client, self._nets().get(ref).id)
+
+    def list(
+        self, names: builtins.list[str] | None = None, ids: builtins.list[str] | None = None
+    ) -> builtins.list[NetworkModel]:
+        out = []
+        for n in self._nets().list():
+            if names is not None and n.name not in names:
+                continue
+            if ids is not None and not any(n.id.startswith(i) for i in ids):
+                continue
+            out.append(NetworkModel(self.client, n.id))
+        return out
+
+    def prune(self) -> dict[str, Any]:
+        return {"NetworksDeleted": self._nets().prune()}
+
+
+class NetworkModel:
+    """docker-py's Network: attrs, name, id, containers, connect, disconnect, remove."""
+
+    def __init__(self, client: Client, nid: str) -> None:
+        self.client = client
+        self.id = nid
+
+    def _net(self) -> Network:
+        from pyrun.network import Networks
+
+        return Networks(self.client.store).get(self.id)
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return self._net().attrs()
+
+    @property
+    def name(self) -> str:
+        return self._net().name
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    @property
+    def containers(self) -> builtins.list[Container]:
+        return [self.client.containers.get(cid) for cid in self.attrs["Containers"]]
+
+    def reload(self) -> None:
+        self._net()
+
+    def connect(
+        self,
+        container: Container | str,
+        aliases: builtins.list[str] | None = None,
+        ipv4_address: str | None = None,
+    ) -> None:
+        from pyrun.network.attach import connect
+
+        c = self.client.containers.get(container) if isinstance(container, str) else container
+        c.reload()
+        connect(self.client.store, c, self.id, aliases=aliases, ip=ipv4_address)
+
+    def disconnect(self, container: Container | str, force: bool = False) -> None:
+        from pyrun.network.attach import disconnect
+
+        c = self.client.containers.get(container) if isinstance(container, str) else container
+        c.reload()
+        disconnect(self.client.store, c, self.id)
+
+    def remove(self) -> None:
+        self._net()
+        from pyrun.network import Networks
+
+        Networks(self.client.store).remove(self.id)
+
+    def __repr__(self) -> str:
+        return f"<Network: {self.short_id}>"
+
+
 class SystemAPI:
     def __init__(self, client: Client) -> None:
         self.client = client
@@ -564,7 +709,12 @@ class SystemAPI:
     def prune(self, all: bool = False) -> dict[str, Any]:
         """Stopped containers, then unused images and content (Docker's `system prune`)."""
         containers = self.client.containers.prune()
-        return {**containers, **self.client.images.prune(all=all)}
+        networks: builtins.list[str] = []
+        if (self.client.store.root / "networks").is_dir():
+            from pyrun.network import Networks
+
+            networks = Networks(self.client.store).prune()  # releases crash leftovers first
+        return {**containers, "NetworksDeleted": networks, **self.client.images.prune(all=all)}
 
     def df(self) -> dict[str, Any]:
         return self.client.store.disk_usage()
@@ -577,6 +727,7 @@ class Client:
         self.store = Store(root)
         self.images = ImageCollection(self)
         self.containers = ContainerCollection(self)
+        self.networks = NetworkCollection(self)
         self.system = SystemAPI(self)
 
     def close(self) -> None:

@@ -174,7 +174,41 @@ def _container_options(p: Any) -> None:
     p.add_argument(
         "--ulimit", action="append", default=[], help="ulimit options (nofile=1024:2048)"
     )
-    p.add_argument("--network", "--net", default="none", help="none or host (bridge: not yet)")
+    p.add_argument(
+        "--network",
+        "--net",
+        default="bridge",
+        help="bridge (default), host, none, container:NAME or a user network",
+    )
+    p.add_argument(
+        "--network-alias",
+        "--net-alias",
+        action="append",
+        default=[],
+        help="another name for the container on its user network",
+    )
+    p.add_argument("--ip", help="IPv4 address on the network (e.g. 10.211.0.10)")
+    p.add_argument(
+        "-p",
+        "--publish",
+        action="append",
+        default=[],
+        help="publish a port: [IP:][HOSTPORT:]CONTAINERPORT[/udp]",
+    )
+    p.add_argument(
+        "-P",
+        "--publish-all",
+        action="store_true",
+        help="publish every exposed port to a free host port",
+    )
+    p.add_argument("--dns", action="append", default=[], help="set a DNS server")
+    p.add_argument("--dns-search", action="append", default=[], help="set a DNS search domain")
+    p.add_argument(
+        "--dns-option", "--dns-opt", action="append", default=[], help="set a DNS option"
+    )
+    p.add_argument(
+        "--add-host", action="append", default=[], help="add a HOST:IP line to /etc/hosts"
+    )
     p.add_argument("-m", "--memory", help="memory limit (bytes, or with k, m, g)")
     p.add_argument(
         "--memory-swap", help="memory plus swap limit (-1: unlimited swap); needs --memory"
@@ -269,7 +303,7 @@ def _exec(sub: Any, name: str) -> None:
     p = sub.add_parser(name, help="run a command in a running container")
     p.add_argument("-i", "--interactive", action="store_true", help="keep STDIN open")
     p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-TTY (not yet)")
-    p.add_argument("-d", "--detach", action="store_true", help="run in the background (not yet)")
+    p.add_argument("-d", "--detach", action="store_true", help="run the command in the background")
     p.add_argument("-e", "--env", action="append", default=[], help="set an environment variable")
     p.add_argument(
         "--env-file", action="append", default=[], help="read environment variables from a file"
@@ -317,11 +351,22 @@ def _top(sub: Any, name: str) -> None:
     p.set_defaults(func=_cmd("containers", "cmd_top"))
 
 
+def _port(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="list a container's published ports")
+    p.add_argument("container")
+    p.add_argument("private_port", nargs="?", help="PORT[/PROTO]")
+    p.set_defaults(func=_cmd("containers", "cmd_port"))
+
+
 def _stats(sub: Any, name: str) -> None:
     p = sub.add_parser(name, help="display resource usage of running containers")
     p.add_argument("containers", nargs="*")
     p.add_argument("-a", "--all", action="store_true", help="all containers (default: running)")
-    p.add_argument("--no-stream", action="store_true", help="one sample (the only mode so far)")
+    p.add_argument(
+        "--no-stream",
+        action="store_true",
+        help="one sample, then exit (default: a new one every second)",
+    )
     p.add_argument("--format", help="json")
     p.set_defaults(func=_cmd("containers", "cmd_stats"))
 
@@ -459,6 +504,63 @@ def _volume_prune(sub: Any, name: str) -> None:
     p.set_defaults(func=_cmd("volumes", "cmd_prune"))
 
 
+def _network_create(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="create a bridge network")
+    p.add_argument("name")
+    p.add_argument("-d", "--driver", default="bridge", help="only bridge")
+    p.add_argument("--subnet", help="subnet in CIDR form (default: a free /24 of 10.211-219.x)")
+    p.add_argument("--gateway", help="gateway address (default: the subnet's first)")
+    p.add_argument(
+        "--internal", action="store_true", help="no access to or from outside the network"
+    )
+    p.add_argument("-l", "--label", action="append", default=[], help="set metadata KEY=VALUE")
+    p.set_defaults(func=_cmd("networks", "cmd_create"))
+
+
+def _network_ls(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="list networks", aliases=["list"] if name == "ls" else [])
+    p.add_argument("-q", "--quiet", action="store_true", help="only IDs")
+    p.add_argument("--no-trunc", action="store_true", help="full IDs")
+    p.add_argument("-f", "--filter", action="append", default=[], help="name=, id=, type=custom")
+    p.add_argument("--format", help="json")
+    p.set_defaults(func=_cmd("networks", "cmd_ls"))
+
+
+def _network_inspect(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="display detailed information on networks")
+    p.add_argument("networks", nargs="+")
+    p.set_defaults(func=_cmd("networks", "cmd_inspect"))
+
+
+def _network_rm(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="remove networks", aliases=["remove"] if name == "rm" else [])
+    p.add_argument("networks", nargs="+")
+    p.set_defaults(func=_cmd("networks", "cmd_rm"))
+
+
+def _network_prune(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="remove unused user networks")
+    p.add_argument("-f", "--force", action="store_true", help="do not prompt (never does)")
+    p.set_defaults(func=_cmd("networks", "cmd_prune"))
+
+
+def _network_connect(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="connect a container to a network")
+    p.add_argument("--alias", action="append", default=[], help="network-scoped alias")
+    p.add_argument("--ip", help="IPv4 address")
+    p.add_argument("network")
+    p.add_argument("container")
+    p.set_defaults(func=_cmd("networks", "cmd_connect"))
+
+
+def _network_disconnect(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="disconnect a container from a network")
+    p.add_argument("-f", "--force", action="store_true", help="accepted (always forced)")
+    p.add_argument("network")
+    p.add_argument("container")
+    p.set_defaults(func=_cmd("networks", "cmd_disconnect"))
+
+
 def _group(title: str, commands: dict[str, Adder]) -> Adder:
     def add(sub: Any, name: str) -> None:
         p = sub.add_parser(name, help=title)
@@ -501,6 +603,7 @@ CONTAINER_COMMANDS: dict[str, Adder] = {
     "commit": _commit,
     "cp": _cp,
     "top": _top,
+    "port": _port,
     "stats": _stats,
     "ls": _ps,
     "rm": _rm,
@@ -513,6 +616,15 @@ VOLUME_COMMANDS: dict[str, Adder] = {
     "inspect": _volume_inspect,
     "rm": _volume_rm,
     "prune": _volume_prune,
+}
+NETWORK_COMMANDS: dict[str, Adder] = {
+    "create": _network_create,
+    "ls": _network_ls,
+    "inspect": _network_inspect,
+    "rm": _network_rm,
+    "prune": _network_prune,
+    "connect": _network_connect,
+    "disconnect": _network_disconnect,
 }
 SYSTEM_COMMANDS: dict[str, Adder] = {
     "check": _check,
@@ -541,6 +653,7 @@ COMMANDS: dict[str, Adder] = {
     "image": _group("manage images", IMAGE_COMMANDS),
     "container": _group("manage containers", CONTAINER_COMMANDS),
     "volume": _group("manage volumes", VOLUME_COMMANDS),
+    "network": _group("manage networks", NETWORK_COMMANDS),
     "system": _group("manage pyrun", SYSTEM_COMMANDS),
     "version": _version,
 }

@@ -37,6 +37,14 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
         "security_opt": args.security_opt,
         "ulimits": args.ulimit,
         "network": args.network,
+        "network_aliases": args.network_alias,
+        "ip": args.ip,
+        "publish": args.publish,
+        "publish_all": args.publish_all,
+        "dns": args.dns,
+        "dns_search": args.dns_search,
+        "dns_option": args.dns_option,
+        "extra_hosts": args.add_host,
         "entrypoint": None if args.entrypoint is None else [args.entrypoint],
         "memory": args.memory,
         "memory_swap": args.memory_swap,
@@ -240,14 +248,14 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def cmd_exec(args: argparse.Namespace) -> int:
     from pyrun.runtime.containers import exec_in
 
-    if args.detach:
-        raise UsageError("detached exec (-d) is not supported yet")
     if not args.command:
         raise UsageError('"pyrun exec" requires at least 2 arguments: CONTAINER COMMAND [ARG...]')
     env = list(args.env)
     for path in args.env_file:
         env = read_env_file(path) + env
     c = Client().containers.get(args.container)
+    if args.detach:
+        return _exec_detached(c, args, env)
     return exec_in(
         c,
         args.command,
@@ -258,6 +266,67 @@ def cmd_exec(args: argparse.Namespace) -> int:
         tty=args.tty,
         interactive=args.interactive,
     )
+
+
+def _exec_detached(c: Container, args: argparse.Namespace, env: list[str]) -> int:
+    """`exec -d`: the command runs in the container in the background (its output is
+    discarded, as Docker does); this returns once it is started. A command that is not there
+    or not executable fails here first (127/126)."""
+    import os
+
+    from pyrun.runtime.containers import ACTIVE, ContainerNotRunning, exec_in
+
+    if c.status not in ACTIVE:
+        raise ContainerNotRunning(f"container {c.name} is not running")
+    _check_executable(c, args.command[0], env)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe and _exits
+        code = 125
+        try:
+            os.close(r)
+            os.setsid()
+            if os.fork():
+                os._exit(0)  # the grandchild is reparented: nobody waits for it here
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            os.write(w, b"ok")
+            os.close(w)
+            code = exec_in(c, args.command, user=args.user, env=env, workdir=args.workdir,
+                           privileged=args.privileged, tty=False, interactive=False)  # fmt: skip
+        finally:
+            os._exit(code)
+    os.close(w)
+    os.waitpid(pid, 0)
+    with os.fdopen(r, "rb") as f:
+        started = f.read() == b"ok"
+    if not started:
+        raise PyrunError("exec -d: the background process could not be started")
+    return 0
+
+
+def _check_executable(c: Container, command: str, env: list[str]) -> None:
+    """127 when `command` is not found (on the container's PATH), 126 when not executable."""
+    import os
+
+    from pyrun.runtime.containers import ContainerStartError
+    from pyrun.runtime.users import secure_join
+
+    path = next((e[5:] for e in reversed(env) if e.startswith("PATH=")), None)
+    if path is None:
+        spec_env = c.bundle_spec().get("process", {}).get("env", [])
+        path = next((e[5:] for e in spec_env if e.startswith("PATH=")), "/usr/bin:/bin")
+    candidates = [command] if "/" in command else [f"{d or '.'}/{command}" for d in path.split(":")]
+    root = f"/proc/{c.pid}/root"  # the container's view, its volumes included
+    for cand in candidates:
+        p = secure_join(root, cand)
+        if os.path.isfile(p):
+            if not os.access(p, os.X_OK):
+                raise ContainerStartError(f"exec {command}: permission denied", 126)
+            return
+    where = "no such file or directory" if "/" in command else "executable file not found in $PATH"
+    raise ContainerStartError(f"exec: {command!r}: {where}", 127)
 
 
 def read_env_file(path: str) -> list[str]:
@@ -341,21 +410,74 @@ def cmd_top(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_port(args: argparse.Namespace) -> int:
+    """Docker's `port`: `80/tcp -> 0.0.0.0:32768` per binding (of a running container)."""
+    ports = Client().containers.get(args.container).attrs["NetworkSettings"]["Ports"] or {}
+    want = args.private_port
+    if want is not None and "/" not in want:
+        want += "/tcp"
+    if want is not None and want not in ports:
+        raise PyrunError(f"no public port '{want}' published for {args.container}")
+    for key in sorted(ports, key=lambda k: (int(k.split("/")[0]), k)):
+        if want is not None and key != want:
+            continue
+        for b in ports[key]:
+            addr = f"{b['HostIp']}:{b['HostPort']}"
+            print(addr if want is not None else f"{key} -> {addr}")
+    return 0
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
-    from pyrun.cli.output import human_size
-    from pyrun.runtime.containers import ACTIVE
-    from pyrun.runtime.fs import stats
+
+    import time
 
     client = Client()
+    if args.no_stream:
+        _print_stats(args, _sample(client, args))
+        return 0
+    # Streaming: a fresh table every second (the screen redrawn on a terminal) until Ctrl-C,
+    # or until every named container has stopped.
+    tty = sys.stdout.isatty()
+    try:
+        while True:
+            started = time.monotonic()
+            samples = _sample(client, args)
+            if tty:
+                sys.stdout.write("\x1b[2J\x1b[H")
+            _print_stats(args, samples)
+            sys.stdout.flush()
+            if args.containers and not samples:
+                return 0
+            time.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
+    except KeyboardInterrupt:
+        return 0
+
+
+def _sample(client: Client, args: argparse.Namespace) -> list[dict[str, Any]]:
+    from pyrun.runtime.containers import ACTIVE, ContainerNotRunning
+    from pyrun.runtime.fs import stats
+
     if args.containers:
         targets = [client.containers.get(r) for r in args.containers]
     else:
         targets = client.containers.list(all=args.all)
-    samples = [stats(c) for c in targets if c.status in ACTIVE]
+    out = []
+    for c in targets:
+        if c.status in ACTIVE:
+            try:
+                out.append(stats(c))
+            except (IndexError, OSError, ContainerNotRunning):
+                continue  # it stopped while being sampled
+    return out
+
+
+def _print_stats(args: argparse.Namespace, samples: list[dict[str, Any]]) -> None:
+    from pyrun.cli.output import human_size
+
     if args.format == "json":
         for s in samples:
             print(json.dumps(s))
-        return 0
+        return
 
     def iec(n: float) -> str:
         for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
@@ -380,7 +502,6 @@ def cmd_stats(args: argparse.Namespace) -> int:
     header = ["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O",
               "BLOCK I/O", "PIDS"]  # fmt: skip
     table(rows, header)
-    return 0
 
 
 def _status_text(c: Container) -> str:
@@ -474,10 +595,22 @@ def _ps_fields(c: Container, no_trunc: bool) -> dict[str, str]:
         "State": c.status,
         "Names": c.name,
         "Labels": labels,
-        "Ports": "",
+        "Ports": _ports_text(c),
         "Mounts": ",".join(c.options.get("volumes") or []),
         "Networks": str(c.options.get("network", "none")),
     }
+
+
+def _ports_text(c: Container) -> str:
+    """Docker's PORTS column: 0.0.0.0:8080->80/tcp, from the running container's endpoint."""
+    from pyrun.runtime.containers import ACTIVE
+
+    if not (c.options.get("publish") or c.options.get("publish_all")) or c.status not in ACTIVE:
+        return ""
+    ports = c.attrs["NetworkSettings"]["Ports"] or {}
+    return ", ".join(
+        f"{b['HostIp']}:{b['HostPort']}->{key}" for key in sorted(ports) for b in ports[key]
+    )
 
 
 def _render_template(template: str, fields: dict[str, str]) -> str:
@@ -532,8 +665,18 @@ def cmd_ps(args: argparse.Namespace) -> int:
     rows = []
     for c in containers:
         f = _ps_fields(c, args.no_trunc)
-        rows.append([f["ID"], f["Image"], f["Command"], f["RunningFor"], f["Status"], f["Names"]])
-    table(rows, ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"])
+        rows.append(
+            [
+                f["ID"],
+                f["Image"],
+                f["Command"],
+                f["RunningFor"],
+                f["Status"],
+                f["Ports"],
+                f["Names"],
+            ]
+        )
+    table(rows, ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"])
     return 0
 
 

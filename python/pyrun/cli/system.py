@@ -26,6 +26,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
         print("Deleted Containers:")
         for cid in res["ContainersDeleted"]:
             print(cid)
+    if res.get("NetworksDeleted"):
+        print("Deleted Networks:")
+        for name in res["NetworksDeleted"]:
+            print(name)
     for d in res["ImagesDeleted"]:
         print(f"deleted: {d['Deleted']}")
     print(f"Total reclaimed space: {human_size(res['SpaceReclaimed'])}")

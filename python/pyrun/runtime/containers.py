@@ -16,9 +16,10 @@ import contextlib
 import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pyrun.errors import APIError, NotFound, PyrunError
 from pyrun.runtime.spec import (
@@ -33,6 +34,9 @@ from pyrun.runtime.spec import (
 )
 from pyrun.store import ImageRecord, Store, now_rfc3339
 from pyrun.store.fsutil import atomic_write_json, remove_tree
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 _ADJECTIVES = [
     "brave",
@@ -250,6 +254,8 @@ class Container:
         if isinstance(pid, int) and _alive(pid, st.get("pid_start")):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            self.release_network()
         self.unmount_rootfs()
         remove_cgroups(f"/pyrun/{self.id}")
         fields = {k: v for k, v in st.items() if k not in ("monitor_pid", "monitor_start")}
@@ -313,7 +319,9 @@ class Container:
         with contextlib.suppress(OSError):
             _core.unmount(str(self.rootfs), detach=True)
 
-    def write_bundle(self, image: ImageRecord) -> dict[str, Any]:
+    def write_bundle(self, image: ImageRecord, *, network: bool = True) -> dict[str, Any]:
+        """config.json for a start; `network`: set the container's network up first (released
+        by `release_network` when the container is done)."""
         from pyrun.volumes import Volumes
 
         opts = RunOptions(**self.options)
@@ -331,6 +339,8 @@ class Container:
             image.config.get("config", {}), str(self.rootfs), opts, self.id, volume_path
         )
         spec["root"]["path"] = str(self.rootfs)
+        if network:
+            self._apply_network(spec, image.config.get("config", {}))
         for m in spec["mounts"]:
             name = m.pop("x-volume", None)
             nocopy = m.pop("x-nocopy", False)
@@ -340,6 +350,42 @@ class Container:
         bundle.mkdir(exist_ok=True)
         atomic_write_json(bundle / "config.json", spec, durable=False, pretty=False)
         return spec
+
+    def _apply_network(self, spec: dict[str, Any], image_cfg: dict[str, Any]) -> None:
+        from pyrun.network.attach import setup
+
+        net = setup(
+            self.store,
+            self.id,
+            self.name,
+            self.options,
+            self.record,
+            image_cfg,
+            str(spec.get("hostname") or self.id[:12]),
+        )
+        linux = spec.setdefault("linux", {})
+        namespaces = [n for n in linux.get("namespaces", []) if n.get("type") != "network"]
+        if net["namespace"] is not None:
+            namespaces.append(net["namespace"])
+        linux["namespaces"] = namespaces
+        if net["hostname"] != spec.get("hostname"):
+            spec["hostname"] = net["hostname"]
+            env = spec["process"]["env"]
+            spec["process"]["env"] = [
+                f"HOSTNAME={net['hostname']}" if e.startswith("HOSTNAME=") else e for e in env
+            ]
+        taken = {m["destination"] for m in spec["mounts"]}
+        spec["mounts"] += [m for m in net["mounts"] if m["destination"] not in taken]
+
+    def release_network(self) -> None:
+        """Undo the network setup of the last start (idempotent)."""
+        from pyrun.network.attach import release
+
+        release(self.store, self.id)
+
+    def uses_bridge(self) -> bool:
+        mode = str(self.options.get("network") or "bridge")
+        return mode not in ("host", "none") and not mode.startswith("container:")
 
     def bundle_spec(self) -> dict[str, Any]:
         try:
@@ -445,6 +491,8 @@ class Container:
             self.wait_stopped(10)
         else:
             self.wait_stopped(5)  # a monitor may still be finishing (unmount)
+        with contextlib.suppress(Exception):
+            self.release_network()
         if os.path.ismount(self.rootfs):
             self.unmount_rootfs()
         if os.path.ismount(self.rootfs):
@@ -591,13 +639,26 @@ class Container:
         titles, rows = top(self, shlex.split(ps_args) if ps_args else [])
         return {"Titles": titles, "Processes": rows}
 
-    def stats(self, stream: bool = False) -> dict[str, Any]:
-        """One sample of CPU, memory, I/O and pids (stream=True is not supported yet)."""
+    def stats(self, stream: bool = False, decode: bool | None = None) -> Any:
+        """One sample of CPU, memory, I/O and pids; stream=True: an iterator of samples,
+        one a second, until the container stops (docker-py's; `decode` is accepted)."""
         from pyrun.runtime.fs import stats
 
-        if stream:
-            raise ContainerConflict("streaming stats are not supported yet: use stream=False")
-        return stats(self)
+        if not stream:
+            return stats(self)
+
+        def samples() -> Iterator[dict[str, Any]]:
+            while True:
+                self._state = None  # read it afresh every time
+                if self.status not in ACTIVE:
+                    return
+                try:
+                    sample = stats(self, interval=1.0)
+                except (IndexError, OSError, ContainerNotRunning):
+                    return  # it stopped while being sampled
+                yield sample
+
+        return samples()
 
     def export(self, path: str) -> None:
         """The container's filesystem as an uncompressed tar at `path`."""
@@ -704,6 +765,7 @@ def create(
             )
         if name in taken:
             raise ContainerConflict(f'Conflict. The container name "/{name}" is already in use')
+    _check_network(store, opts)
     image_cfg = image.config.get("config", {})
     anonymous = _name_anonymous_volumes(opts, image_cfg)
     cid = new_id()
@@ -726,6 +788,19 @@ def create(
     c.save()
     c.image = image
     return c
+
+
+def _check_network(store: Store, opts: RunOptions) -> None:
+    """The network exists (Docker refuses to create a container on an unknown one)."""
+    mode = opts.network or "bridge"
+    if mode in ("host", "none"):
+        return
+    if mode.startswith("container:"):
+        get_container(store, mode.partition(":")[2])
+        return
+    from pyrun.network import Networks
+
+    Networks(store).get(mode)
 
 
 def _name_anonymous_volumes(opts: RunOptions, image_cfg: dict[str, Any]) -> list[str]:
@@ -817,6 +892,8 @@ def run_foreground(
         )
         return status
     finally:
+        with contextlib.suppress(Exception):
+            c.release_network()
         c.unmount_rootfs()
         if c.record.get("auto_remove"):
             c.remove(force=True)
@@ -852,16 +929,25 @@ def start_detached(c: Container) -> int:
             ]
             if c.record.get("auto_remove")
             else [],
-        }
+            "on_exit": [
+                sys.executable, "-m", "pyrun.network.attach", "release", str(c.store.root), c.id
+            ] if c.uses_bridge() else [],
+        }  # fmt: skip
         atomic_write_json(c.dir / "monitor.json", config, durable=False, pretty=False)
         line = _spawn_monitor(c)
     except BaseException:
+        with contextlib.suppress(Exception):
+            c.release_network()
         c.unmount_rootfs()
         raise
     c._state = None
     word, _, rest = line.partition(" ")
     if word == "ok" and rest.strip().isdigit():
         return int(rest)
+    # Not started: the monitor ran its exit hook unless it died first; release again
+    # (idempotent).
+    with contextlib.suppress(Exception):
+        c.release_network()
     if word == "err":
         code, _, message = rest.partition(" ")
         raise ContainerStartError(message.strip(), int(code) if code.isdigit() else 125)
@@ -1027,6 +1113,12 @@ def inspect(c: Container) -> dict[str, Any]:
             "AutoRemove": bool(rec.get("auto_remove")),
             "RestartPolicy": {"Name": restart, "MaximumRetryCount": max_retries},
             "NetworkMode": opts.get("network", "none"),
+            "PortBindings": _port_bindings(opts),
+            "PublishAllPorts": bool(opts.get("publish_all")),
+            "Dns": opts.get("dns") or [],
+            "DnsSearch": opts.get("dns_search") or [],
+            "DnsOptions": opts.get("dns_option") or [],
+            "ExtraHosts": opts.get("extra_hosts") or None,
             "Privileged": bool(opts.get("privileged")),
             "Init": bool(opts.get("init")),
             "ReadonlyRootfs": bool(opts.get("read_only")),
@@ -1058,4 +1150,62 @@ def inspect(c: Container) -> dict[str, Any]:
             "StopTimeout": opts.get("stop_timeout"),
         },
         "BundlePath": str(spec_path.parent),
+        "NetworkSettings": _network_settings(c) if status in ACTIVE else _network_settings(None),
+        "HostsPath": str(c.dir / "hosts"),
+        "ResolvConfPath": str(c.dir / "resolv.conf"),
+        "HostnamePath": str(c.dir / "hostname"),
     }
+
+
+def _port_bindings(opts: dict[str, Any]) -> dict[str, Any]:
+    from pyrun.network.ports import docker_ports, parse_publish
+
+    try:
+        return docker_ports([m for spec in opts.get("publish") or [] for m in parse_publish(spec)])
+    except ValueError:
+        return {}
+
+
+def _network_settings(c: Container | None) -> dict[str, Any]:
+    """Docker's NetworkSettings from the running container's endpoints."""
+    out: dict[str, Any] = {
+        "Bridge": "",
+        "SandboxKey": "",
+        "Ports": {},
+        "IPAddress": "",
+        "IPPrefixLen": 0,
+        "Gateway": "",
+        "MacAddress": "",
+        "Networks": {},
+    }
+    if c is None or not (c.store.root / "networks").is_dir():
+        return out
+    from pyrun.network import Networks, netns_path
+    from pyrun.network.ports import docker_ports
+
+    if c.uses_bridge():
+        out["SandboxKey"] = str(netns_path(c.store, c.id))
+    for n in Networks(c.store)._records():
+        ep = n.endpoint(c.id)
+        if ep is None:
+            continue
+        entry = {
+            "NetworkID": n.id,
+            "EndpointID": ep.get("endpoint_id", ""),
+            "Gateway": ep["gateway"] if ep.get("ifname") == "eth0" or not n.internal else "",
+            "IPAddress": ep["ip"],
+            "IPPrefixLen": n.prefix,
+            "MacAddress": ep.get("mac", ""),
+            "Aliases": ep.get("aliases") or None,
+        }
+        out["Networks"][n.name] = entry
+        if ep.get("ifname") == "eth0":
+            out.update(
+                Bridge=n.bridge,
+                IPAddress=ep["ip"],
+                IPPrefixLen=n.prefix,
+                Gateway=ep["gateway"],
+                MacAddress=ep.get("mac", ""),
+                Ports=docker_ports(ep.get("ports") or []),
+            )
+    return out

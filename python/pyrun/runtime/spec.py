@@ -114,6 +114,14 @@ class RunOptions:
     labels: list[str]
     init: bool
     interactive: bool
+    network_aliases: list[str]
+    publish: list[str]
+    publish_all: bool
+    dns: list[str]
+    dns_search: list[str]
+    dns_option: list[str]
+    extra_hosts: list[str]
+    ip: str | None
 
     _DEFAULTS: ClassVar[dict[str, Any]] = {
         "command": [],
@@ -129,7 +137,7 @@ class RunOptions:
         "cap_drop": [],
         "security_opt": [],
         "ulimits": [],
-        "network": "none",
+        "network": "bridge",
         "tty": False,
         "memory": None,
         "memory_swap": None,
@@ -146,6 +154,14 @@ class RunOptions:
         "labels": [],
         "init": False,
         "interactive": False,
+        "network_aliases": [],
+        "publish": [],
+        "publish_all": False,
+        "dns": [],
+        "dns_search": [],
+        "dns_option": [],
+        "extra_hosts": [],
+        "ip": None,
     }
 
     def __init__(self, **options: Any) -> None:
@@ -425,6 +441,51 @@ def validate(opts: RunOptions) -> None:
         parse_ulimit(u)
     resources_section(opts)
     user_mounts(opts)
+    validate_network(opts)
+
+
+def validate_network(opts: RunOptions) -> None:
+    """Docker's checks of --network, -p, --add-host, --dns and --ip (no state needed)."""
+    from pyrun.network.ports import PortError, parse_publish
+
+    mode = opts.network or ""
+    if not mode or mode == "container:":
+        raise SpecError(
+            f"invalid --network {mode!r}: a network name or bridge|host|none|container:NAME"
+        )
+    shared = mode in ("host", "none") or mode.startswith("container:")
+    for spec in opts.publish:
+        try:
+            parse_publish(spec)
+        except PortError as e:
+            raise SpecError(str(e)) from None
+    if shared and (opts.publish or opts.publish_all) and mode != "none":
+        raise SpecError(
+            f"conflicting options: port publishing and the {mode.partition(':')[0]} network mode"
+        )
+    if mode.startswith("container:") and (opts.hostname or opts.dns or opts.extra_hosts):
+        raise SpecError(
+            "conflicting options: --hostname, --dns and --add-host and the container network mode"
+        )
+    if opts.ip is not None and shared:
+        raise SpecError("--ip needs a bridge network")
+    if opts.network_aliases and shared:
+        raise SpecError("--network-alias needs a user-defined network")
+    from pyrun.errors import PyrunError
+    from pyrun.network.attach import parse_add_host
+
+    try:
+        for h in opts.extra_hosts:
+            parse_add_host(h)
+    except PyrunError as e:
+        raise SpecError(str(e)) from None
+    import socket
+
+    for addr in [*opts.dns, *([opts.ip] if opts.ip else [])]:
+        try:
+            socket.inet_pton(socket.AF_INET6 if ":" in addr else socket.AF_INET, addr)
+        except OSError:
+            raise SpecError(f"invalid IP address {addr!r}") from None
 
 
 def swap_limit_supported() -> bool:
@@ -691,12 +752,10 @@ def build_spec(
             f"the working directory {process['cwd']!r} is invalid: it needs to be an absolute path"
         )
     namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount", "cgroup")]
-    if opts.network == "none":
+    if opts.network != "host":
+        # A new namespace here; the container's network setup points it at the namespace it
+        # made (bridge), or at another container's (container:NAME).
         namespaces.append({"type": "network"})
-    elif opts.network != "host":
-        raise SpecError(
-            f"network {opts.network!r} is not available yet: use --network none or host"
-        )
     ro_sys = [] if opts.privileged else ["ro"]
     mounts = [
         {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
