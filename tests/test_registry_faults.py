@@ -20,7 +20,7 @@ import pytest
 
 from helpers import PyrunRunner, needs_docker, needs_root, needs_tool
 from pyrun.client import Client
-from test_registry import FaultyProxy, free_port, start_registry
+from test_registry import FaultyProxy, free_port
 
 pytestmark = [needs_root, needs_tool("docker-registry")]
 
@@ -242,11 +242,11 @@ def test_eight_concurrent_pulls_leave_one_copy(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         for _ in range(8)
     ]
     for p in procs:
-        out, err = p.communicate(timeout=300)
+        _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
     fresh = Client(root)
     (img,) = fresh.images.list()
@@ -298,3 +298,39 @@ def test_unauthorized_is_one_clear_line(bb: Client, tmp_path: Path, pyrun: Pyrun
         assert "HTTP 401" in msg and "UNAUTHORIZED" in msg, msg
     finally:
         reg.kill()
+
+
+def sh(*args: str) -> str:
+    r = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, (args, r.stderr)
+    return r.stdout
+
+
+@needs_docker
+def test_docker_engine_interop_both_ways(bb: Client, reg: RegistryProcess, tmp_path: Path) -> None:
+    """What pyrun pushes, `docker pull` fetches and `docker run` runs; what `docker push`
+    pushes (an image put into Docker with `docker load` of `pyrun save`), pyrun pulls and runs."""
+    pushed = f"{reg.addr}/dock/pyrun-pushed:1"
+    from_docker = f"{reg.addr}/dock/docker-pushed:1"
+    loaded = "pyrun-ship-interop/bb:1"
+    try:
+        bb.images.get("bb:ship").tag(f"{reg.addr}/dock/pyrun-pushed", "1")
+        digest = bb.images.push(pushed)
+        out = sh("docker", "pull", pushed)
+        assert digest in out, out
+        assert sh("docker", "run", "--rm", "--network", "none", pushed) == "shipped\n"
+
+        bb.images.get("bb:ship").tag("pyrun-ship-interop/bb", "1")
+        archive = tmp_path / "bb.tar"
+        bb.images.save([loaded], archive)
+        sh("docker", "load", "-i", str(archive))
+        sh("docker", "tag", loaded, from_docker)
+        sh("docker", "push", from_docker)
+        fresh = Client(tmp_path / "fresh")
+        img = fresh.images.pull(from_docker)
+        assert img.record.media_type == "application/vnd.docker.distribution.manifest.v2+json"
+        assert img.record.diff_ids == bb.images.get("bb:ship").record.diff_ids
+        assert fresh.containers.run(from_docker, remove=True) == b"shipped\n"
+        assert fresh.system.check() == []
+    finally:
+        subprocess.run(["docker", "rmi", "-f", pushed, from_docker, loaded], capture_output=True)
