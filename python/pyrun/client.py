@@ -260,7 +260,13 @@ class ImageCollection:
             if len(images) != 1:
                 raise ImageNotFound(f"{source}: holds {len(images)} images; name one")
             dest, names = open_destination(destination, self.client.store)
-            return self._copy_all(images, dest, names, progress)[0]
+            if hasattr(dest, "origins_root"):  # a registry: mounts from repos known to hold blobs
+                dest.origins_root = self.client.store.root
+            digest = self._copy_all(images, dest, names, progress)[0]
+            record_origins = getattr(src, "record_origins", None)
+            if record_origins is not None:
+                record_origins(self.client.store.root)
+            return digest
         finally:
             src.close()
 

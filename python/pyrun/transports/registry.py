@@ -147,6 +147,7 @@ class RegistrySource:
         self.ref = ref
         self.registry = Registry(ref.domain)
         self.platform = platform
+        self.digests: list[str] = []
 
     def images(self, ref: str | None = None) -> list[SourceImage]:
         repo = self.ref.path
@@ -165,9 +166,17 @@ class RegistrySource:
             SourceLayer(RemoteBlob(self.registry, repo, d), d, diff)
             for d, diff in zip(manifest.get("layers", []), diff_ids, strict=False)
         ]
+        self.digests += [str(d["digest"]) for d in manifest.get("layers", [])]
+        self.digests += [str(cdesc.get("digest"))] if cdesc.get("digest") else []
         name = Reference(self.ref.domain, self.ref.path, self.ref.tag, None)
         names = [name] if self.ref.tag or not self.ref.digest else []
         return [SourceImage(data, media_type, config, layers, names)]
+
+    def record_origins(self, root: Path) -> None:
+        """After a successful copy: these blobs are in this repository (mount candidates)."""
+        from pyrun.registry import origins
+
+        origins.record(root, self.registry.host, self.ref.path, self.digests)
 
     def close(self) -> None:
         self.registry.close()
@@ -183,9 +192,38 @@ class RegistryDestination:
         self.ref = ref
         self.registry = Registry(ref.domain)
         self.repo = ref.path
+        self.origins_root: Path | None = None  # where mount candidates are known (the store)
+        self.digests: list[str] = []
+        self.mounted: list[str] = []
+        self._lock = threading.Lock()
 
     def has_layer(self, descriptor: dict[str, Any], diff_id: str | None) -> bool:
-        return self.registry.has_blob(self.repo, descriptor["digest"])
+        found = self.registry.has_blob(self.repo, descriptor["digest"])
+        if found:
+            with self._lock:
+                self.digests.append(str(descriptor["digest"]))
+        return found
+
+    def _mount(self, digest: str) -> tuple[bool, str | None]:
+        """Try a cross-repository mount from repositories of this registry known to hold the
+        blob: (mounted, the Location of an upload session a 202 opened instead)."""
+        if self.origins_root is None:
+            return False, None
+        from pyrun.registry import origins
+
+        for source in origins.lookup(self.origins_root, digest, self.registry.host)[:2]:
+            if source == self.repo:
+                continue
+            try:
+                location = self.registry.mount_blob(self.repo, digest, source)
+            except RegistryError:
+                continue  # no permission on the source, or no mounts: upload
+            if location is None:
+                with self._lock:
+                    self.mounted.append(digest)
+                return True, None
+            return False, location
+        return False, None
 
     def put_layer(self, layer: SourceLayer) -> LayerResult:
         desc = layer.descriptor
@@ -203,13 +241,24 @@ class RegistryDestination:
             diff_id = layer.diff_id or digest
         # With a descriptor, the copy asked has_layer just before: no second HEAD.
         if desc is not None or not self.registry.has_blob(self.repo, digest):
-            with layer.blob.open() as f:
-                self.registry.upload_blob(self.repo, digest, size, f)
+            mounted, location = self._mount(digest)
+            if not mounted:
+                f = layer.blob.open()
+                try:
+                    self.registry.upload_blob(
+                        self.repo, digest, size, f, reopen=layer.blob.open, location=location
+                    )
+                finally:
+                    f.close()
+        with self._lock:
+            self.digests.append(digest)
         return LayerResult(digest, diff_id, size, media_type)
 
     def put_blob(self, data: bytes, digest: str, media_type: str) -> None:
         if not self.registry.has_blob(self.repo, digest):
             self.registry.upload_blob(self.repo, digest, len(data), data)
+        with self._lock:
+            self.digests.append(digest)
 
     def put_manifest(self, data: bytes, media_type: str, names: list[Reference]) -> str:
         tags = [n.tag for n in names if n.tag] or [self.ref.tag or "latest"]
@@ -220,6 +269,10 @@ class RegistryDestination:
 
     def commit(self) -> None:
         self.registry.close()
+        if self.origins_root is not None:
+            from pyrun.registry import origins
+
+            origins.record(self.origins_root, self.registry.host, self.repo, self.digests)
 
     def abort(self) -> None:
         self.registry.close()
