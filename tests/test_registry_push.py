@@ -5,6 +5,7 @@ the test makes), tag listing and delete, and an OCI index pushed whole."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import http.server
@@ -12,7 +13,9 @@ import io
 import json
 import os
 import socket
+import subprocess
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -271,3 +274,186 @@ def test_chunk_resume_from_the_session_range(monkeypatch: pytest.MonkeyPatch) ->
         "PATCH 65536-131071", "GET /up/1", f"PATCH {half}-{half + 65535}",
     ], log  # fmt: skip
     assert log.count("POST /v2/x/y/blobs/uploads/") == 1 and log[-1].startswith("PUT /up/1?digest=")
+
+
+class _JWTServer(http.server.BaseHTTPRequestHandler):
+    """A token server for the registry's `auth: token` mode: RS256 JWTs signed (with the
+    openssl CLI) by a key whose self-signed certificate is the registry's root bundle, for
+    whatever the scope asks. Tokens really live `life` seconds (the registry allows 60 s of
+    clock skew past `exp`), while `expires_in` claims 300: the client learns of the expiry
+    from a 401, as it does when a registry revokes a token or clocks disagree."""
+
+    key = ""
+    cert_der = b""
+    life = 2.0
+    seen: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        cls = type(self)
+        cls.seen.append(self.path)
+        q = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+        access = []
+        for scope in q.get("scope", []):
+            for one in scope.split(" "):
+                kind, _, rest = one.partition(":")
+                name, _, actions = rest.rpartition(":")
+                access.append({"type": kind, "name": name, "actions": actions.split(",")})
+        now = int(time.time())
+        claims = {
+            "iss": "pyrun-test-issuer", "sub": "", "aud": q.get("service", [""])[0],
+            "exp": now - 60 + int(cls.life), "nbf": now - 1, "iat": now,
+            "jti": os.urandom(8).hex(), "access": access,
+        }  # fmt: skip
+        header = {"typ": "JWT", "alg": "RS256", "x5c": [base64.b64encode(cls.cert_der).decode()]}
+        signing = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
+        sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", cls.key],
+                             input=signing.encode(), capture_output=True, check=True).stdout  # fmt: skip
+        body = json.dumps({"token": f"{signing}.{_b64(sig)}", "expires_in": 300}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class DelayProxy(FaultyProxy):
+    """Holds the first request whose first line contains `pattern` for `delay` seconds."""
+
+    def __init__(self, upstream: str, pattern: str, delay: float) -> None:
+        self.pattern = pattern
+        self.delay = delay
+        super().__init__(upstream)
+
+    def _serve(self, client: socket.socket) -> None:
+        host, port = self.upstream.split(":")
+        up = socket.create_connection((host, int(port)))
+
+        def down() -> None:
+            try:
+                while data := up.recv(65536):
+                    client.sendall(data)
+            except OSError:
+                pass
+            finally:
+                with contextlib.suppress(OSError):
+                    client.shutdown(socket.SHUT_RDWR)
+                client.close()
+
+        threading.Thread(target=down, daemon=True).start()
+        try:
+            while data := client.recv(65536):
+                if data[:4] in (b"GET ", b"PUT ", b"POST", b"HEAD", b"PATC"):
+                    head = data.split(b"\r\n\r\n", 1)[0].decode(errors="replace")
+                    with self.lock:
+                        self.requests.append(head)
+                        hold = bool(self.pattern) and self.pattern in head.splitlines()[0]
+                        if hold:
+                            self.pattern = ""
+                    if hold:
+                        time.sleep(self.delay)
+                up.sendall(data)
+        except OSError:
+            pass
+        finally:
+            up.close()
+
+
+@pytest.fixture
+def token_registry(tmp_path: Path) -> Iterator[RegistryProcess]:
+    d = tmp_path / "tokenreg"
+    d.mkdir()
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=pyrun-test-token", "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem")],
+        capture_output=True, check=True,
+    )  # fmt: skip
+    der = subprocess.run(["openssl", "x509", "-in", str(d / "cert.pem"), "-outform", "DER"],
+                         capture_output=True, check=True).stdout  # fmt: skip
+    _JWTServer.key, _JWTServer.cert_der, _JWTServer.seen = str(d / "key.pem"), der, []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _JWTServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    realm = f"http://127.0.0.1:{server.server_address[1]}/token"
+    reg = RegistryProcess(
+        d,
+        f"auth: {{token: {{realm: {realm}, service: test-registry, issuer: pyrun-test-issuer,"
+        f" rootcertbundle: {d}/cert.pem}}}}\n",
+    )
+    try:
+        yield reg
+    finally:
+        reg.kill()
+        server.shutdown()
+        server.server_close()
+
+
+def test_token_expires_in_the_middle_of_uploads(
+    bb: Client, token_registry: RegistryProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tokens that die after 2 s: a chunked (seekable) upload whose later PATCH is held 3 s
+    gets a 401 and sends that chunk again with a fresh token; a streamed (not seekable) layer,
+    from an OCI archive, whose PUT is held 3 s is re-opened and sent again in a new session."""
+    reg = token_registry
+    monkeypatch.setenv("PYRUN_UPLOAD_CHUNK", str(256 * 1024))
+    proxy = DelayProxy(reg.addr, "PATCH ", 0)
+    try:
+        # The held PATCH: the third of the layer's chunks.
+        with proxy.lock:
+            proxy.pattern, proxy.delay = "", 0.0
+        name = f"{proxy.addr}/tok/bb:1"
+        bb.images.get("bb:ship").tag(f"{proxy.addr}/tok/bb", "1")
+        patches = 0
+
+        def hold_third_patch() -> None:
+            nonlocal patches
+            while True:
+                with proxy.lock:
+                    n = sum(r.startswith("PATCH ") for r in proxy.requests)
+                    if n >= 2:
+                        proxy.pattern, proxy.delay = "PATCH ", 3.0
+                        return
+                time.sleep(0.002)
+
+        t = threading.Thread(target=hold_third_patch, daemon=True)
+        t.start()
+        tokens_before = len(_JWTServer.seen)
+        bb.images.push(name)
+        t.join()
+        seen = lines(proxy)
+        # A PATCH answered 401, then the same chunk again (same Content-Range) after a new token.
+        ranges = [
+            next(h for h in r.lower().splitlines() if h.startswith("content-range:"))
+            for r in proxy.requests
+            if r.startswith("PATCH ")
+        ]
+        assert len(ranges) > len(set(ranges)), seen
+        assert len(_JWTServer.seen) > tokens_before + 1, _JWTServer.seen
+
+        # The streamed layer: a blob inside an OCI archive (a window on the tar, not seekable)
+        # goes up in one PUT.
+        layout = tmp_path / "layout.tar"
+        bb.images.copy("bb:ship", f"oci-archive:{layout}:1")
+        monkeypatch.setenv("PYRUN_UPLOAD_CHUNK", str(64 << 20))
+        (bb.store.root / "registry-origins.json").unlink()  # no mount from tok/bb: upload
+        with proxy.lock:
+            proxy.requests.clear()
+            proxy.pattern, proxy.delay = "PUT /v2/stream/bb/blobs/uploads/", 3.0
+        bb.images.copy(f"oci-archive:{layout}:1", f"docker://{proxy.addr}/stream/bb:1")
+        seen = lines(proxy)
+        layer = bb.images.get("bb:ship").record.layers[0]["digest"].split(":")[1]
+        puts = [
+            ln for ln in seen if ln.startswith("PUT /v2/stream/bb/blobs/uploads/") and layer in ln
+        ]
+        assert len(puts) == 2 and puts[0].split("?")[0] != puts[1].split("?")[0], seen
+
+        fresh = Client(tmp_path / "fresh")
+        for repo in ("tok", "stream"):
+            assert fresh.containers.run(f"{proxy.addr}/{repo}/bb:1", remove=True) == b"shipped\n"
+    finally:
+        proxy.close()
