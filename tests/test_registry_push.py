@@ -23,7 +23,7 @@ from typing import ClassVar
 
 import pytest
 
-from helpers import needs_root, needs_tool
+from helpers import PyrunRunner, needs_root, needs_tool
 from pyrun.client import Client
 from test_registry import FaultyProxy
 from test_registry_faults import RegistryProcess
@@ -457,3 +457,109 @@ def test_token_expires_in_the_middle_of_uploads(
             assert fresh.containers.run(f"{proxy.addr}/{repo}/bb:1", remove=True) == b"shipped\n"
     finally:
         proxy.close()
+
+
+def test_tags_and_delete_on_debian_registry(
+    bb: Client, reg: RegistryProcess, tmp_path: Path, pyrun: PyrunRunner
+) -> None:
+    """Debian's 2.8 quirks: tags/list ignores n and last and answers unsorted (the client
+    sorts, and stops when a page brings nothing new); DELETE by tag is DIGEST_INVALID (the
+    client resolves the tag and deletes by digest)."""
+    from pyrun.registry.client import Registry
+
+    repo = f"{reg.addr}/tags/bb"
+    for t in ("zeta", "alpha", "1.0", "mid", "beta"):
+        bb.images.get("bb:ship").tag(repo, t)
+        bb.images.push(f"{repo}:{t}")
+    other = bb.containers.run("bb:ship", ["sh", "-c", "echo x > /x"], detach=True)
+    other.wait()
+    other.commit(repo, "other")
+    bb.images.push(f"{repo}:other")
+    want = sorted(["zeta", "alpha", "1.0", "mid", "beta", "other"])
+    proxy = FaultyProxy(reg.addr)
+    api = Registry(proxy.addr)
+    try:
+        assert api.tags("tags/bb", page_size=2) == want
+        assert any("/tags/list?n=2" in ln for ln in lines(proxy))
+    finally:
+        api.close()
+        proxy.close()
+    r = pyrun("image", "tags", repo)
+    assert r.returncode == 0 and r.stdout.split() == want, r.stderr
+    r = pyrun("image", "tags", "--format", "json", repo)
+    assert json.loads(r.stdout) == {"Repository": repo, "Tags": want}
+    assert bb.images.list_tags(repo) == want
+
+    # Delete by tag: the manifest goes, with every tag that points at it.
+    digest = bb.images.get(f"{repo}:zeta").record.manifest_digest
+    r = pyrun("manifest", "rm", f"{repo}:zeta")
+    assert r.returncode == 0 and r.stdout.strip() == f"Deleted: {repo}@{digest}", r.stderr
+    assert bb.images.list_tags(repo) == ["other"]
+    r = pyrun("pull", f"{repo}:alpha")
+    assert r.returncode == 1 and "MANIFEST_UNKNOWN" in r.stderr
+    assert (
+        bb.images.delete_remote(f"{repo}:other")
+        == bb.images.get(f"{repo}:other").record.manifest_digest
+    )
+    r = pyrun("manifest", "rm", f"{repo}:other")
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "HTTP 404" in r.stderr
+
+
+def test_delete_refused_is_one_line(bb: Client, tmp_path: Path, pyrun: PyrunRunner) -> None:
+    reg = RegistryProcess(tmp_path / "nodelete")
+    cfg = tmp_path / "nodelete" / "config.yml"
+    cfg.write_text(cfg.read_text().replace("delete: {enabled: true}", "delete: {enabled: false}"))
+    reg.kill()
+    reg.start()
+    try:
+        bb.images.get("bb:ship").tag(f"{reg.addr}/keep/bb", "1")
+        bb.images.push(f"{reg.addr}/keep/bb:1")
+        r = pyrun("manifest", "rm", f"{reg.addr}/keep/bb:1")
+        assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "does not allow deletes" in r.stderr and "HTTP 405" in r.stderr, r.stderr
+    finally:
+        reg.kill()
+
+
+class _PagedTags(http.server.BaseHTTPRequestHandler):
+    """tags/list as the spec has it: `n` per page, lexical order, a Link to the next page."""
+
+    protocol_version = "HTTP/1.1"
+    tags: ClassVar[list[str]] = sorted(f"t{i:03d}" for i in range(7))
+    log: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        type(self).log.append(self.path)
+        q = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+        n = int(q.get("n", ["100"])[0])
+        last = q.get("last", [""])[0]
+        rest = [t for t in self.tags if t > last]
+        page = rest[:n]
+        body = json.dumps({"name": "p/q", "tags": page}).encode()
+        self.send_response(200)
+        if len(rest) > n:
+            self.send_header("Link", f'</v2/p/q/tags/list?n={n}&last={page[-1]}>; rel="next"')
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_tag_pagination_follows_link() -> None:
+    from pyrun.registry.client import Registry
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _PagedTags)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    api = Registry(f"127.0.0.1:{server.server_address[1]}")
+    try:
+        assert api.tags("p/q", page_size=3) == _PagedTags.tags
+    finally:
+        api.close()
+        server.shutdown()
+        server.server_close()
+    assert _PagedTags.log == [
+        "/v2/p/q/tags/list?n=3", "/v2/p/q/tags/list?n=3&last=t002", "/v2/p/q/tags/list?n=3&last=t005"
+    ]  # fmt: skip

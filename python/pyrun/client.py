@@ -332,6 +332,29 @@ class ImageCollection:
         self.client.store.get(str(ref))  # ImageNotFound before any network traffic
         return self.copy(str(ref), f"docker://{ref}", progress=progress)
 
+    def list_tags(self, repository: str) -> builtins.list[str]:
+        """The tags of REGISTRY/REPOSITORY in its registry, sorted (`skopeo list-tags`)."""
+        from pyrun.registry.client import Registry
+
+        ref = parse(repository)
+        reg = Registry(ref.domain)
+        try:
+            return reg.tags(ref.path, page_size=1000)
+        finally:
+            reg.close()
+
+    def delete_remote(self, reference: str) -> str:
+        """Delete REGISTRY/REPOSITORY:TAG (or @DIGEST) from its registry (`skopeo delete`): the
+        manifest goes, with every tag that points at it. Returns the manifest digest."""
+        from pyrun.registry.client import Registry
+
+        ref = parse(reference)
+        reg = Registry(ref.domain)
+        try:
+            return reg.delete_manifest(ref.path, ref.digest or ref.tag or "latest")
+        finally:
+            reg.close()
+
     def remove(self, image: str, force: bool = False) -> builtins.list[dict[str, str]]:
         return [{k: v} for k, v in self.client.store.remove(image, force=force)]
 

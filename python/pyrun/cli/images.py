@@ -314,6 +314,34 @@ def cmd_manifest_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_manifest_rm(args: argparse.Namespace) -> int:
+    client = _client()
+    status = 0
+    for name in args.images:
+        try:
+            digest = client.images.delete_remote(name)
+            print(f"Deleted: {parse(name).name}@{digest}")
+        except PyrunError as e:
+            print(f"Error: {e}", file=sys.stderr)
+            status = 1
+    return status
+
+
+def cmd_tags(args: argparse.Namespace) -> int:
+    ref = parse(args.repository, default_tag=False)
+    if ref.tag is not None or ref.digest is not None:
+        raise UsageError(f"{args.repository}: name a repository, without a tag or digest")
+    tags = _client().images.list_tags(args.repository)
+    if args.format == "json":
+        print(json.dumps({"Repository": ref.name, "Tags": tags}, indent=4))
+    elif args.format in (None, "table"):
+        for t in tags:
+            print(t)
+    else:
+        raise UsageError(f"unsupported --format {args.format!r}: use json")
+    return 0
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     import io
     from pathlib import Path
