@@ -563,3 +563,70 @@ def test_tag_pagination_follows_link() -> None:
     assert _PagedTags.log == [
         "/v2/p/q/tags/list?n=3", "/v2/p/q/tags/list?n=3&last=t002", "/v2/p/q/tags/list?n=3&last=t005"
     ]  # fmt: skip
+
+
+def _under_pty(args: list[str]) -> tuple[int, str, str]:
+    """Run with stderr on a pseudo-terminal: (exit status, stdout, what the terminal got)."""
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=slave, text=True)
+    os.close(slave)
+    got = b""
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: every writer closed
+            break
+        if not data:
+            break
+        got += data
+    os.close(master)
+    assert proc.stdout is not None
+    with proc.stdout:
+        out = proc.stdout.read()
+    return proc.wait(60), out, got.decode(errors="replace")
+
+
+def test_progress_bars_on_a_terminal_plain_lines_otherwise(
+    bb: Client, reg: RegistryProcess, tmp_path: Path, store_root: Path
+) -> None:
+    import sys
+
+    c = bb.containers.run("bb:ship", ["sh", "-c", "head -c 3000000 /dev/urandom > /r"], detach=True)
+    c.wait()
+    name = f"{reg.addr}/prog/bb:1"
+    c.commit(f"{reg.addr}/prog/bb", "1")
+    keys = [d["digest"][7:19] for d in bb.images.get(name).record.layers]
+    cli = [sys.executable, "-m", "pyrun.cli", "--root", str(store_root)]
+
+    rc, out, tty = _under_pty([*cli, "push", name])
+    assert rc == 0, tty
+    assert "\x1b[" in tty and "Pushing [" in tty, tty
+    for k in keys:
+        assert f"{k}: Pushed" in tty, tty
+    assert out.startswith("1: digest: sha256:")
+
+    fresh = [sys.executable, "-m", "pyrun.cli", "--root", str(tmp_path / "fresh")]
+    rc, out, tty = _under_pty([*fresh, "pull", name])
+    assert rc == 0, tty
+    assert "Downloading [" in tty and "\x1b[2K" in tty, tty
+    final = tty.rsplit("\x1b[2K", len(keys))[-len(keys) :]  # the last drawing of the rows
+    assert sorted(r.strip() for r in final) == sorted(f"{k}: Pull complete" for k in keys), tty
+    assert "Digest: sha256:" in out and "\x1b" not in out
+    rc, out, tty = _under_pty([*fresh, "pull", name])  # nothing to fetch
+    assert rc == 0 and all(f"{k}: Already exists" in tty for k in keys), tty
+
+    # Not a terminal: plain lines, no escapes; -q: nothing but the name.
+    r = subprocess.run([*cli, "push", name], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "\x1b" not in r.stdout + r.stderr
+    assert [ln.split(": ")[1] for ln in r.stdout.splitlines()[:-1]] == ["already exists"] * 2
+    other = [sys.executable, "-m", "pyrun.cli", "--root", str(tmp_path / "other")]
+    r = subprocess.run([*other, "pull", name], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "\x1b" not in r.stdout + r.stderr
+    assert sorted(ln for ln in r.stdout.splitlines() if "copied" in ln) == sorted(
+        f"{k}: copied {d['size']} bytes"
+        for k, d in zip(keys, bb.images.get(name).record.layers, strict=True)
+    )
+    rc, out, tty = _under_pty([*other, "pull", "-q", name])
+    assert rc == 0 and tty == "" and out == f"{name}\n"

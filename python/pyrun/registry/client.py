@@ -222,10 +222,10 @@ class Registry:
                 import ssl
 
                 conn = http.client.HTTPSConnection(
-                    host, timeout=60, context=ssl.create_default_context()
+                    host, timeout=60, context=ssl.create_default_context(), blocksize=1 << 20
                 )
-            else:
-                conn = http.client.HTTPConnection(host, timeout=60)
+            else:  # 1 MiB blocks: a streamed upload body is read (and counted) in big pieces
+                conn = http.client.HTTPConnection(host, timeout=60, blocksize=1 << 20)
             conns[key] = conn
             with self._lock:
                 self._all.append(conn)

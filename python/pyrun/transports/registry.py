@@ -26,6 +26,7 @@ class RemoteBlob(Blob):
         self.registry = registry
         self.repo = repo
         self.digest = str(descriptor["digest"])
+        self.transferred = 0  # bytes so far (progress bars read it)
 
     def size(self) -> int:
         return int(self.length or 0)
@@ -62,11 +63,13 @@ class RemoteBlob(Blob):
                     resp = self.registry.get_blob(self.repo, self.digest, start=have)
                     skip = have if resp.status == 200 else 0  # the registry ignored Range
                     got = have
+                    self.transferred = got
                     while True:
                         chunk = resp.resp.read(1 << 20)
                         if not chunk:
                             break
                         got += len(chunk) if not skip else max(0, len(chunk) - skip)
+                        self.transferred = got
                         if skip:
                             cut = min(skip, len(chunk))
                             chunk, skip = chunk[cut:], skip - cut
@@ -95,6 +98,38 @@ class RemoteBlob(Blob):
         t = threading.Thread(target=pump, name=f"pull {self.digest[7:19]}", daemon=True)
         t.start()
         return r, t, errors
+
+
+class Counted:
+    """A blob's file object that keeps `blob.transferred` (bytes read, for progress bars);
+    seekable when the file is."""
+
+    def __init__(self, f: BinaryIO, blob: Any) -> None:
+        self.f = f
+        self.blob = blob
+        blob.transferred = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.blob.transferred += len(data)
+        return data
+
+    def seekable(self) -> bool:
+        return bool(self.f.seekable())
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        pos = self.f.seek(offset, whence)
+        self.blob.transferred = pos
+        return pos
+
+    def close(self) -> None:
+        self.f.close()
+
+    def __enter__(self) -> Counted:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class _Partial:
@@ -194,7 +229,7 @@ class RegistryDestination:
         self.repo = ref.path
         self.origins_root: Path | None = None  # where mount candidates are known (the store)
         self.digests: list[str] = []
-        self.mounted: list[str] = []
+        self.mounted: dict[str, str] = {}  # digest -> the repository it was mounted from
         self._lock = threading.Lock()
 
     def has_layer(self, descriptor: dict[str, Any], diff_id: str | None) -> bool:
@@ -220,7 +255,7 @@ class RegistryDestination:
                 continue  # no permission on the source, or no mounts: upload
             if location is None:
                 with self._lock:
-                    self.mounted.append(digest)
+                    self.mounted[digest] = source
                 return True, None
             return False, location
         return False, None
@@ -243,10 +278,15 @@ class RegistryDestination:
         if desc is not None or not self.registry.has_blob(self.repo, digest):
             mounted, location = self._mount(digest)
             if not mounted:
-                f = layer.blob.open()
+                blob = layer.blob
+
+                def reopen() -> Counted:
+                    return Counted(blob.open(), blob)
+
+                f = reopen()
                 try:
                     self.registry.upload_blob(
-                        self.repo, digest, size, f, reopen=layer.blob.open, location=location
+                        self.repo, digest, size, f, reopen=reopen, location=location
                     )
                 finally:
                     f.close()
