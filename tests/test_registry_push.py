@@ -12,6 +12,7 @@ import http.server
 import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import threading
@@ -630,3 +631,77 @@ def test_progress_bars_on_a_terminal_plain_lines_otherwise(
     )
     rc, out, tty = _under_pty([*other, "pull", "-q", name])
     assert rc == 0 and tty == "" and out == f"{name}\n"
+
+
+def test_multi_arch_index_pushed_whole(
+    client: Client, busybox_tar: Path, reg: RegistryProcess, tmp_path: Path, pyrun: PyrunRunner
+) -> None:
+    """An OCI layout whose tag names an index of two platforms: `image copy oci:DIR:TAG
+    docker://…` pushes both images (by digest) and the index (by tag); a registry-to-registry
+    copy of that index copies it whole again (its layers mounted: same registry); pulls pick
+    by --platform; skopeo sees the index."""
+    from pyrun import oci
+    from pyrun.registry.client import Registry
+
+    layout = tmp_path / "layout"
+    descs = []
+    for arch in ("amd64", "arm64"):
+        img = client.images.import_image(
+            busybox_tar,
+            f"ma/bb:{arch}",
+            platform=f"linux/{arch}",
+            changes=[f'CMD ["echo", "{arch}"]'],
+        )
+        client.images.copy(f"ma/bb:{arch}", f"oci:{layout}:{arch}")
+        data = client.store.read_blob(img.record.manifest_digest)
+        descs.append(oci.descriptor(oci.OCI_MANIFEST, img.record.manifest_digest, len(data),
+                                    platform={"os": "linux", "architecture": arch}))  # fmt: skip
+    index = json.dumps(
+        {"schemaVersion": 2, "mediaType": oci.OCI_INDEX, "manifests": descs}
+    ).encode()
+    idigest = oci.sha256_bytes(index)
+    (layout / "blobs" / "sha256" / idigest.split(":")[1]).write_bytes(index)
+    entry = oci.descriptor(oci.OCI_INDEX, idigest, len(index))
+    entry["annotations"] = {oci.REF_NAME_ANNOTATION: "multi"}
+    (layout / "index.json").write_text(
+        json.dumps({"schemaVersion": 2, "mediaType": oci.OCI_INDEX, "manifests": [entry]})
+    )
+
+    r = pyrun("image", "copy", f"oci:{layout}:multi", f"docker://{reg.addr}/ma/bb:1")
+    assert r.returncode == 0 and idigest in r.stderr, r.stderr
+    api = Registry(reg.addr)
+    try:
+        data, media_type, digest = api.get_manifest("ma/bb", "1")
+        assert (data, media_type, digest) == (index, oci.OCI_INDEX, idigest)
+        for d in descs:
+            assert api.get_manifest("ma/bb", d["digest"])[2] == d["digest"]
+    finally:
+        api.close()
+
+    proxy = FaultyProxy(reg.addr)
+    try:
+        r = pyrun(
+            "image", "copy", f"docker://{proxy.addr}/ma/bb:1", f"docker://{proxy.addr}/ma2/bb:1"
+        )
+        assert r.returncode == 0, r.stderr
+        seen = lines(proxy)
+        assert any("/v2/ma2/bb/blobs/uploads/?mount=" in ln and "from=ma%2Fbb" in ln for ln in seen)
+        puts = sorted(ln.split(" ")[1] for ln in seen if ln.startswith("PUT /v2/ma2/bb/manifests/"))
+        assert puts == sorted(["/v2/ma2/bb/manifests/1"] + [
+            f"/v2/ma2/bb/manifests/{d['digest']}" for d in descs
+        ]), seen  # fmt: skip
+    finally:
+        proxy.close()
+    fresh = Client(tmp_path / "fresh")
+    for repo in ("ma", "ma2"):
+        for arch in ("amd64", "arm64"):  # (both hold this host's busybox: the CMD tells them apart)
+            name = f"{reg.addr}/{repo}/bb:1"
+            img = fresh.images.pull(name, platform=f"linux/{arch}")
+            assert img.attrs["Architecture"] == arch
+            assert fresh.containers.run(name, remove=True) == f"{arch}\n".encode()
+    if shutil.which("skopeo"):
+        out = subprocess.run(
+            ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{reg.addr}/ma2/bb:1"],
+            capture_output=True, check=True,
+        ).stdout  # fmt: skip
+        assert oci.sha256_bytes(out) == idigest

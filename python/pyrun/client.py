@@ -256,19 +256,49 @@ class ImageCollection:
         plat = oci.parse_platform(platform) if platform else None
         src, ref = open_source(source, self.client.store, plat)
         try:  # open until the copy is done: a registry source streams its layers meanwhile
+            # The source's blobs are known to be in its repository (mounts, same registry).
+            record = getattr(src, "record_origins", None)
+            if plat is None and hasattr(src, "index") and destination.startswith("docker://"):
+                index = src.index(ref)
+                if index is not None:  # a multi-platform image, copied whole
+                    if record is not None:
+                        record(self.client.store.ensure().root)
+                    dest, names = open_destination(destination, self.client.store)
+                    return self._copy_index(index, dest, names, progress)
             images = src.images(ref)
             if len(images) != 1:
                 raise ImageNotFound(f"{source}: holds {len(images)} images; name one")
             dest, names = open_destination(destination, self.client.store)
             if hasattr(dest, "origins_root"):  # a registry: mounts from repos known to hold blobs
                 dest.origins_root = self.client.store.root
-            digest = self._copy_all(images, dest, names, progress)[0]
-            record_origins = getattr(src, "record_origins", None)
-            if record_origins is not None:
-                record_origins(self.client.store.root)
-            return digest
+            if record is not None:
+                record(self.client.store.root)
+            return self._copy_all(images, dest, names, progress)[0]
         finally:
             src.close()
+
+    def _copy_index(
+        self,
+        index: tuple[bytes, str, builtins.list[SourceImage]],
+        dest: ImageDestination,
+        names: builtins.list[Reference] | None,
+        progress: Progress | None,
+    ) -> str:
+        """Every image of an index (by digest), then the index itself under the names."""
+        from pyrun.transports.copy import copy_image
+
+        data, media_type, children = index
+        if hasattr(dest, "origins_root"):
+            dest.origins_root = self.client.store.root
+        try:
+            for child in children:
+                copy_image(child, dest, [], progress)
+            digest = dest.put_manifest(data, media_type, names or [])
+            dest.commit()
+        except BaseException:
+            dest.abort()
+            raise
+        return digest
 
     def build(
         self,

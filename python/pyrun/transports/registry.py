@@ -191,6 +191,26 @@ class RegistrySource:
         if media_type in oci.INDEX_TYPES:
             chosen = oci.select_manifest(oci.load_json(data, "image index"), self.platform)
             data, media_type, _digest = self.registry.get_manifest(repo, chosen["digest"])
+        name = Reference(self.ref.domain, self.ref.path, self.ref.tag, None)
+        names = [name] if self.ref.tag or not self.ref.digest else []
+        return [self._image(data, media_type, names)]
+
+    def index(self, ref: str | None = None) -> tuple[bytes, str, list[SourceImage]] | None:
+        """The image index the reference names (every image in it), or None for an image."""
+        repo = self.ref.path
+        data, media_type, _ = self.registry.get_manifest(
+            repo, self.ref.digest or self.ref.tag or "latest"
+        )
+        if media_type not in oci.INDEX_TYPES:
+            return None
+        children = []
+        for m in oci.load_json(data, "image index").get("manifests", []):
+            child, child_type, _ = self.registry.get_manifest(repo, str(m["digest"]))
+            children.append(self._image(child, child_type, []))
+        return data, media_type, children
+
+    def _image(self, data: bytes, media_type: str, names: list[Reference]) -> SourceImage:
+        repo = self.ref.path
         if media_type not in oci.MANIFEST_TYPES:
             raise RegistryError(f"{self.ref}: unsupported manifest type {media_type}")
         manifest = oci.load_json(data, "manifest")
@@ -203,9 +223,7 @@ class RegistrySource:
         ]
         self.digests += [str(d["digest"]) for d in manifest.get("layers", [])]
         self.digests += [str(cdesc.get("digest"))] if cdesc.get("digest") else []
-        name = Reference(self.ref.domain, self.ref.path, self.ref.tag, None)
-        names = [name] if self.ref.tag or not self.ref.digest else []
-        return [SourceImage(data, media_type, config, layers, names)]
+        return SourceImage(data, media_type, config, layers, names)
 
     def record_origins(self, root: Path) -> None:
         """After a successful copy: these blobs are in this repository (mount candidates)."""
@@ -219,9 +237,11 @@ class RegistrySource:
 
 class RegistryDestination:
     """Blobs first (each skipped when the registry has it), then the manifest by tag. Layers
-    may be put from several threads at once (`concurrent`): one connection per thread."""
+    may be put from several threads at once (`concurrent`): one connection per thread. Holds
+    image indexes (`takes_index`): each image by digest, then the index by tag."""
 
     concurrent = True
+    takes_index = True
 
     def __init__(self, ref: Reference) -> None:
         self.ref = ref
@@ -301,6 +321,9 @@ class RegistryDestination:
             self.digests.append(digest)
 
     def put_manifest(self, data: bytes, media_type: str, names: list[Reference]) -> str:
+        """PUT under each name's tag; with no names at all (an image of an index), by digest."""
+        if names == []:
+            return self.registry.put_manifest(self.repo, oci.sha256_bytes(data), data, media_type)
         tags = [n.tag for n in names if n.tag] or [self.ref.tag or "latest"]
         digest = ""
         for tag in tags:
