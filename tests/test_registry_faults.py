@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -140,8 +141,9 @@ class StallProxy(FaultyProxy):
     """Forwards until a response has passed `stall_after` bytes, then holds it (sets
     `stalled`) until `release` is set; then forwards what is left and closes."""
 
-    def __init__(self, upstream: str, stall_after: int) -> None:
+    def __init__(self, upstream: str, stall_after: int, reset: bool = False) -> None:
         self.stall_after = stall_after
+        self.reset = reset  # on release, reset the connection (RST) instead of going on
         self.stalled = threading.Event()
         self.release = threading.Event()
         super().__init__(upstream)
@@ -154,6 +156,8 @@ class StallProxy(FaultyProxy):
             client.close()
             return
 
+        resetting = threading.Event()
+
         def down() -> None:
             sent = 0
             try:
@@ -164,12 +168,19 @@ class StallProxy(FaultyProxy):
                         self.stall_after = 0
                         self.stalled.set()
                         self.release.wait(60)
+                        if self.reset:  # linger 0: the close below sends an RST, no FIN
+                            linger = struct.pack("ii", 1, 0)
+                            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                            resetting.set()
+                            client.shutdown(socket.SHUT_RD)  # wakes the reader, which closes
+                            return
             except OSError:
                 pass
             finally:  # shutdown first: the other thread's recv keeps the socket open
-                with contextlib.suppress(OSError):
-                    client.shutdown(socket.SHUT_RDWR)
-                client.close()
+                if not resetting.is_set():
+                    with contextlib.suppress(OSError):
+                        client.shutdown(socket.SHUT_RDWR)
+                    client.close()
 
         threading.Thread(target=down, daemon=True).start()
         try:
@@ -181,6 +192,8 @@ class StallProxy(FaultyProxy):
             pass
         finally:
             up.close()
+            if resetting.is_set():
+                client.close()
 
 
 def test_registry_stopped_mid_pull_then_the_next_pull_resumes(
@@ -225,6 +238,26 @@ def test_registry_stopped_mid_pull_then_the_next_pull_resumes(
         assert not partial.exists()
     finally:
         proxy.release.set()
+        proxy.close()
+
+
+def test_connection_reset_mid_blob_is_one_line(
+    bb: Client, reg: RegistryProcess, tmp_path: Path
+) -> None:
+    name = f"{reg.addr}/reset/big:1"
+    big_image(bb, name, mib=8)
+    bb.images.push(name)
+    proxy = StallProxy(reg.addr, stall_after=4 << 20, reset=True)
+    root = tmp_path / "fresh"
+    try:
+        proxy.release.set()
+        msg = one_line(cli(root, "pull", f"{proxy.addr}/reset/big:1"))
+        assert "broke after" in msg and "pull again to resume" in msg, msg
+        assert "reset" in msg.lower(), msg
+        assert Client(root).system.check() == []
+        r = cli(root, "pull", "-q", f"{proxy.addr}/reset/big:1")  # the proxy resets only once
+        assert r.returncode == 0, r.stderr
+    finally:
         proxy.close()
 
 

@@ -6,6 +6,7 @@ here. Pulled layers stream from the socket through a pipe straight into the Rust
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import threading
 from pathlib import Path
@@ -65,7 +66,14 @@ class RemoteBlob(Blob):
                     got = have
                     self.transferred = got
                     while True:
-                        chunk = resp.resp.read(1 << 20)
+                        try:
+                            chunk = resp.resp.read(1 << 20)
+                        except (OSError, http.client.HTTPException) as e:
+                            raise RegistryError(
+                                f"{self.registry.host}/{self.repo}: the download of "
+                                f"{self.digest[:19]} broke after {got} of {self.size()} bytes "
+                                f"({e or type(e).__name__}; pull again to resume)"
+                            ) from None
                         if not chunk:
                             break
                         got += len(chunk) if not skip else max(0, len(chunk) - skip)
