@@ -631,6 +631,12 @@ def test_progress_bars_on_a_terminal_plain_lines_otherwise(
     )
     rc, out, tty = _under_pty([*other, "pull", "-q", name])
     assert rc == 0 and tty == "" and out == f"{name}\n"
+    # The bars' code is imported by pull/push on a terminal only.
+    for args in (["pull", name], ["images"]):
+        r = subprocess.run([sys.executable, "-X", "importtime", *other[1:], *args],
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert r.returncode == 0 and "pyrun.cli" in r.stderr
+        assert "pyrun.progress" not in r.stderr
 
 
 def test_multi_arch_index_pushed_whole(
