@@ -287,6 +287,7 @@ class _JWTServer(http.server.BaseHTTPRequestHandler):
     key = ""
     cert_der = b""
     life = 2.0
+    claimed = 300  # the expires_in it tells clients
     seen: ClassVar[list[str]] = []
 
     def do_GET(self) -> None:
@@ -309,7 +310,7 @@ class _JWTServer(http.server.BaseHTTPRequestHandler):
         signing = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
         sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", cls.key],
                              input=signing.encode(), capture_output=True, check=True).stdout  # fmt: skip
-        body = json.dumps({"token": f"{signing}.{_b64(sig)}", "expires_in": 300}).encode()
+        body = json.dumps({"token": f"{signing}.{_b64(sig)}", "expires_in": cls.claimed}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -378,6 +379,7 @@ def token_registry(tmp_path: Path) -> Iterator[RegistryProcess]:
     der = subprocess.run(["openssl", "x509", "-in", str(d / "cert.pem"), "-outform", "DER"],
                          capture_output=True, check=True).stdout  # fmt: skip
     _JWTServer.key, _JWTServer.cert_der, _JWTServer.seen = str(d / "key.pem"), der, []
+    _JWTServer.claimed = 300
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _JWTServer)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     realm = f"http://127.0.0.1:{server.server_address[1]}/token"
@@ -711,3 +713,27 @@ def test_multi_arch_index_pushed_whole(
             capture_output=True, check=True,
         ).stdout  # fmt: skip
         assert oci.sha256_bytes(out) == idigest
+
+
+def test_token_renewed_before_it_expires(bb: Client, token_registry: RegistryProcess) -> None:
+    """A token server that tells the truth (expires_in 2): the client renews the token before
+    a request that would carry an expired one, so the registry never answers 401 to it."""
+    from pyrun.registry.client import Registry
+
+    _JWTServer.claimed = 2
+    proxy = FaultyProxy(token_registry.addr)
+    api = Registry(proxy.addr)
+    digest = bb.images.get("bb:ship").record.layers[0]["digest"]
+    try:
+        assert api.has_blob("renew/bb", digest) is False  # 401, token, HEAD again
+        heads = sum(ln.startswith("HEAD ") for ln in lines(proxy))
+        tokens = len(_JWTServer.seen)
+        assert heads == 2 and tokens == 1
+        assert api.has_blob("renew/bb", digest) is False  # fresh: sent once
+        time.sleep(2.5)
+        assert api.has_blob("renew/bb", digest) is False  # renewed first, then sent once
+        assert sum(ln.startswith("HEAD ") for ln in lines(proxy)) == heads + 2
+        assert len(_JWTServer.seen) == tokens + 1
+    finally:
+        api.close()
+        proxy.close()
