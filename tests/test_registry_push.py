@@ -70,6 +70,9 @@ def test_cross_repository_mount(bb: Client, reg: RegistryProcess, tmp_path: Path
             for ln in seen
         ), seen
         assert not any(ln.startswith(("PUT ", "PATCH ")) and hexd in ln for ln in seen), seen
+        config = bb.images.get("bb:ship").record.config_digest.split(":")[1]
+        assert any("?mount=" in ln and config in ln for ln in seen), seen
+        assert not any(ln.startswith("PUT /v2/b/bb/blobs/uploads/") for ln in seen), seen
 
         # Pulled from a repository counts too: a fresh store pulls b/bb, pushes to d/bb.
         fresh = Client(tmp_path / "fresh")

@@ -324,7 +324,9 @@ class RegistryDestination:
 
     def put_blob(self, data: bytes, digest: str, media_type: str) -> None:
         if not self.registry.has_blob(self.repo, digest):
-            self.registry.upload_blob(self.repo, digest, len(data), data)
+            mounted, location = self._mount(digest)
+            if not mounted:
+                self.registry.upload_blob(self.repo, digest, len(data), data, location=location)
         with self._lock:
             self.digests.append(digest)
 
