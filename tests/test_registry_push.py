@@ -703,6 +703,19 @@ def test_multi_arch_index_pushed_whole(
         ]), seen  # fmt: skip
     finally:
         proxy.close()
+    # Registry to OCI layout: the index again, whole (its images as blobs, one index entry).
+    back = tmp_path / "back"
+    r = pyrun("image", "copy", f"docker://{reg.addr}/ma2/bb:1", f"oci:{back}:multi")
+    assert r.returncode == 0 and idigest in r.stderr, r.stderr
+    (entry,) = json.loads((back / "index.json").read_text())["manifests"]
+    assert entry["digest"] == idigest and entry["mediaType"] == oci.OCI_INDEX
+    assert entry["annotations"] == {oci.REF_NAME_ANNOTATION: "multi"}
+    for d in descs:
+        assert (back / "blobs" / "sha256" / d["digest"].split(":")[1]).is_file()
+    r = pyrun("image", "copy", "--platform", "linux/arm64", f"oci:{back}:multi", "arm:1")
+    assert r.returncode == 0, r.stderr
+    assert client.images.get("arm:1").record.manifest_digest == descs[1]["digest"]
+
     fresh = Client(tmp_path / "fresh")
     for repo in ("ma", "ma2"):
         for arch in ("amd64", "arm64"):  # (both hold this host's busybox: the CMD tells them apart)
@@ -711,11 +724,13 @@ def test_multi_arch_index_pushed_whole(
             assert img.attrs["Architecture"] == arch
             assert fresh.containers.run(name, remove=True) == f"{arch}\n".encode()
     if shutil.which("skopeo"):
-        out = subprocess.run(
-            ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{reg.addr}/ma2/bb:1"],
-            capture_output=True, check=True,
-        ).stdout  # fmt: skip
-        assert oci.sha256_bytes(out) == idigest
+        for spec in (
+            [f"docker://{reg.addr}/ma2/bb:1", "--tls-verify=false"],
+            [f"oci:{back}:multi"],
+        ):
+            out = subprocess.run(["skopeo", "inspect", "--raw", *spec],
+                                 capture_output=True, check=True).stdout  # fmt: skip
+            assert oci.sha256_bytes(out) == idigest
 
 
 def test_token_renewed_before_it_expires(bb: Client, token_registry: RegistryProcess) -> None:

@@ -258,7 +258,11 @@ class ImageCollection:
         try:  # open until the copy is done: a registry source streams its layers meanwhile
             # The source's blobs are known to be in its repository (mounts, same registry).
             record = getattr(src, "record_origins", None)
-            if plat is None and hasattr(src, "index") and destination.startswith("docker://"):
+            if (
+                plat is None
+                and hasattr(src, "index")
+                and destination.startswith(("docker://", "oci:"))
+            ):
                 index = src.index(ref)
                 if index is not None:  # a multi-platform image, copied whole
                     if record is not None:
@@ -288,11 +292,16 @@ class ImageCollection:
         from pyrun.transports.copy import copy_image
 
         data, media_type, children = index
+        if not getattr(dest, "takes_index", False):
+            dest.abort()
+            raise InvalidReference("this destination holds one image, not an index: use --platform")
         if hasattr(dest, "origins_root"):
             dest.origins_root = self.client.store.root
         try:
-            for child in children:
+            dest.in_index = True  # type: ignore[attr-defined]
+            for child in children:  # by digest only
                 copy_image(child, dest, [], progress)
+            dest.in_index = False  # type: ignore[attr-defined]
             digest = dest.put_manifest(data, media_type, names or [])
             dest.commit()
         except BaseException:

@@ -242,6 +242,10 @@ class _LayoutWriter:
         self.blobs: dict[str, Blob | bytes] = {}
         self.manifests: list[tuple[dict[str, Any], list[Reference], str, list[str]]] = []
         self.existing: DirTree | None = None
+        # An OCI layout holds image indexes: their images go in as blobs only (`in_index`),
+        # then the index is an entry of index.json like any image.
+        self.takes_index = not docker
+        self.in_index = False
         if not as_tar and (target / "index.json").is_file():
             self.existing = DirTree(target)
 
@@ -272,6 +276,11 @@ class _LayoutWriter:
     def put_manifest(self, data: bytes, media_type: str, names: list[Reference]) -> str:
         digest = oci.sha256_bytes(data)
         self.blobs[digest] = data
+        if self.in_index:
+            return digest
+        if media_type in oci.INDEX_TYPES:
+            self.manifests.append((oci.descriptor(media_type, digest, len(data)), names, "", []))
+            return digest
         manifest = oci.load_json(data, "manifest")
         layer_paths = [_blob_path(ld["digest"]) for ld in manifest.get("layers", [])]
         desc = oci.descriptor(media_type, digest, len(data))

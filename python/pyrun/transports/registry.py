@@ -250,6 +250,7 @@ class RegistryDestination:
 
     concurrent = True
     takes_index = True
+    in_index = False  # set while the images of an index are copied: manifests by digest
 
     def __init__(self, ref: Reference) -> None:
         self.ref = ref
@@ -331,8 +332,8 @@ class RegistryDestination:
             self.digests.append(digest)
 
     def put_manifest(self, data: bytes, media_type: str, names: list[Reference]) -> str:
-        """PUT under each name's tag; with no names at all (an image of an index), by digest."""
-        if names == []:
+        """PUT under each name's tag; an image of an index (`in_index`), by digest."""
+        if self.in_index:
             return self.registry.put_manifest(self.repo, oci.sha256_bytes(data), data, media_type)
         tags = [n.tag for n in names if n.tag] or [self.ref.tag or "latest"]
         digest = ""
