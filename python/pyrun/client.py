@@ -257,13 +257,58 @@ class ImageCollection:
         plat = oci.parse_platform(platform) if platform else None
         src, ref = open_source(source, self.client.store, plat)
         try:  # open until the copy is done: a registry source streams its layers meanwhile
+            # The source's blobs are known to be in its repository (mounts, same registry).
+            record = getattr(src, "record_origins", None)
+            if (
+                plat is None
+                and hasattr(src, "index")
+                and destination.startswith(("docker://", "oci:"))
+            ):
+                index = src.index(ref)
+                if index is not None:  # a multi-platform image, copied whole
+                    if record is not None:
+                        record(self.client.store.ensure().root)
+                    dest, names = open_destination(destination, self.client.store)
+                    return self._copy_index(index, dest, names, progress)
             images = src.images(ref)
             if len(images) != 1:
                 raise ImageNotFound(f"{source}: holds {len(images)} images; name one")
             dest, names = open_destination(destination, self.client.store)
+            if hasattr(dest, "origins_root"):  # a registry: mounts from repos known to hold blobs
+                dest.origins_root = self.client.store.root
+            if record is not None:
+                record(self.client.store.root)
             return self._copy_all(images, dest, names, progress)[0]
         finally:
             src.close()
+
+    def _copy_index(
+        self,
+        index: tuple[bytes, str, builtins.list[SourceImage]],
+        dest: ImageDestination,
+        names: builtins.list[Reference] | None,
+        progress: Progress | None,
+    ) -> str:
+        """Every image of an index (by digest), then the index itself under the names."""
+        from pyrun.transports.copy import copy_image
+
+        data, media_type, children = index
+        if not getattr(dest, "takes_index", False):
+            dest.abort()
+            raise InvalidReference("this destination holds one image, not an index: use --platform")
+        if hasattr(dest, "origins_root"):
+            dest.origins_root = self.client.store.root
+        try:
+            dest.in_index = True  # type: ignore[attr-defined]
+            for child in children:  # by digest only
+                copy_image(child, dest, [], progress)
+            dest.in_index = False  # type: ignore[attr-defined]
+            digest = dest.put_manifest(data, media_type, names or [])
+            dest.commit()
+        except BaseException:
+            dest.abort()
+            raise
+        return digest
 
     def build(
         self,
@@ -326,6 +371,29 @@ class ImageCollection:
             ref = ref._replace(tag="latest")
         self.client.store.get(str(ref))  # ImageNotFound before any network traffic
         return self.copy(str(ref), f"docker://{ref}", progress=progress)
+
+    def list_tags(self, repository: str) -> builtins.list[str]:
+        """The tags of REGISTRY/REPOSITORY in its registry, sorted (`skopeo list-tags`)."""
+        from pyrun.registry.client import Registry
+
+        ref = parse(repository)
+        reg = Registry(ref.domain)
+        try:
+            return reg.tags(ref.path, page_size=1000)
+        finally:
+            reg.close()
+
+    def delete_remote(self, reference: str) -> str:
+        """Delete REGISTRY/REPOSITORY:TAG (or @DIGEST) from its registry (`skopeo delete`): the
+        manifest goes, with every tag that points at it. Returns the manifest digest."""
+        from pyrun.registry.client import Registry
+
+        ref = parse(reference)
+        reg = Registry(ref.domain)
+        try:
+            return reg.delete_manifest(ref.path, ref.digest or ref.tag or "latest")
+        finally:
+            reg.close()
 
     def remove(self, image: str, force: bool = False) -> builtins.list[dict[str, str]]:
         return [{k: v} for k, v in self.client.store.remove(image, force=force)]

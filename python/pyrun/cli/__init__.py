@@ -414,6 +414,20 @@ def _manifest(sub: Any, name: str) -> None:
     q.add_argument("image")
     q.add_argument("-v", "--verbose", action="store_true", help="with its digest and media type")
     q.set_defaults(func=_cmd("images", "cmd_manifest_inspect"))
+    q = inner.add_parser(
+        "rm",
+        aliases=["delete"],
+        help="delete images from their registry by tag or digest (every tag of that manifest)",
+    )
+    q.add_argument("images", nargs="+", metavar="IMAGE")
+    q.set_defaults(func=_cmd("images", "cmd_manifest_rm"))
+
+
+def _tags(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="list the tags of a repository in its registry")
+    p.add_argument("repository", help="REGISTRY/REPOSITORY")
+    p.add_argument("--format", help="json (skopeo list-tags's shape); default: one tag a line")
+    p.set_defaults(func=_cmd("images", "cmd_tags"))
 
 
 def _build(sub: Any, name: str) -> None:
@@ -587,6 +601,7 @@ IMAGE_COMMANDS: dict[str, Adder] = {
     "build": _build,
     "pull": _pull,
     "push": _push,
+    "tags": _tags,
 }
 CONTAINER_COMMANDS: dict[str, Adder] = {
     "run": _run,

@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pyrun.cli.output import human_ago, human_size, print_json, table
@@ -231,6 +231,24 @@ def cmd_copy(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _progress(quiet: bool, verb: str) -> Iterator[Callable[[str], None] | None]:
+    """-q: nothing; stderr a terminal: bars per layer there; else plain lines on stdout."""
+    if quiet:
+        yield None
+        return
+    if not sys.stderr.isatty():
+        yield lambda line: print(line, flush=True)
+        return
+    from pyrun.progress import Bars
+
+    bars = Bars(sys.stderr, verb)
+    try:
+        yield bars
+    finally:
+        bars.close()
+
+
 def cmd_pull(args: argparse.Namespace) -> int:
     from pyrun.reference import parse
 
@@ -239,8 +257,8 @@ def cmd_pull(args: argparse.Namespace) -> int:
         ref = ref._replace(tag="latest")
         if not args.quiet:
             print("Using default tag: latest", file=sys.stderr)
-    say = None if args.quiet else (lambda line: print(line))
-    img = _client().images.pull(str(ref), platform=args.platform, progress=say)
+    with _progress(args.quiet, "pull") as say:
+        img = _client().images.pull(str(ref), platform=args.platform, progress=say)
     if args.quiet:
         print(ref.familiar())
     else:
@@ -256,8 +274,8 @@ def cmd_push(args: argparse.Namespace) -> int:
     ref = parse(args.image)
     if ref.tag is None:
         ref = ref._replace(tag="latest")
-    say = None if args.quiet else (lambda line: print(line))
-    digest = _client().images.push(str(ref), progress=say)
+    with _progress(args.quiet, "push") as say:
+        digest = _client().images.push(str(ref), progress=say)
     if args.quiet:
         print(digest)
     else:
@@ -311,6 +329,34 @@ def cmd_manifest_inspect(args: argparse.Namespace) -> int:
         obj = {"Ref": str(ref), "Descriptor": {"mediaType": media_type, "digest": digest,
                "size": len(data)}, "Manifest": obj}  # fmt: skip
     print(json.dumps(obj, indent=4))
+    return 0
+
+
+def cmd_manifest_rm(args: argparse.Namespace) -> int:
+    client = _client()
+    status = 0
+    for name in args.images:
+        try:
+            digest = client.images.delete_remote(name)
+            print(f"Deleted: {parse(name).name}@{digest}")
+        except PyrunError as e:
+            print(f"Error: {e}", file=sys.stderr)
+            status = 1
+    return status
+
+
+def cmd_tags(args: argparse.Namespace) -> int:
+    ref = parse(args.repository, default_tag=False)
+    if ref.tag is not None or ref.digest is not None:
+        raise UsageError(f"{args.repository}: name a repository, without a tag or digest")
+    tags = _client().images.list_tags(args.repository)
+    if args.format == "json":
+        print(json.dumps({"Repository": ref.name, "Tags": tags}, indent=4))
+    elif args.format in (None, "table"):
+        for t in tags:
+            print(t)
+    else:
+        raise UsageError(f"unsupported --format {args.format!r}: use json")
     return 0
 
 

@@ -17,6 +17,7 @@ import re
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 from pyrun import errors, oci
@@ -46,6 +47,15 @@ class RegistryError(APIError):
 
 class Unauthorized(RegistryError):
     pass
+
+
+class TransportError(RegistryError):
+    """The request or its response was lost on the way (reset, closed, timed out)."""
+
+
+class StaleAuth(Unauthorized):
+    """A 401 for a request whose body was a stream already sent: a fresh token is in place,
+    the caller re-opens the body (and the upload session) and sends again."""
 
 
 class NotFound(RegistryError, errors.NotFound):
@@ -183,7 +193,8 @@ class Registry:
         self.host = api_host(host)
         self.scheme = "http" if is_insecure(self.host) else "https"
         self._local = threading.local()
-        self._tokens: dict[str, str] = {}
+        self._tokens: dict[str, tuple[str, float]] = {}  # scope -> (token, expires at)
+        self._challenge: str | None = None
         self._basic: str | None = None
         self._lock = threading.Lock()
         self._all: list[http.client.HTTPConnection] = []
@@ -211,10 +222,10 @@ class Registry:
                 import ssl
 
                 conn = http.client.HTTPSConnection(
-                    host, timeout=60, context=ssl.create_default_context()
+                    host, timeout=60, context=ssl.create_default_context(), blocksize=1 << 20
                 )
-            else:
-                conn = http.client.HTTPConnection(host, timeout=60)
+            else:  # 1 MiB blocks: a streamed upload body is read (and counted) in big pieces
+                conn = http.client.HTTPConnection(host, timeout=60, blocksize=1 << 20)
             conns[key] = conn
             with self._lock:
                 self._all.append(conn)
@@ -248,17 +259,30 @@ class Registry:
                 )
                 retriable = transient and (body is None or isinstance(body, bytes))
                 if attempt == 2 or not retriable:
-                    raise RegistryError(f"{parts.netloc}: {method} {parts.path}: {e}") from None
+                    raise TransportError(f"{parts.netloc}: {method} {parts.path}: {e}") from None
         raise AssertionError("unreachable")
 
     # --- auth ------------------------------------------------------------------------------
     def _auth_header(self, scope: str) -> dict[str, str]:
         with self._lock:
-            if scope in self._tokens:
-                return {"Authorization": f"Bearer {self._tokens[scope]}"}
-            if self._basic:
-                return {"Authorization": f"Basic {self._basic}"}
+            token = self._tokens.get(scope)
+            challenge = self._challenge
+            basic = self._basic
+        if token is not None and token[1] <= time.monotonic() and challenge:
+            # About to expire: a fresh one first (the challenge's realm and service, our scope).
+            self._authenticate(re.sub(r',?\s*scope="[^"]*"', "", challenge), scope)
+            with self._lock:
+                token = self._tokens.get(scope)
+        if token is not None:
+            return {"Authorization": f"Bearer {token[0]}"}
+        if basic:
+            return {"Authorization": f"Basic {basic}"}
         return {}
+
+    def forget_token(self, scope: str) -> None:
+        """Drop the token for `scope`: the next request gets a 401 and a fresh one."""
+        with self._lock:
+            self._tokens.pop(scope, None)
 
     _override: tuple[str, str] | None = None
 
@@ -292,15 +316,20 @@ class Registry:
                 f"{self.host}: token request to {realm.netloc} failed: HTTP {resp.status}"
             )
         token: str | None = None
+        lifetime = 60.0
         try:
             data = json.loads(body)
             token = data.get("token") or data.get("access_token")
-        except (ValueError, AttributeError):
+            lifetime = float(data.get("expires_in") or 60)
+        except (ValueError, AttributeError, TypeError):
             pass
         if not token:
             raise Unauthorized(f"{self.host}: token server {realm.netloc} returned no token")
+        # Renewed 10 s (or a quarter of its life) before it expires.
+        expires = time.monotonic() + lifetime - min(10.0, lifetime / 4)
         with self._lock:
-            self._tokens[scope] = str(token)
+            self._tokens[scope] = (str(token), expires)
+            self._challenge = challenge
 
     def request(
         self,
@@ -327,8 +356,8 @@ class Registry:
                 challenge = resp.header("WWW-Authenticate") or ""
                 resp.read()
                 self._authenticate(challenge, scope)
-                if hasattr(body, "seek"):
-                    body.seek(0)
+                if body is not None and not isinstance(body, bytes) and not _rewind(body):
+                    raise StaleAuth(f"{self.host}: {method} {path}: HTTP 401 (token refreshed)")
                 attempt += 1
                 continue
             if follow and resp.status in (301, 302, 303, 307, 308) and method in ("GET", "HEAD"):
@@ -362,6 +391,7 @@ class Registry:
         Unauthorized when the registry refuses them."""
         self._basic = None
         self._tokens.clear()
+        self._challenge = None
         self._override = (user, password)
         try:
             resp = self.request("GET", "/v2/", scope="")
@@ -400,15 +430,60 @@ class Registry:
         resp.read()
         return resp.status == 200
 
-    def upload_blob(self, repo: str, digest: str, size: int, body: Any) -> None:
-        """POST a session, then the bytes: one PUT (monolithic) up to CHUNK bytes, else PATCH
-        chunks with Content-Range, each resumed from the registry's `Range` after a failure
-        (GET on the session), and a closing PUT with the digest."""
-        scope = f"repository:{repo}:pull,push"
-        resp = self.request("POST", f"/v2/{repo}/blobs/uploads/", scope=scope, ok=(202,),
-                            headers={"Content-Length": "0"}, body=b"")  # fmt: skip
+    def mount_blob(self, repo: str, digest: str, source_repo: str) -> str | None:
+        """Cross-repository mount: POST ...?mount=DIGEST&from=SOURCE. None when the registry
+        mounted it (201); else the Location of the upload session it opened instead (202)."""
+        scope = f"repository:{repo}:pull,push repository:{source_repo}:pull"
+        query = urllib.parse.urlencode({"mount": digest, "from": source_repo})
+        resp = self.request("POST", f"/v2/{repo}/blobs/uploads/?{query}", scope=scope,
+                            ok=(201, 202), headers={"Content-Length": "0"}, body=b"")  # fmt: skip
         resp.read()
-        location = self._location(resp, repo)
+        return None if resp.status == 201 else self._location(resp, repo)
+
+    def upload_blob(
+        self,
+        repo: str,
+        digest: str,
+        size: int,
+        body: Any,
+        *,
+        reopen: Callable[[], Any] | None = None,
+        location: str | None = None,
+    ) -> None:
+        """Upload a blob: one PUT (monolithic) up to CHUNK bytes or for a stream that cannot
+        seek, else PATCH chunks. `location` is a session already open (a mount's 202).
+
+        A stream body that cannot be sent again as it is (a 401 after its bytes went, a lost
+        connection) is sent again from `reopen()` in a new session, with a fresh token."""
+        scope = f"repository:{repo}:pull,push"
+        opened: list[Any] = []  # bodies reopened here, closed here
+        try:
+            for attempt in range(3):
+                if location is None:
+                    resp = self.request("POST", f"/v2/{repo}/blobs/uploads/", scope=scope,
+                                        ok=(202,), headers={"Content-Length": "0"},
+                                        body=b"")  # fmt: skip
+                    resp.read()
+                    location = self._location(resp, repo)
+                try:
+                    self._upload(repo, scope, location, digest, size, body)
+                    return
+                except (StaleAuth, TransportError) as e:
+                    if reopen is None or attempt == 2:
+                        raise
+                    if isinstance(e, TransportError):
+                        self.forget_token(scope)  # the next request fetches a fresh one
+                    body = reopen()
+                    opened.append(body)
+                    location = None
+        finally:
+            for b in opened:
+                with contextlib.suppress(OSError):
+                    b.close()
+
+    def _upload(
+        self, repo: str, scope: str, location: str, digest: str, size: int, body: Any
+    ) -> None:
         chunk = upload_chunk_size()
         if size <= chunk or not getattr(body, "seekable", lambda: False)():
             url = _with_digest(location, digest)
@@ -437,17 +512,29 @@ class Registry:
                 failures += 1
                 if failures > 3:
                     raise
-                # Where does the session stand? Resume after what the registry has.
-                status = self.request("GET", location, scope=scope, ok=(204,))
-                status.read()
-                location = self._location(status, repo, location)
-                have = (status.header("Range") or "0-0").partition("-")[2]
-                offset = int(have) + 1 if have.isdigit() and int(have) > 0 else 0
+                location, offset = self._resume_point(repo, scope, location)
         resp = self.request(
             "PUT", _with_digest(location, digest), scope=scope, ok=(201,), body=b"",
             headers={"Content-Length": "0"},
         )  # fmt: skip
         resp.read()
+
+    def _resume_point(self, repo: str, scope: str, location: str) -> tuple[str, int]:
+        """Where an upload session stands after a failed chunk: (location, next offset) from
+        its `Range`; a session the registry no longer accepts (Debian's 2.8 refuses one whose
+        state lags what it stored) is replaced by a new one, from offset 0."""
+        try:
+            status = self.request("GET", location, scope=scope, ok=(204,))
+            status.read()
+            have = (status.header("Range") or "0-0").partition("-")[2]
+            return self._location(status, repo, location), (
+                int(have) + 1 if have.isdigit() and int(have) > 0 else 0
+            )
+        except RegistryError:
+            resp = self.request("POST", f"/v2/{repo}/blobs/uploads/", scope=scope, ok=(202,),
+                                headers={"Content-Length": "0"}, body=b"")  # fmt: skip
+            resp.read()
+            return self._location(resp, repo), 0
 
     def _location(self, resp: Response, repo: str, default: str | None = None) -> str:
         location = resp.header("Location") or default
@@ -465,17 +552,67 @@ class Registry:
         resp.read()
         return oci.sha256_bytes(data)
 
-    def tags(self, repo: str) -> list[str]:
+    def tags(self, repo: str, page_size: int | None = None) -> list[str]:
+        """Every tag of `repo`, sorted: pages of `page_size` (`n`) followed by their `Link`
+        header, or by `last` when a full page comes without one. Debian's 2.8 ignores `n`
+        and `last` and answers everything at once, unsorted: the sort is ours."""
         out: list[str] = []
-        path = f"/v2/{repo}/tags/list"
+        query = f"?n={page_size}" if page_size else ""
+        path = f"/v2/{repo}/tags/list{query}"
+        seen: set[str] = set()
         while path:
             resp = self.request("GET", path, scope=f"repository:{repo}:pull")
-            data = json.loads(resp.read() or b"{}")
-            out += list(data.get("tags") or [])
+            try:
+                data = json.loads(resp.read() or b"{}")
+                page = [str(t) for t in data.get("tags") or []]
+            except (ValueError, AttributeError) as e:
+                raise RegistryError(f"{self.host}: {path}: not a tag list ({e})") from None
+            new = [t for t in page if t not in seen]
+            seen.update(new)
+            out += new
             link = resp.header("Link") or ""
-            m = re.match(r"<([^>]+)>", link)
-            path = m.group(1) if m else ""
+            m = re.match(r"\s*<([^>]+)>", link)
+            if m:
+                path = urllib.parse.urljoin(f"/v2/{repo}/tags/list", m.group(1))
+            elif page_size and len(page) >= page_size and new:
+                last = urllib.parse.quote(max(page))
+                path = f"/v2/{repo}/tags/list?n={page_size}&last={last}"
+            else:
+                path = ""
         return sorted(out)
+
+    def manifest_digest(self, repo: str, ref: str) -> str:
+        """The digest a tag points at (the manifest's own bytes hashed: Docker-Content-Digest
+        is optional and may use another algorithm)."""
+        if ref.startswith("sha256:"):
+            return ref
+        return self.get_manifest(repo, ref)[2]
+
+    def delete_manifest(self, repo: str, ref: str) -> str:
+        """DELETE a manifest by digest (a tag is resolved first: registries refuse a DELETE
+        by tag, Debian's 2.8 with DIGEST_INVALID). Every tag pointing at it goes with it.
+        Returns the digest. The registry must allow deletes (storage.delete.enabled)."""
+        digest = self.manifest_digest(repo, ref)
+        try:
+            resp = self.request("DELETE", f"/v2/{repo}/manifests/{digest}",
+                                scope=f"repository:{repo}:delete", ok=(200, 202))  # fmt: skip
+        except RegistryError as e:
+            if "HTTP 405" in str(e) or "UNSUPPORTED" in str(e):
+                raise RegistryError(f"{e}: the registry does not allow deletes") from None
+            raise
+        resp.read()
+        return digest
+
+
+def _rewind(body: Any) -> bool:
+    """Seek a stream body back to its start; False when it cannot be."""
+    try:
+        if not body.seekable():
+            return False
+        body.seek(0)
+    except (AttributeError, OSError, ValueError):
+        return False
+    return True
 
 
 def _error(resp: Response, method: str, path: str, host: str) -> RegistryError:

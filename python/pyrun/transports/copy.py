@@ -38,10 +38,18 @@ def copy_image(
         todo.append((len(results), layer))
         results.append(None)
 
+    begin = getattr(progress, "begin", None)  # a display with bars: byte counts per layer
+    mounted: dict[str, str] = getattr(dest, "mounted", {})
+
     def put(layer: SourceLayer) -> LayerResult:
+        if begin is not None and layer.descriptor is not None:
+            begin(layer.descriptor["digest"][7:19], int(layer.descriptor["size"]), layer.blob)
         res = dest.put_layer(layer)
         if progress:
-            progress(f"{res.digest[7:19]}: copied {res.size} bytes")
+            if res.digest in mounted:
+                progress(f"{res.digest[7:19]}: mounted from {mounted[res.digest]}")
+            else:
+                progress(f"{res.digest[7:19]}: copied {res.size} bytes")
         return res
 
     # Layers that stream from a registry download (and unpack, GIL released) in parallel, and

@@ -109,6 +109,36 @@ class LayoutSource:
             raise ImageNotFound(f"{self.tree.label}: no image tagged {ref!r}")
         return out
 
+    def index(self, ref: str | None) -> tuple[bytes, str, list[SourceImage]] | None:
+        """When `ref` names an image index (a multi-platform image): its bytes, media type
+        and every image it lists; None when it names a single image."""
+        index = oci.load_json(read(self.tree, "index.json"), f"{self.tree.label}: index.json")
+        entries = [
+            d
+            for d in index.get("manifests", [])
+            if ref in (None, "")
+            or ref
+            in (
+                (d.get("annotations") or {}).get(oci.REF_NAME_ANNOTATION),
+                (d.get("annotations") or {}).get(IMAGE_NAME_ANNOTATION),
+            )
+        ]
+        if len(entries) != 1:
+            return None
+        data = read(self.tree, _blob_path(entries[0]["digest"]))
+        if oci.sha256_bytes(data) != entries[0]["digest"]:
+            raise InvalidArchive(
+                f"{self.tree.label}: index {entries[0]['digest']} does not match its digest"
+            )
+        media_type = oci.manifest_media_type(data, entries[0].get("mediaType"))
+        if media_type not in oci.INDEX_TYPES:
+            return None
+        children = [
+            self._image_from_manifest(m, [])
+            for m in oci.load_json(data, "image index").get("manifests", [])
+        ]
+        return data, media_type, children
+
     def close(self) -> None:
         pass
 
@@ -212,6 +242,10 @@ class _LayoutWriter:
         self.blobs: dict[str, Blob | bytes] = {}
         self.manifests: list[tuple[dict[str, Any], list[Reference], str, list[str]]] = []
         self.existing: DirTree | None = None
+        # An OCI layout holds image indexes: their images go in as blobs only (`in_index`),
+        # then the index is an entry of index.json like any image.
+        self.takes_index = not docker
+        self.in_index = False
         if not as_tar and (target / "index.json").is_file():
             self.existing = DirTree(target)
 
@@ -242,6 +276,11 @@ class _LayoutWriter:
     def put_manifest(self, data: bytes, media_type: str, names: list[Reference]) -> str:
         digest = oci.sha256_bytes(data)
         self.blobs[digest] = data
+        if self.in_index:
+            return digest
+        if media_type in oci.INDEX_TYPES:
+            self.manifests.append((oci.descriptor(media_type, digest, len(data)), names, "", []))
+            return digest
         manifest = oci.load_json(data, "manifest")
         layer_paths = [_blob_path(ld["digest"]) for ld in manifest.get("layers", [])]
         desc = oci.descriptor(media_type, digest, len(data))

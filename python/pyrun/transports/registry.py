@@ -6,6 +6,7 @@ here. Pulled layers stream from the socket through a pipe straight into the Rust
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import threading
 from pathlib import Path
@@ -26,6 +27,7 @@ class RemoteBlob(Blob):
         self.registry = registry
         self.repo = repo
         self.digest = str(descriptor["digest"])
+        self.transferred = 0  # bytes so far (progress bars read it)
 
     def size(self) -> int:
         return int(self.length or 0)
@@ -62,11 +64,20 @@ class RemoteBlob(Blob):
                     resp = self.registry.get_blob(self.repo, self.digest, start=have)
                     skip = have if resp.status == 200 else 0  # the registry ignored Range
                     got = have
+                    self.transferred = got
                     while True:
-                        chunk = resp.resp.read(1 << 20)
+                        try:
+                            chunk = resp.resp.read(1 << 20)
+                        except (OSError, http.client.HTTPException) as e:
+                            raise RegistryError(
+                                f"{self.registry.host}/{self.repo}: the download of "
+                                f"{self.digest[:19]} broke after {got} of {self.size()} bytes "
+                                f"({e or type(e).__name__}; pull again to resume)"
+                            ) from None
                         if not chunk:
                             break
                         got += len(chunk) if not skip else max(0, len(chunk) - skip)
+                        self.transferred = got
                         if skip:
                             cut = min(skip, len(chunk))
                             chunk, skip = chunk[cut:], skip - cut
@@ -95,6 +106,38 @@ class RemoteBlob(Blob):
         t = threading.Thread(target=pump, name=f"pull {self.digest[7:19]}", daemon=True)
         t.start()
         return r, t, errors
+
+
+class Counted:
+    """A blob's file object that keeps `blob.transferred` (bytes read, for progress bars);
+    seekable when the file is."""
+
+    def __init__(self, f: BinaryIO, blob: Any) -> None:
+        self.f = f
+        self.blob = blob
+        blob.transferred = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.blob.transferred += len(data)
+        return data
+
+    def seekable(self) -> bool:
+        return bool(self.f.seekable())
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        pos = self.f.seek(offset, whence)
+        self.blob.transferred = pos
+        return pos
+
+    def close(self) -> None:
+        self.f.close()
+
+    def __enter__(self) -> Counted:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class _Partial:
@@ -147,6 +190,7 @@ class RegistrySource:
         self.ref = ref
         self.registry = Registry(ref.domain)
         self.platform = platform
+        self.digests: list[str] = []
 
     def images(self, ref: str | None = None) -> list[SourceImage]:
         repo = self.ref.path
@@ -155,6 +199,26 @@ class RegistrySource:
         if media_type in oci.INDEX_TYPES:
             chosen = oci.select_manifest(oci.load_json(data, "image index"), self.platform)
             data, media_type, _digest = self.registry.get_manifest(repo, chosen["digest"])
+        name = Reference(self.ref.domain, self.ref.path, self.ref.tag, None)
+        names = [name] if self.ref.tag or not self.ref.digest else []
+        return [self._image(data, media_type, names)]
+
+    def index(self, ref: str | None = None) -> tuple[bytes, str, list[SourceImage]] | None:
+        """The image index the reference names (every image in it), or None for an image."""
+        repo = self.ref.path
+        data, media_type, _ = self.registry.get_manifest(
+            repo, self.ref.digest or self.ref.tag or "latest"
+        )
+        if media_type not in oci.INDEX_TYPES:
+            return None
+        children = []
+        for m in oci.load_json(data, "image index").get("manifests", []):
+            child, child_type, _ = self.registry.get_manifest(repo, str(m["digest"]))
+            children.append(self._image(child, child_type, []))
+        return data, media_type, children
+
+    def _image(self, data: bytes, media_type: str, names: list[Reference]) -> SourceImage:
+        repo = self.ref.path
         if media_type not in oci.MANIFEST_TYPES:
             raise RegistryError(f"{self.ref}: unsupported manifest type {media_type}")
         manifest = oci.load_json(data, "manifest")
@@ -165,9 +229,15 @@ class RegistrySource:
             SourceLayer(RemoteBlob(self.registry, repo, d), d, diff)
             for d, diff in zip(manifest.get("layers", []), diff_ids, strict=False)
         ]
-        name = Reference(self.ref.domain, self.ref.path, self.ref.tag, None)
-        names = [name] if self.ref.tag or not self.ref.digest else []
-        return [SourceImage(data, media_type, config, layers, names)]
+        self.digests += [str(d["digest"]) for d in manifest.get("layers", [])]
+        self.digests += [str(cdesc.get("digest"))] if cdesc.get("digest") else []
+        return SourceImage(data, media_type, config, layers, names)
+
+    def record_origins(self, root: Path) -> None:
+        """After a successful copy: these blobs are in this repository (mount candidates)."""
+        from pyrun.registry import origins
+
+        origins.record(root, self.registry.host, self.ref.path, self.digests)
 
     def close(self) -> None:
         self.registry.close()
@@ -175,17 +245,49 @@ class RegistrySource:
 
 class RegistryDestination:
     """Blobs first (each skipped when the registry has it), then the manifest by tag. Layers
-    may be put from several threads at once (`concurrent`): one connection per thread."""
+    may be put from several threads at once (`concurrent`): one connection per thread. Holds
+    image indexes (`takes_index`): each image by digest, then the index by tag."""
 
     concurrent = True
+    takes_index = True
+    in_index = False  # set while the images of an index are copied: manifests by digest
 
     def __init__(self, ref: Reference) -> None:
         self.ref = ref
         self.registry = Registry(ref.domain)
         self.repo = ref.path
+        self.origins_root: Path | None = None  # where mount candidates are known (the store)
+        self.digests: list[str] = []
+        self.mounted: dict[str, str] = {}  # digest -> the repository it was mounted from
+        self._lock = threading.Lock()
 
     def has_layer(self, descriptor: dict[str, Any], diff_id: str | None) -> bool:
-        return self.registry.has_blob(self.repo, descriptor["digest"])
+        found = self.registry.has_blob(self.repo, descriptor["digest"])
+        if found:
+            with self._lock:
+                self.digests.append(str(descriptor["digest"]))
+        return found
+
+    def _mount(self, digest: str) -> tuple[bool, str | None]:
+        """Try a cross-repository mount from repositories of this registry known to hold the
+        blob: (mounted, the Location of an upload session a 202 opened instead)."""
+        if self.origins_root is None:
+            return False, None
+        from pyrun.registry import origins
+
+        for source in origins.lookup(self.origins_root, digest, self.registry.host)[:2]:
+            if source == self.repo:
+                continue
+            try:
+                location = self.registry.mount_blob(self.repo, digest, source)
+            except RegistryError:
+                continue  # no permission on the source, or no mounts: upload
+            if location is None:
+                with self._lock:
+                    self.mounted[digest] = source
+                return True, None
+            return False, location
+        return False, None
 
     def put_layer(self, layer: SourceLayer) -> LayerResult:
         desc = layer.descriptor
@@ -203,15 +305,36 @@ class RegistryDestination:
             diff_id = layer.diff_id or digest
         # With a descriptor, the copy asked has_layer just before: no second HEAD.
         if desc is not None or not self.registry.has_blob(self.repo, digest):
-            with layer.blob.open() as f:
-                self.registry.upload_blob(self.repo, digest, size, f)
+            mounted, location = self._mount(digest)
+            if not mounted:
+                blob = layer.blob
+
+                def reopen() -> Counted:
+                    return Counted(blob.open(), blob)
+
+                f = reopen()
+                try:
+                    self.registry.upload_blob(
+                        self.repo, digest, size, f, reopen=reopen, location=location
+                    )
+                finally:
+                    f.close()
+        with self._lock:
+            self.digests.append(digest)
         return LayerResult(digest, diff_id, size, media_type)
 
     def put_blob(self, data: bytes, digest: str, media_type: str) -> None:
         if not self.registry.has_blob(self.repo, digest):
-            self.registry.upload_blob(self.repo, digest, len(data), data)
+            mounted, location = self._mount(digest)
+            if not mounted:
+                self.registry.upload_blob(self.repo, digest, len(data), data, location=location)
+        with self._lock:
+            self.digests.append(digest)
 
     def put_manifest(self, data: bytes, media_type: str, names: list[Reference]) -> str:
+        """PUT under each name's tag; an image of an index (`in_index`), by digest."""
+        if self.in_index:
+            return self.registry.put_manifest(self.repo, oci.sha256_bytes(data), data, media_type)
         tags = [n.tag for n in names if n.tag] or [self.ref.tag or "latest"]
         digest = ""
         for tag in tags:
@@ -220,6 +343,10 @@ class RegistryDestination:
 
     def commit(self) -> None:
         self.registry.close()
+        if self.origins_root is not None:
+            from pyrun.registry import origins
+
+            origins.record(self.origins_root, self.registry.host, self.repo, self.digests)
 
     def abort(self) -> None:
         self.registry.close()
