@@ -152,7 +152,7 @@ def test_default_bridge_address_route_files_and_release(
     assert "127.0.0.1\tlocalhost" in out
     assert out.rstrip().endswith("box\nbox")
     # --rm: everything is released when it exits.
-    assert {x for x in links() if x.startswith("veth")} <= veths
+    until(lambda: {x for x in links() if x.startswith("veth")} <= veths)
     assert leases(store_root) == []
     assert not list((store_root / "networks").glob("*/endpoints/*.json"))
 
@@ -195,7 +195,7 @@ def test_container_reaches_the_host_and_the_host_reaches_published_ports(
     assert pyrun("rm", "-f", cid).returncode == 0
     # The rule, the veth and the lease went with it.
     assert str(hp) not in nft_table(store_root)
-    assert veths_of(cid) == []
+    until(lambda: veths_of(cid) == [])  # the kernel removes them with the namespace
     assert leases(store_root) == []
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{hp}/", timeout=1)
@@ -297,7 +297,7 @@ def test_fifty_containers_get_unique_addresses(
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda cid: pyrun("rm", "-f", cid), cids))
     assert leases(store_root) == []
-    assert not [x for x in links() if any(x.startswith(f"veth{cid[:10]}") for cid in cids)]
+    until(lambda: not [x for x in links() if any(x.startswith(f"veth{c[:10]}") for c in cids)])
 
 
 def test_host_none_and_container_modes(bb: Client, pyrun: PyrunRunner, www: Path) -> None:
@@ -377,7 +377,7 @@ def test_bad_input_is_one_line_and_leaves_nothing(
         taken = s.getsockname()[1]
         r = pyrun("run", "-d", "--name", "clash", "-p", f"{taken}:80", "bb:net", "sleep", "9")
         one_line(r, 125, "already allocated")
-    assert [x for x in links() if x.startswith("veth")] == veths
+    until(lambda: [x for x in links() if x.startswith("veth")] == veths)
     assert len(leases(store_root)) == n_leases
     st = json.loads(pyrun("inspect", "clash").stdout)[0]["State"]
     assert st["Status"] == "created" and not st["Running"]
@@ -506,5 +506,6 @@ def test_system_prune_releases_what_a_crash_left(
     r = pyrun("system", "prune", "-f")
     assert r.returncode == 0, r.stderr
     assert "crashy" in r.stdout
-    assert veths_of(cid) == [] and leases(store_root) == []
+    assert leases(store_root) == []
+    until(lambda: veths_of(cid) == [])
     assert not netns_path(Store(store_root), cid).exists()

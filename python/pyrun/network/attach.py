@@ -333,6 +333,9 @@ def release(store: Store, cid: str) -> None:
 
     had_ports = False
     nets_dir = store.root / "networks"
+    # Our own namespace goes below, and its veths with it (asynchronously, in the kernel);
+    # without one (a crash lost it) they are deleted one by one.
+    own_ns = os.path.ismount(netns_path(store, cid))
     if nets_dir.is_dir():
         for n in Networks(store)._records():
             ep = n.endpoint(cid)
@@ -340,7 +343,7 @@ def release(store: Store, cid: str) -> None:
                 continue
             had_ports = had_ports or bool(ep.get("ports"))
             with n.lock():
-                release_endpoint(store, n, ep)
+                release_endpoint(store, n, ep, delete_veth=not own_ns)
             _refresh_peers(store, n, cid)
     if had_ports:
         with contextlib.suppress(Exception):
