@@ -19,6 +19,7 @@ pkgs=(
     busybox-static debootstrap zstd pigz
     skopeo umoci podman buildah runc crun docker-registry
     hyperfine
+    iproute2 nftables iptables
 )
 # shellcheck disable=SC2206
 pkgs+=(${PYRUN_CI_EXTRA_PKGS:-})
