@@ -509,3 +509,25 @@ def test_system_prune_releases_what_a_crash_left(
     assert leases(store_root) == []
     until(lambda: veths_of(cid) == [])
     assert not netns_path(Store(store_root), cid).exists()
+
+
+def test_disconnect_and_reconnect_the_primary_network(
+    bb: Client, pyrun: PyrunRunner, store_root: Path
+) -> None:
+    assert pyrun("network", "create", "prim").returncode == 0
+    cid = pyrun("run", "-d", "--network", "prim", "bb:net", "sleep", "300").stdout.strip()
+    assert "eth0" in pyrun("exec", cid, "ip", "-o", "link").stdout
+    assert pyrun("network", "disconnect", "prim", cid).returncode == 0
+    assert "eth" not in pyrun("exec", cid, "ip", "-o", "link").stdout
+    assert leases(store_root) == []
+    r = pyrun("network", "disconnect", "prim", cid)
+    assert r.returncode == 1 and "not connected" in r.stderr
+    assert pyrun("network", "connect", "prim", cid).returncode == 0
+    out = pyrun("exec", cid, "ip", "-o", "-4", "addr").stdout
+    assert "eth0" in out and "10.2" in out
+    # Stop and start: it comes back on the network, and everything goes with rm.
+    assert pyrun("restart", "-t", "0", cid).returncode == 0
+    assert "eth0" in pyrun("exec", cid, "ip", "-o", "link").stdout
+    assert pyrun("rm", "-f", cid).returncode == 0
+    assert leases(store_root) == []
+    until(lambda: veths_of(cid) == [])

@@ -530,7 +530,8 @@ def container_networks(options: dict[str, Any], record: dict[str, Any]) -> list[
     `network connect` added."""
     mode = str(options.get("network") or "bridge")
     nets = []
-    if mode not in ("host", "none") and not mode.startswith("container:"):
+    own = mode not in ("host", "none") and not mode.startswith("container:")
+    if own and not record.get("primary_disconnected"):
         nets.append(mode)
     nets += [str(n) for n in record.get("networks_extra") or []]
     return nets

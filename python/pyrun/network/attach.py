@@ -25,95 +25,17 @@ from pyrun.network import (
     release_endpoint,
     veth_name,
 )
+from pyrun.runtime.etcfiles import (
+    HOSTS_HEADER,
+    etc_mounts,
+    parse_add_host,
+    resolv_conf,
+    write_in_place,
+)
 from pyrun.store.fsutil import atomic_write_json, flocked
 
 if TYPE_CHECKING:
     from pyrun.store import Store
-
-HOSTS_HEADER = (
-    "127.0.0.1\tlocalhost\n"
-    "::1\tlocalhost ip6-localhost ip6-loopback\n"
-    "fe00::0\tip6-localnet\n"
-    "ff00::0\tip6-mcastprefix\n"
-    "ff02::1\tip6-allnodes\n"
-    "ff02::2\tip6-allrouters\n"
-)
-FALLBACK_DNS = ("8.8.8.8", "8.8.4.4")
-
-
-def _etc_mounts(cdir: Path) -> list[dict[str, Any]]:
-    return [
-        {
-            "destination": f"/etc/{name}",
-            "type": "bind",
-            "source": str(cdir / name),
-            "options": ["rbind", "rprivate"],
-        }
-        for name in ("resolv.conf", "hostname", "hosts")
-    ]
-
-
-def resolv_conf(dns: list[str], search: list[str], options: list[str], *, host_mode: bool) -> str:
-    """The host's resolv.conf with loopback nameservers dropped (they are unreachable from a
-    container's namespace; Google's as Docker's fallback), then --dns/--dns-search/--dns-option."""
-    try:
-        host = Path("/etc/resolv.conf").read_text()
-    except OSError:
-        host = ""
-    if host_mode and not (dns or search or options):
-        return host
-    servers, searches, opts = [], [], []
-    for line in host.splitlines():
-        f = line.split()
-        if not f or f[0].startswith(("#", ";")):
-            continue
-        if f[0] == "nameserver" and len(f) > 1:
-            if host_mode or not (f[1].startswith("127.") or f[1] == "::1"):
-                servers.append(f[1])
-        elif f[0] in ("search", "domain"):
-            searches = f[1:]
-        elif f[0] == "options":
-            opts += f[1:]
-    if dns:
-        servers = list(dns)
-    elif not servers:
-        servers = list(FALLBACK_DNS)
-    if search:
-        searches = [] if search == ["."] else list(search)
-    if options:
-        opts = list(options)
-    out = [f"nameserver {s}" for s in servers]
-    if searches:
-        out.append("search " + " ".join(searches))
-    if opts:
-        out.append("options " + " ".join(opts))
-    return "\n".join(out) + "\n"
-
-
-def parse_add_host(spec: str) -> tuple[str, str]:
-    name, sep, ip = spec.partition(":") if spec.count(":") == 1 else spec.partition("=")
-    if not sep or not name or not ip:
-        raise NetworkError(f'invalid argument "{spec}" for "--add-host": expected HOST:IP')
-    if ip != "host-gateway":
-        try:
-            socket.inet_pton(socket.AF_INET6 if ":" in ip else socket.AF_INET, ip)
-        except OSError:
-            raise NetworkError(
-                f'invalid argument "{spec}" for "--add-host": {ip!r} is not an IP address'
-            ) from None
-    return name, ip
-
-
-def _write_in_place(path: Path, text: str) -> None:
-    """Rewrite a file that is bind-mounted into a container: same inode (a rename would leave
-    the container with the old file)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        data = text.encode()
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, data, 0)
-    finally:
-        os.close(fd)
 
 
 def write_hosts(store: Store, cid: str) -> None:
@@ -132,7 +54,7 @@ def write_hosts(store: Store, cid: str) -> None:
                 names = [ep["name"], *ep.get("aliases", []), ep["container"][:12]]
                 peers.append(f"{ep['ip']}\t{' '.join(dict.fromkeys(names))}\n")
     with contextlib.suppress(FileNotFoundError):
-        _write_in_place(cdir / "hosts", base + "".join(peers))
+        write_in_place(cdir / "hosts", base + "".join(peers))
 
 
 def _refresh_peers(store: Store, n: Network, skip: str) -> None:
@@ -169,12 +91,15 @@ def setup(
     dns = list(options.get("dns") or [])
     search = list(options.get("dns_search") or [])
     dns_opts = list(options.get("dns_option") or [])
-    extra_hosts = [parse_add_host(h) for h in options.get("extra_hosts") or []]
+    try:
+        extra_hosts = [parse_add_host(h) for h in options.get("extra_hosts") or []]
+    except ValueError as e:
+        raise NetworkError(str(e)) from None
 
     if mode.startswith("container:"):
         other_id, pid = _running_pid(store, mode.partition(":")[2])
         odir = store.root / "containers" / other_id
-        mounts = [{**m, "source": str(odir / Path(m["source"]).name)} for m in _etc_mounts(cdir)]
+        mounts = [{**m, "source": str(odir / Path(m["source"]).name)} for m in etc_mounts(cdir)]
         if not all(Path(m["source"]).exists() for m in mounts):
             mounts = []
         return {
@@ -187,14 +112,18 @@ def setup(
     if host_mode and not options.get("hostname"):
         hostname = socket.gethostname()
     lines: list[str] = []
-    result: dict[str, Any] = {"namespace": None, "mounts": _etc_mounts(cdir), "hostname": hostname}
+    result: dict[str, Any] = {"namespace": None, "mounts": etc_mounts(cdir), "hostname": hostname}
     try:
         if mode == "none":
             result["namespace"] = {"type": "network"}
         elif not host_mode:
             result["namespace"] = {"type": "network", "path": str(netns_path(store, cid))}
             lines = _attach_bridges(store, cid, name, options, record, image_cfg, hostname)
-        gateway = _primary_gateway(store, cid, options, record)
+        gateway = (
+            _primary_gateway(store, cid, options, record)
+            if any(ip == "host-gateway" for _, ip in extra_hosts)
+            else ""
+        )
         extra = "".join(
             f"{gateway if ip == 'host-gateway' else ip}\t{h}\n" for h, ip in extra_hosts
         )
@@ -207,10 +136,10 @@ def setup(
         else:
             base = HOSTS_HEADER + extra + "".join(lines)
         (cdir / "hosts.base").write_text(base)
-        _write_in_place(cdir / "hosts", base)
+        write_in_place(cdir / "hosts", base)
         write_hosts(store, cid)
-        _write_in_place(cdir / "hostname", hostname + "\n")
-        _write_in_place(
+        write_in_place(cdir / "hostname", hostname + "\n")
+        write_in_place(
             cdir / "resolv.conf", resolv_conf(dns, search, dns_opts, host_mode=host_mode)
         )
     except BaseException:
@@ -394,13 +323,20 @@ def connect(
     if aliases and not n.user_defined:
         raise NetworkError("network-scoped aliases are only supported for user-defined networks")
     record = c.record
-    record.setdefault("networks_extra", []).append(n.name)
+    primary = str(c.options.get("network") or "bridge")
+    if record.get("primary_disconnected") and Networks(store).get(primary).id == n.id:
+        record.pop("primary_disconnected")  # back on its own --network
+    else:
+        record.setdefault("networks_extra", []).append(n.name)
     if aliases:
         record.setdefault("network_aliases_extra", {})[n.name] = list(aliases)
     if ip:
         record.setdefault("networks_ip", {})[n.name] = ip
     if c.status in ACTIVE and c.pid:
-        index = len(current)
+        used = {
+            ep["ifname"] for x in Networks(store)._records() if (ep := x.endpoint(c.id)) is not None
+        }
+        index = next(i for i in range(len(used) + 1) if f"eth{i}" not in used)
         ns = netns_path(store, c.id)
         n.ensure_bridge()
         with n.lock():
@@ -464,6 +400,6 @@ def disconnect(store: Store, c: Any, ref: str) -> None:
         (record.get("network_aliases_extra") or {}).pop(label, None)
         (record.get("networks_ip") or {}).pop(label, None)
     else:
-        # Its --network: the container keeps a namespace of its own but no bridge (none).
-        record["options"]["network"] = "none"
+        # Its --network: the container keeps a namespace of its own, without that bridge.
+        record["primary_disconnected"] = True
     c.save()

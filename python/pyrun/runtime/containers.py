@@ -352,17 +352,39 @@ class Container:
         return spec
 
     def _apply_network(self, spec: dict[str, Any], image_cfg: dict[str, Any]) -> None:
-        from pyrun.network.attach import setup
+        mode = str(self.options.get("network") or "bridge")
+        hostname = str(spec.get("hostname") or self.id[:12])
+        if mode in ("none", "host"):
+            # No bridge: only the /etc files (the network package stays unimported).
+            from pyrun.runtime.etcfiles import setup_shared
 
-        net = setup(
-            self.store,
-            self.id,
-            self.name,
-            self.options,
-            self.record,
-            image_cfg,
-            str(spec.get("hostname") or self.id[:12]),
-        )
+            if mode == "host" and not self.options.get("hostname"):
+                import socket
+
+                hostname = socket.gethostname()
+
+            def gateway() -> str:
+                from pyrun.network import Networks
+
+                return Networks(self.store).default().gateway
+
+            try:
+                mounts = setup_shared(
+                    self.dir, self.options, hostname, host_mode=mode == "host", gateway=gateway
+                )
+            except ValueError as e:
+                raise ContainerStartError(str(e), 125) from None
+            net: dict[str, Any] = {
+                "namespace": {"type": "network"} if mode == "none" else None,
+                "mounts": mounts,
+                "hostname": hostname,
+            }
+        else:
+            from pyrun.network.attach import setup
+
+            net = setup(
+                self.store, self.id, self.name, self.options, self.record, image_cfg, hostname
+            )
         linux = spec.setdefault("linux", {})
         namespaces = [n for n in linux.get("namespaces", []) if n.get("type") != "network"]
         if net["namespace"] is not None:
@@ -378,7 +400,10 @@ class Container:
         spec["mounts"] += [m for m in net["mounts"] if m["destination"] not in taken]
 
     def release_network(self) -> None:
-        """Undo the network setup of the last start (idempotent)."""
+        """Undo the network setup of the last start (idempotent; nothing to undo without a
+        bridge network)."""
+        if not self.uses_bridge():
+            return
         from pyrun.network.attach import release
 
         release(self.store, self.id)

@@ -446,19 +446,20 @@ def validate(opts: RunOptions) -> None:
 
 def validate_network(opts: RunOptions) -> None:
     """Docker's checks of --network, -p, --add-host, --dns and --ip (no state needed)."""
-    from pyrun.network.ports import PortError, parse_publish
-
     mode = opts.network or ""
     if not mode or mode == "container:":
         raise SpecError(
             f"invalid --network {mode!r}: a network name or bridge|host|none|container:NAME"
         )
     shared = mode in ("host", "none") or mode.startswith("container:")
-    for spec in opts.publish:
-        try:
-            parse_publish(spec)
-        except PortError as e:
-            raise SpecError(str(e)) from None
+    if opts.publish:
+        from pyrun.network.ports import PortError, parse_publish
+
+        for spec in opts.publish:
+            try:
+                parse_publish(spec)
+            except PortError as e:
+                raise SpecError(str(e)) from None
     if shared and (opts.publish or opts.publish_all) and mode != "none":
         raise SpecError(
             f"conflicting options: port publishing and the {mode.partition(':')[0]} network mode"
@@ -471,17 +472,18 @@ def validate_network(opts: RunOptions) -> None:
         raise SpecError("--ip needs a bridge network")
     if opts.network_aliases and shared:
         raise SpecError("--network-alias needs a user-defined network")
-    from pyrun.errors import PyrunError
-    from pyrun.network.attach import parse_add_host
+    from pyrun.runtime.etcfiles import parse_add_host
 
     try:
         for h in opts.extra_hosts:
             parse_add_host(h)
-    except PyrunError as e:
+    except ValueError as e:
         raise SpecError(str(e)) from None
-    import socket
+    addrs = [*opts.dns, *([opts.ip] if opts.ip else [])]
+    if addrs:
+        import socket
 
-    for addr in [*opts.dns, *([opts.ip] if opts.ip else [])]:
+    for addr in addrs:
         try:
             socket.inet_pton(socket.AF_INET6 if ":" in addr else socket.AF_INET, addr)
         except OSError:
