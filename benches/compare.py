@@ -1122,6 +1122,15 @@ def bridge_cases(ctx: Context) -> list[Case]:
             docker.unavailable = str(e)
     cases = [Case("bridge", "busybox `true` on the default bridge", start, setup_error=error)]
 
+    def purge_networks() -> None:
+        from pyrun.network import purge
+        from pyrun.store import Store
+
+        if (store / "networks").is_dir():
+            purge(Store(store))
+
+    ctx.cleanups.append(purge_networks)
+
     # Throughput: 1 GiB (64 MiB with --quick) from busybox `dd | nc` in a running container to a
     # receiver in this process, over the bridge (to the bridge's gateway) vs over loopback (a
     # --network host container to 127.0.0.1). Both go through the same `pyrun exec`, so the

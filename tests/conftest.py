@@ -34,6 +34,16 @@ def store_root(tmp_path: Path) -> Iterator[Path]:
         purge(Store(root))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_orphan_networks() -> Iterator[None]:
+    """Stores made outside store_root (other tmp roots, the benchmark's scratch stores) may
+    leave bridges and firewall rules behind when they are deleted: clean those up at the end."""
+    yield
+    from pyrun.network import purge_orphans
+
+    purge_orphans()
+
+
 @pytest.fixture
 def client(store_root: Path) -> Client:
     return Client(store_root)

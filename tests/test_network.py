@@ -531,3 +531,41 @@ def test_disconnect_and_reconnect_the_primary_network(
     assert pyrun("rm", "-f", cid).returncode == 0
     assert leases(store_root) == []
     until(lambda: veths_of(cid) == [])
+
+
+def test_iptables_backend_publishes_and_isolates(
+    bb: Client, pyrun: PyrunRunner, store_root: Path, www: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where nft is absent the rules go through iptables-restore (forced here): published
+    ports from the host and from a container, outbound NAT, isolation; all gone with purge."""
+    from pyrun.network import purge
+
+    monkeypatch.setenv("PYRUN_FIREWALL", "iptables")
+    hp = free_port()
+    cid = httpd(pyrun, www, "-p", f"{hp}:80")
+    assert http_get(f"http://127.0.0.1:{hp}/") == PAGE
+    r = pyrun("run", "--rm", "bb:net", "sh", "-c", f"{WGET} http://{host_address()}:{hp}/")
+    assert r.stdout == PAGE, r.stderr
+    assert nft_table(store_root) == ""  # nothing through nft
+    nat = subprocess.run(["iptables", "-t", "nat", "-S"], capture_output=True, text=True).stdout
+    assert f"--dport {hp}" in nat
+    assert pyrun("network", "create", "other").returncode == 0
+    ip = json.loads(pyrun("inspect", cid).stdout)[0]["NetworkSettings"]["IPAddress"]
+    r = pyrun(
+        "run",
+        "--rm",
+        "--network",
+        "other",
+        "bb:net",
+        "sh",
+        "-c",
+        f"{WGET} http://{ip}/ || echo blocked",
+    )
+    assert "blocked" in r.stdout
+    pyrun("rm", "-f", cid)
+    nat = subprocess.run(["iptables", "-t", "nat", "-S"], capture_output=True, text=True).stdout
+    assert f"--dport {hp}" not in nat
+    purge(Store(store_root))
+    tag = store_tag(Store(store_root))
+    rules = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
+    assert f"PYRUN-{tag}" not in rules

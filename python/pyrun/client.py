@@ -779,9 +779,10 @@ class SystemAPI:
         containers = self.client.containers.prune()
         networks: builtins.list[str] = []
         if (self.client.store.root / "networks").is_dir():
-            from pyrun.network import Networks
+            from pyrun.network import Networks, purge_orphans
 
             networks = Networks(self.client.store).prune()  # releases crash leftovers first
+            purge_orphans()  # and what deleted stores left in the kernel
         return {**containers, "NetworksDeleted": networks, **self.client.images.prune(all=all)}
 
     def df(self) -> dict[str, Any]:

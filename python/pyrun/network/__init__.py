@@ -453,6 +453,7 @@ class Networks:
                 "Labels": labels or {},
             }
             n = Network(self.store, data)
+            _remember_bridge(self.store, n.bridge)
             n.ensure_bridge()
             n.dir.mkdir(parents=True, exist_ok=True)
             (n.dir / "ips").mkdir(exist_ok=True)
@@ -554,6 +555,59 @@ def release_endpoint(
         (n.dir / "endpoints" / f"{ep['container']}.json").unlink()
 
 
+def _kernel_dir(store: Store) -> Path:
+    """/run/pyrun/<tag> (default: /run/pyrun/default): what the store put in the kernel."""
+    return RUN_DIR / (store_tag(store) or "default")
+
+
+def _remember_bridge(store: Store, bridge: str) -> None:
+    """Note the store's root and bridges under /run/pyrun, so that what a deleted store left
+    in the kernel can still be found (purge_orphans)."""
+    d = _kernel_dir(store)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "root").write_text(os.path.realpath(store.root))
+    with open(d / "bridges", "a") as f:
+        f.write(bridge + "\n")
+
+
+def purge_orphans() -> list[str]:
+    """Clean up after stores that were deleted with their networks still set up (a test's
+    temporary store, `rm -rf` of a --root): their bridges, namespaces and firewall rules.
+    Returns the roots cleaned up."""
+    import shutil
+
+    from pyrun import _core
+    from pyrun.network import firewall
+
+    cleaned: builtins.list[str] = []
+    if not RUN_DIR.is_dir():
+        return cleaned
+    for d in RUN_DIR.iterdir():
+        try:
+            root = (d / "root").read_text().strip()
+        except OSError:
+            continue
+        if not root or os.path.isdir(os.path.join(root, "networks")):
+            continue
+        tag = "" if d.name == "default" else d.name
+        with contextlib.suppress(OSError):
+            for bridge in set((d / "bridges").read_text().split()):
+                with contextlib.suppress(OSError):
+                    _core.net_delete_link(bridge)
+        with contextlib.suppress(Exception):
+            firewall.remove_tag(tag)
+        ns = (RUN_DIR / tag / "netns") if tag else (RUN_DIR / "netns")
+        if ns.is_dir():
+            for p in ns.iterdir():
+                with contextlib.suppress(OSError):
+                    _core.net_delete_netns(str(p))
+            with contextlib.suppress(OSError):
+                _core.unmount(str(ns), detach=True)
+        shutil.rmtree(d, ignore_errors=True)
+        cleaned.append(root)
+    return cleaned
+
+
 def purge(store: Store) -> None:
     """Take every network of the store off the host: endpoints, bridges (the default one too),
     firewall rules, the namespace directory. For a store that is going away (tests, `system
@@ -573,8 +627,7 @@ def purge(store: Store) -> None:
             os.rename(n.dir, trash)
             remove_tree(trash)
     with contextlib.suppress(Exception):
-        firewall.sync(store)
-    tag = store_tag(store)
+        firewall.remove_all(store)
     d = netns_dir(store)
     if d.is_dir():
         for p in d.iterdir():
@@ -582,10 +635,9 @@ def purge(store: Store) -> None:
                 _core.net_delete_netns(str(p))
         with contextlib.suppress(OSError):
             _core.unmount(str(d), detach=True)
-    if tag:
-        import shutil
+    import shutil
 
-        shutil.rmtree(RUN_DIR / tag, ignore_errors=True)
+    shutil.rmtree(_kernel_dir(store), ignore_errors=True)
 
 
 def recover(store: Store) -> list[str]:

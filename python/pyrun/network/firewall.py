@@ -17,10 +17,12 @@ atomic transaction: nothing half-applied, nothing left behind by a container tha
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 from typing import TYPE_CHECKING, Any
 
+from pyrun.errors import APIError
 from pyrun.store.fsutil import flocked
 
 if TYPE_CHECKING:
@@ -28,14 +30,18 @@ if TYPE_CHECKING:
     from pyrun.store import Store
 
 
-class FirewallError(Exception):
-    pass
+class FirewallError(APIError):
+    """The rules could not be applied (the message says which tool said what)."""
 
 
 def _names(store: Store) -> tuple[str, str]:
     from pyrun.network import store_tag
 
-    tag = store_tag(store)
+    return names_for(store_tag(store))
+
+
+def names_for(tag: str) -> tuple[str, str]:
+    """(nft table, iptables chain) of the store with this tag."""
     return (f"pyrun_{tag}" if tag else "pyrun"), (f"PYRUN-{tag}" if tag else "PYRUN-FORWARD")
 
 
@@ -95,9 +101,21 @@ def render_nft(store: Store, nets: list[Network]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_iptables_forward(store: Store, nets: list[Network]) -> str:
+def render_iptables_forward(store: Store, nets: list[Network], *, isolate: bool) -> str:
+    """The FORWARD chain of the store: accept its networks' traffic (beside a DROP policy), and
+    with `isolate` (no nft table doing it) first drop what crosses between networks or leaves
+    an internal one."""
     _, chain = _names(store)
     lines = ["*filter", f":{chain} - [0:0]"]
+    if isolate:
+        for n in nets:
+            if n.internal:
+                lines.append(f"-A {chain} -i {n.bridge} ! -o {n.bridge} -j DROP")
+                lines.append(f"-A {chain} -o {n.bridge} ! -i {n.bridge} -j DROP")
+            else:
+                for m in nets:
+                    if m.bridge != n.bridge:
+                        lines.append(f"-A {chain} -i {n.bridge} -o {m.bridge} -j DROP")
     for n in nets:
         lines.append(f"-A {chain} -i {n.bridge} -j ACCEPT")
         lines.append(
@@ -108,9 +126,9 @@ def render_iptables_forward(store: Store, nets: list[Network]) -> str:
 
 
 def render_iptables_nat(store: Store, nets: list[Network]) -> str:
-    """The nft table's NAT and isolation as iptables rules (where nft is absent)."""
+    """The nft table's NAT as iptables rules (where nft is absent)."""
     _, chain = _names(store)
-    pre, post, iso = f"{chain[:20]}-DNAT", f"{chain[:20]}-SNAT", f"{chain[:20]}-ISO"
+    pre, post = f"{chain[:20]}-DNAT", f"{chain[:20]}-SNAT"
     nat = ["*nat", f":{pre} - [0:0]", f":{post} - [0:0]"]
     for _n, ep, p in _ports(nets):
         dst = f"-d {p['host_ip']} " if p.get("host_ip") else ""
@@ -126,17 +144,7 @@ def render_iptables_nat(store: Store, nets: list[Network]) -> str:
         )
         nat.append(f"-A {post} -s 127.0.0.0/8 -o {n.bridge} -j MASQUERADE")
     nat.append("COMMIT")
-    filt = ["*filter", f":{iso} - [0:0]"]
-    for n in nets:
-        if n.internal:
-            filt.append(f"-A {iso} -i {n.bridge} ! -o {n.bridge} -j DROP")
-            filt.append(f"-A {iso} -o {n.bridge} ! -i {n.bridge} -j DROP")
-        else:
-            for m in nets:
-                if m.bridge != n.bridge:
-                    filt.append(f"-A {iso} -i {n.bridge} -o {m.bridge} -j DROP")
-    filt.append("COMMIT")
-    return "\n".join(nat + filt) + "\n"
+    return "\n".join(nat) + "\n"
 
 
 def _run(argv: list[str], stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -163,13 +171,14 @@ def sync(store: Store) -> None:
     """Make the kernel's rules match the store's networks and published ports."""
     from pyrun.network import RUN_DIR, Networks, store_tag
 
-    nets = Networks(store)._records()
     tag = store_tag(store)
     cache = RUN_DIR / (tag or "default")
     cache.mkdir(parents=True, exist_ok=True)
     with flocked(cache / "firewall.lock"):
         nets = Networks(store)._records()
-        have_nft = shutil.which("nft") is not None
+        # PYRUN_FIREWALL=iptables picks the iptables rules even where nft is installed.
+        backend = os.environ.get("PYRUN_FIREWALL", "")
+        have_nft = shutil.which("nft") is not None and backend != "iptables"
         have_ipt = shutil.which("iptables") is not None
         if not have_nft and not have_ipt:
             if nets:
@@ -183,7 +192,7 @@ def sync(store: Store) -> None:
             if _changed(cache / "nft.applied", script):
                 r = _run(["nft", "-f", "-"], script)
                 if r.returncode:
-                    raise FirewallError(f"nft: {r.stderr.strip().splitlines()[-1:]}")
+                    raise FirewallError("nft: " + (r.stderr.strip().splitlines() or ["failed"])[-1])
                 _remember(cache / "nft.applied", script)
         else:
             rules = render_iptables_nat(store, nets)
@@ -191,18 +200,17 @@ def sync(store: Store) -> None:
                 r = _run(["iptables-restore", "--noflush"], rules)
                 if r.returncode:
                     raise FirewallError(f"iptables-restore: {r.stderr.strip()}")
-                pre, post, iso = f"{chain[:20]}-DNAT", f"{chain[:20]}-SNAT", f"{chain[:20]}-ISO"
+                pre, post = f"{chain[:20]}-DNAT", f"{chain[:20]}-SNAT"
                 local = ["-m", "addrtype", "--dst-type", "LOCAL"]
                 _ensure_jump("nat", "PREROUTING", pre, bool(nets), local)
                 _ensure_jump("nat", "OUTPUT", pre, bool(nets), local)
                 _ensure_jump("nat", "POSTROUTING", post, bool(nets), [])
-                _ensure_jump("filter", "FORWARD", iso, bool(nets), [])
                 if not nets:
-                    for t, c in (("nat", pre), ("nat", post), ("filter", iso)):
+                    for t, c in (("nat", pre), ("nat", post)):
                         _drop_chain(t, c)
                 _remember(cache / "ipt-nat.applied", rules)
         if have_ipt:
-            rules = render_iptables_forward(store, nets)
+            rules = render_iptables_forward(store, nets, isolate=not have_nft)
             if _changed(cache / "ipt-fwd.applied", rules):
                 if nets:
                     r = _run(["iptables-restore", "--noflush"], rules)
@@ -228,10 +236,36 @@ def _remember(path: Any, text: str) -> None:
 
 
 def flush(store: Store) -> None:
-    """Remove every rule of the store (its last network is gone, or `system prune`)."""
+    """Forget what was applied, so that the next `sync` applies the whole set again (after a
+    crash, or when someone else changed the rules: `system prune`)."""
     from pyrun.network import RUN_DIR, store_tag
 
     cache = RUN_DIR / (store_tag(store) or "default")
     for name in ("nft.applied", "ipt-nat.applied", "ipt-fwd.applied"):
         with contextlib.suppress(OSError):
             (cache / name).unlink()
+
+
+def remove_all(store: Store) -> None:
+    """Take every rule of the store off the kernel, whichever backend made it (the store and
+    its networks are going away)."""
+    from pyrun.network import store_tag
+
+    remove_tag(store_tag(store))
+    flush(store)
+
+
+def remove_tag(tag: str) -> None:
+    """remove_all for the store with this tag (which may be gone)."""
+    table, chain = names_for(tag)
+    if shutil.which("nft") is not None:
+        _run(["nft", "delete", "table", "ip", table])
+    if shutil.which("iptables") is not None:
+        pre, post = f"{chain[:20]}-DNAT", f"{chain[:20]}-SNAT"
+        local = ["-m", "addrtype", "--dst-type", "LOCAL"]
+        _ensure_jump("nat", "PREROUTING", pre, False, local)
+        _ensure_jump("nat", "OUTPUT", pre, False, local)
+        _ensure_jump("nat", "POSTROUTING", post, False, [])
+        _ensure_jump("filter", "FORWARD", chain, False, [])
+        for t, c in (("nat", pre), ("nat", post), ("filter", chain)):
+            _drop_chain(t, c)
