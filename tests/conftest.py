@@ -15,6 +15,27 @@ from helpers import PyrunRunner
 from pyrun.client import Client
 from pyrun.errors import PyrunError
 
+LEAKED_MOUNTS: list[str] = []
+
+
+def mounts_under(path: Path) -> list[str]:
+    """Mount points at or below `path` in this mount namespace, deepest first."""
+    prefix = str(path.resolve())
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            target = line.split()[4].replace("\\040", " ")
+            if target == prefix or target.startswith(prefix + "/"):
+                found.append(target)
+    return sorted(set(found), key=len, reverse=True)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if LEAKED_MOUNTS:
+        terminalreporter.section("mounts left behind by tests (detached at teardown)")
+        for target in LEAKED_MOUNTS:
+            terminalreporter.line(target)
+
 
 @pytest.fixture
 def store_root(tmp_path: Path) -> Iterator[Path]:
@@ -32,6 +53,12 @@ def store_root(tmp_path: Path) -> Iterator[Path]:
         from pyrun.store import Store
 
         purge(Store(root))
+    # Whatever is still mounted under the test's directory leaked: note it for the session's
+    # summary and detach it, so pytest can remove the directory (a busy mount point there
+    # would fail the whole run at exit).
+    for target in mounts_under(tmp_path):
+        LEAKED_MOUNTS.append(target)
+        subprocess.run(["umount", "-l", target], capture_output=True)
 
 
 @pytest.fixture(scope="session", autouse=True)

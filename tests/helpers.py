@@ -7,6 +7,7 @@ import functools
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -49,3 +50,11 @@ needs_docker = pytest.mark.skipif(
 )
 
 PyrunRunner = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def until(cond: Callable[[], object], timeout: float = 10.0) -> None:
+    """Poll `cond()` until it is true (fails the test after `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import PyrunRunner, needs_root
+from helpers import PyrunRunner, needs_root, until
 from pyrun.client import Client
 from pyrun.runtime.containers import ContainerNotRunning
 
@@ -26,15 +26,6 @@ DOCKER_DEFAULT_CAPS = "00000000a80425fb"
 def bb(client: Client, busybox_tar: Path) -> Client:
     client.images.import_image(busybox_tar, "bb:life")
     return client
-
-
-def until(cond: object, timeout: float = 10.0) -> None:
-    """Poll `cond()` until it is true (fails the test after `timeout` seconds)."""
-    assert callable(cond)
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
 
 
 def mounts_under(path: Path) -> list[str]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import PyrunRunner, needs_root
+from helpers import PyrunRunner, needs_root, until
 from pyrun.client import Client
 from pyrun.network import Networks, netns_path, store_tag
 from pyrun.store import Store
@@ -99,14 +99,6 @@ def host_address() -> str:
         ["ip", "-j", "route", "get", "192.0.2.123"], capture_output=True, text=True, check=True
     ).stdout
     return str(json.loads(out)[0]["prefsrc"])
-
-
-def until(cond: object, timeout: float = 10.0) -> None:
-    assert callable(cond)
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
 
 
 def httpd(pyrun: PyrunRunner, www: Path, *args: str) -> str:
@@ -498,6 +490,7 @@ def test_system_prune_releases_what_a_crash_left(
     assert veths_of(cid) and leases(store_root) == [cid]
     os.kill(info["MonitorPid"], signal.SIGKILL)
     os.kill(info["State"]["Pid"], signal.SIGKILL)
+    until(lambda: not Path(f"/proc/{info['State']['Pid']}").exists())
     # What rm does first (unmount, remove), then "the crash": the record is gone, the network
     # state is not.
     subprocess.run(["umount", "-l", str(store_root / "containers" / cid / "rootfs")], check=True)
