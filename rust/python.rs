@@ -174,7 +174,8 @@ fn sha256_files(py: Python<'_>, paths: Vec<PathBuf>, threads: usize) -> PyResult
 
 /// Mount overlayfs at `target` (lowers topmost first); returns the method used.
 #[pyfunction]
-#[pyo3(signature = (lowers, target, *, upper=None, work=None, method="auto", links_dir=None))]
+#[pyo3(signature = (lowers, target, *, upper=None, work=None, method="auto", links_dir=None, volatile=false))]
+#[allow(clippy::too_many_arguments)] // the Python signature, keywords
 fn mount_overlay(
     py: Python<'_>,
     lowers: Vec<PathBuf>,
@@ -183,6 +184,7 @@ fn mount_overlay(
     work: Option<PathBuf>,
     method: &str,
     links_dir: Option<PathBuf>,
+    volatile: bool,
 ) -> PyResult<&'static str> {
     let method = runtime::overlay::Method::from_name(method).ok_or_else(|| {
         PyValueError::new_err(format!(
@@ -190,13 +192,14 @@ fn mount_overlay(
         ))
     })?;
     py.detach(|| {
-        runtime::overlay::mount_overlay(
+        runtime::overlay::mount_overlay_opts(
             &lowers,
             &target,
             upper.as_deref(),
             work.as_deref(),
             method,
             links_dir.as_deref(),
+            volatile,
         )
     })
     .map_err(runtime_to_py)

@@ -142,10 +142,21 @@ def test_restart_policies(bb: Client, pyrun: PyrunRunner) -> None:
     assert ok.wait()["StatusCode"] == 0 and ok.attrs["RestartCount"] == 0
 
 
+def _root_options(store_root: Path, cid: str) -> list[str]:
+    target = str(store_root / "containers" / cid / "rootfs")
+    with open("/proc/self/mountinfo") as f:
+        return next(ln.split()[-1].split(",") for ln in f if ln.split()[4] == target)
+
+
 def test_rm_detached_removes_itself(bb: Client, pyrun: PyrunRunner, store_root: Path) -> None:
-    r = pyrun("run", "--rm", "-d", "bb:life", "sh", "-c", "sleep 0.2")
+    r = pyrun("run", "--rm", "-d", "bb:life", "sh", "-c", "sleep 1")
     assert r.returncode == 0, r.stderr
     cid = r.stdout.strip()
+    # Its upper goes with it, so it is never synced; a container that stays is durable.
+    assert "fsync=volatile" in _root_options(store_root, cid)
+    kept = pyrun("run", "-d", "bb:life", "sleep", "1").stdout.strip()
+    assert "fsync=volatile" not in _root_options(store_root, kept)
+    assert pyrun("rm", "-f", kept).returncode == 0
     until(lambda: not (store_root / "containers" / cid).exists())
     assert pyrun("ps", "-a", "-q").stdout == ""
     assert not mounts_under(store_root / "containers" / cid)

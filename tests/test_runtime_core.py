@@ -749,6 +749,41 @@ def test_overlay_many_long_lowers(tmp_path: Path, method: Literal["new", "legacy
         _core.unmount(str(target))
 
 
+def _super_options(target: Path) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4] == str(target):
+                return fields[-1].split(",")
+    raise AssertionError(f"{target} is not mounted")
+
+
+@pytest.mark.parametrize("method", ["legacy", "new"])
+def test_overlay_volatile(tmp_path: Path, method: Literal["new", "legacy"]) -> None:
+    """`volatile` reaches the kernel on both paths; overlayfs then marks the work dir and refuses
+    that upper until the mark is gone."""
+    lower, upper, work, target = (tmp_path / n for n in ("l", "u", "w", "mnt"))
+    for d in (lower, upper, work, target):
+        d.mkdir()
+    opts = dict(upper=str(upper), work=str(work), method=method, links_dir=str(tmp_path / "ln"))
+    assert _core.mount_overlay([str(lower)], str(target), volatile=True, **opts) == method  # type: ignore[arg-type]
+    try:
+        assert "fsync=volatile" in _super_options(target)
+        (target / "f").write_text("kept in the page cache")
+    finally:
+        _core.unmount(str(target))
+    assert (work / "work" / "incompat" / "volatile").is_dir()
+    with pytest.raises(OSError):
+        _core.mount_overlay([str(lower)], str(target), **opts)  # type: ignore[arg-type]
+    shutil.rmtree(work / "work" / "incompat")
+    _core.mount_overlay([str(lower)], str(target), **opts)  # type: ignore[arg-type]
+    try:
+        assert "fsync=volatile" not in _super_options(target)
+        assert (target / "f").read_text() == "kept in the page cache"
+    finally:
+        _core.unmount(str(target))
+
+
 def test_unmount_of_unmounted_is_fine(tmp_path: Path) -> None:
     _core.unmount(str(tmp_path))
     _core.unmount(str(tmp_path / "missing"), detach=True)

@@ -84,8 +84,12 @@ def mount_overlay(
     work: str | None = None,
     method: Literal["auto", "new", "legacy"] = "auto",
     links_dir: str | None = None,
+    volatile: bool = False,
 ) -> str:
-    """Mount overlayfs at `target`. `lowers` are topmost first. Without upper/work the mount is
+    """Mount overlayfs at `target`. `lowers` are topmost first. `volatile` (with upper): the
+    upper is never synced, so unmounting costs no syncfs; overlayfs refuses to mount that upper
+    again, so only for uppers removed after use (`run --rm`); a kernel without the option
+    (before 5.10) mounts without it. Without upper/work the mount is
     read-only (overlayfs then needs at least two lowers: ValueError otherwise).
     "new": fsopen("overlay") + fsconfig(FSCONFIG_SET_STRING "lowerdir+" once per layer,
     "upperdir", "workdir"; a path of 256 bytes or more goes as FSCONFIG_SET_FD, else as a

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -299,6 +300,10 @@ class Container:
             (self.dir / d).mkdir(exist_ok=True)
         if os.path.ismount(self.rootfs):
             return "mounted"
+        # A volatile (--rm) upper mounted before: overlayfs wants its marker gone before it
+        # mounts that upper again (`cp`/`export` in the moment before removal).
+        if (self.dir / "work" / "work" / "incompat").exists():
+            shutil.rmtree(self.dir / "work" / "work" / "incompat", ignore_errors=True)
         lowers = [str(self.store.layer_diff(d)) for d in reversed(image.diff_ids)]
         if not lowers:
             (self.dir / "empty").mkdir(exist_ok=True)
@@ -311,6 +316,9 @@ class Container:
             upper=str(self.dir / "upper"),
             work=str(self.dir / "work"),
             links_dir=str(links),
+            # --rm: the upper goes with the container, so it is never synced (podman does
+            # the same); saves the syncfs that unmounting a durable overlay costs.
+            volatile=bool(self.record.get("auto_remove")),
         )
 
     def unmount_rootfs(self) -> None:
