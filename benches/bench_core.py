@@ -1,6 +1,7 @@
 """pytest-benchmark benchmarks of pyrun's own hot paths: extract_layer (the busybox rootfs, plain,
-gzip and zstd), create_layer (a small generated tree), sha256_file (32 MiB) and sha256_files, and
-an image import through the Python API.
+gzip and zstd), create_layer (a small generated tree), sha256_file (32 MiB) and sha256_files, an
+image import through the Python API, config.json generation (build_spec) and a container start
+from a warm Python process (Client.containers.run of busybox, remove=True, no network).
 
 CI runs them once each as plain tests (pytest's addopts has --benchmark-disable), which checks
 that they still work and that their results are right. To time them:
@@ -165,3 +166,50 @@ def test_client_import_busybox(benchmark: Any, busybox_tar: Path, tmp_path: Path
     image = Client(roots[-1]).images.get("busybox:bench")
     assert image.id == image_id
     assert image.attrs["RootFS"]["Layers"] == [_sha256(busybox_tar)]
+
+
+@needs_root
+def test_build_spec_busybox(benchmark: Any, busybox_tar: Path, tmp_path: Path) -> None:
+    """config.json generation for a container with Docker's defaults plus a few user options
+    (user lookup in the rootfs, env merge, capabilities, seccomp, mounts, cgroup limits)."""
+    from pyrun.runtime.spec import RunOptions, build_spec
+
+    rootfs = tmp_path / "rootfs"
+    rootfs.mkdir()
+    _core.extract_layer(str(busybox_tar), str(rootfs))
+    image_cfg = {"Env": ["PATH=/bin:/usr/bin"], "Cmd": ["sh"], "WorkingDir": "/"}
+    opts = RunOptions(
+        command=["sh", "-c", "id"],
+        env=["A=1"],
+        user="nobody",
+        network="none",
+        tmpfs=["/scratch"],
+        memory="64m",
+        pids_limit=100,
+        cap_drop=["NET_RAW"],
+    )
+    spec = benchmark(build_spec, image_cfg, str(rootfs), opts, "c0ffee" * 10 + "beef")
+    assert spec["process"]["args"] == ["sh", "-c", "id"]
+    assert spec["process"]["user"]["uid"] == 65534
+    assert "A=1" in spec["process"]["env"]
+    assert "CAP_NET_RAW" not in spec["process"]["capabilities"]["bounding"]
+    assert spec["linux"]["resources"]["pids"]["limit"] == 100
+    assert any(m["destination"] == "/scratch" for m in spec["mounts"])
+
+
+@needs_root
+def test_client_run_true_warm(benchmark: Any, busybox_tar: Path, tmp_path: Path) -> None:
+    """A container start from a warm Python process: Client.containers.run of busybox `true`
+    with remove=True and no network (overlay root, cgroup, runtime, clean-up)."""
+    client = Client(tmp_path / "store")
+    client.images.import_image(busybox_tar, "busybox:bench")
+
+    def run() -> bytes:
+        out: bytes = client.containers.run(
+            "busybox:bench", ["sh", "-c", "echo up"], remove=True, network_mode="none"
+        )
+        return out
+
+    out = benchmark.pedantic(run, rounds=10, warmup_rounds=1)
+    assert out == b"up\n"
+    assert client.containers.list(all=True) == []

@@ -1,7 +1,8 @@
 """pyrun against its peers, side by side, in one run.
 
     .venv/bin/python benches/compare.py [--quick] [--out DIR]
-                                        [--only extract,sha256,import,start,bridge,scale,pull,push,build]
+                                        [--only extract,sha256,import,start,bridge,vm,scale,pull,push,build]
+                                        [--vm-accel auto|kvm|tcg]
 
 Capabilities and contenders (the first of each case is the baseline of its ratios):
 
@@ -21,7 +22,15 @@ Capabilities and contenders (the first of each case is the baseline of its ratio
               Client.containers.run as info (goal, issue 6: <= 0.3x podman's time). And TCP
               throughput, 1 GiB (64 MiB with --quick) of `dd | nc` from a running container to a
               receiver in this process: over pyrun's bridge (to its gateway) vs over loopback (a
-              --network host container to 127.0.0.1), each run a `pyrun exec`.
+              --network host container to 127.0.0.1), each run a `pyrun exec`. runc and crun
+              are rows that say why they have no bridge (an OCI runtime joins a network
+              namespace its caller made).
+    vm        the VM a container replaces: qemu-system-x86_64 boots Debian's cloud kernel
+              (linux-image-cloud-amd64, fetched once by benches/vm.py) with a busybox initramfs
+              whose /init runs `poweroff -f`, until qemu exits; interleaved with `pyrun run --rm
+              --network none` of busybox `true`. KVM when a KVM guest really boots here (an
+              untimed probe boot, up to 10 s), else TCG (--vm-accel forces one); the tool's name
+              says which, the note why, and the guest kernel's own boot time.
     scale     100 detached busybox `sleep 1000` per tool (10 with --quick), started one after the
               other, then removed by one `rm -f` with all their ids: `pyrun run -d` / `pyrun rm -f`
               vs `podman run -d --runtime runc` / `podman rm -f -t 0` and `docker run -d` /
@@ -67,7 +76,13 @@ time.perf_counter around subprocess.run (process start included); pyrun's Rust c
 the benchmark's own process. A contender that is missing or fails becomes a row that says
 "not available: <why>". The report goes to DIR/RESULTS.md and DIR/results.json
 (default DIR: benches/results). --quick uses tiny inputs (busybox, a 64 MiB blob, 2 rounds; 3
-for start). Timed rounds by default: 5, 20 for start, 1 for scale, 3 for pull, push and build.
+for start). Timed rounds by default: 5, 20 for start, 10 for bridge, 1 for scale, 3 for pull,
+push and build; with --quick 2, 3 for start, 1 for vm.
+
+Plots (matplotlib, when installed: the `test` extras): DIR/start-latency.png, the start
+latencies of every engine (each timed run a point, a box per engine, log axis) with the VM's
+boot as a reference line, and DIR/pull-build.png, bars of the pull, push and build medians;
+benches/plots.py makes them from results.json, and can be run alone to redo them.
 
 A run of some capabilities only (--only) merges into an existing report in DIR: the rows of the
 other capabilities are kept from results.json (with the date, command and machine of the run that
@@ -111,7 +126,7 @@ REPO: Final = Path(__file__).resolve().parent.parent
 PYTHON_SRC: Final = REPO / "python"
 TESTS_DIR: Final = REPO / "tests"
 CAPABILITIES: Final = (
-    "extract", "sha256", "import", "start", "bridge", "scale", "pull", "push", "build"
+    "extract", "sha256", "import", "start", "bridge", "vm", "scale", "pull", "push", "build"
 )  # fmt: skip
 # Timed rounds by default: (full, --quick); --rounds overrides them all.
 DEFAULT_ROUNDS: Final = {
@@ -120,6 +135,7 @@ DEFAULT_ROUNDS: Final = {
     "import": (5, 2),
     "start": (20, 3),
     "bridge": (10, 2),
+    "vm": (5, 1),
     "scale": (1, 2),
     "pull": (3, 2),
     "push": (3, 2),
@@ -422,6 +438,7 @@ class Context:
     core: ModuleType | None
     core_error: str | None
     podman_store: list[str] = field(default_factory=list)  # --root/--runroot on the scratch fs
+    vm_accel: str = "auto"  # qemu's accelerator for the vm capability: auto, kvm or tcg
     inputs: dict[str, str] = field(default_factory=dict)
     # Undo what the cases made outside the scratch space (images in podman's and docker's
     # stores, open fds): run by main() in reverse order even when the benchmark fails.
@@ -1102,7 +1119,14 @@ def bridge_cases(ctx: Context) -> list[Case]:
     )
     podman = Contender("podman run --rm", "CLI", note="--runtime runc, podman's default network")
     docker = Contender("docker run --rm", "CLI", note="Docker's default bridge (docker0)")
-    start = [pyrun_cli, pyrun_api, podman, docker]
+    # An OCI runtime has no network of its own: it joins a namespace that its caller (podman,
+    # containerd, CNI) made. The rows say so rather than leave a gap.
+    no_net = (
+        "no bridge of its own: an OCI runtime joins a network namespace its caller (podman, "
+        "containerd, CNI) made; the podman and docker rows run runc"
+    )
+    runtimes = [Contender(f"{t} run", "CLI", unavailable=no_net) for t in ("runc", "crun")]
+    start = [pyrun_cli, pyrun_api, *runtimes, podman, docker]
     if error is None:
         try:
             _pyrun_store(ctx, src)
@@ -1285,6 +1309,85 @@ def start_cases(ctx: Context) -> list[Case]:
         contenders.append(_podman_start(ctx, src))
         contenders.append(_docker_start(ctx, src))
     return [Case("start", "busybox `true`, start to exit", contenders, setup_error=error)]
+
+
+# --------------------------------------------------------------------------------------------
+# capability: vm
+
+
+def vm_cases(ctx: Context) -> list[Case]:
+    """Issue 8's VM baseline: boot a Debian cloud kernel under qemu to an init that powers off at
+    once, interleaved with `pyrun run --rm --network none` of busybox `true` (the start case's
+    baseline), so the ratio compares a VM's start-to-exit with a container's on the same load."""
+    import vm  # benches/vm.py
+
+    images = _images_module()
+    error: str | None = None
+    try:
+        src: Path = images.busybox_tar()
+        warm(src)
+    except (images.ImageUnavailable, OSError) as e:
+        src, error = Path("/nonexistent"), f"test image missing: {_tail(str(e), 2)}"
+    cli = _pyrun_cli()
+    store = ctx.work / "start-store"
+    pyrun_cli = Contender(
+        "pyrun run --rm",
+        "CLI",
+        lambda _wd, _n: run_cmd(
+            [*cli, "--root", store, "run", "--rm", "--network", "none", PYRUN_START_REF, "true"],
+            env=_child_env,
+        ),
+        role="pyrun",
+        note="--network none, as in the start case",
+        unavailable=ctx.core_error,
+    )
+    qemu = Contender(f"{vm.QEMU} VM", "CLI")
+    guest: list[float] = []
+    if error is None:
+        try:
+            _pyrun_store(ctx, src)
+        except CommandFailed as e:
+            pyrun_cli.unavailable = pyrun_cli.unavailable or f"pyrun import failed: {e}"
+        try:
+            assets = vm.assets(src)
+            print(f"== vm: choosing the accelerator ({ctx.vm_accel})", file=sys.stderr, flush=True)
+            accel, why = vm.choose_accel(assets, ctx.vm_accel)
+        except vm.VmUnavailable as e:
+            qemu.unavailable = str(e)
+        else:
+            qemu.tool = f"{vm.QEMU} -accel {accel}"
+            qemu.note = (
+                f"accelerator {accel.upper()}: {why}; kernel {assets.kernel_package}, "
+                "busybox initramfs whose /init runs `poweroff -f`; 1 vCPU, 256 MiB, no network"
+            )
+            ctx.inputs["vm"] = (
+                f"{assets.kernel} ({assets.kernel_package}), {assets.initrd}; accelerator "
+                f"{accel.upper()} ({why})"
+            )
+
+            def run(_wd: Path, _n: int) -> object:
+                b = vm.boot(assets, accel)
+                if b.guest_seconds is not None:
+                    guest.append(b.guest_seconds)
+                return b
+
+            qemu.run = run
+
+    def finish(rows: list[Row]) -> None:
+        row = next((r for r in rows if r.tool.startswith(vm.QEMU)), None)
+        if row is not None and row.reason is None and guest:
+            timed = guest[-len(row.samples) :]
+            row.note += f"; the guest kernel's own boot to power-off {statistics.median(timed):.3f} s (median)"
+
+    return [
+        Case(
+            "vm",
+            "boot to power-off vs container start to exit",
+            [pyrun_cli, qemu],
+            setup_error=error,
+            finish=finish,
+        )
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -2457,6 +2560,7 @@ def versions(core: ModuleType | None, core_error: str | None) -> dict[str, str]:
         "skopeo": tool_version(["skopeo", "--version"]),
         "buildah": tool_version(["buildah", "--version"]),
         "docker-registry": tool_version(["docker-registry", "--version"]),
+        "qemu": tool_version(["qemu-system-x86_64", "--version"]),
         "docker": tool_version(
             [
                 "docker",
@@ -2610,7 +2714,6 @@ def write_report(
         table(rows),
         "",
     ]
-    (out / "RESULTS.md").write_text("\n".join(md))
     doc = {
         **meta,
         "machine": machine,
@@ -2621,6 +2724,23 @@ def write_report(
         "rows": [r.to_json() for r in rows],
     }
     (out / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
+    md += ["## Plots", "", *plot_lines(doc, out), ""]
+    (out / "RESULTS.md").write_text("\n".join(md))
+
+
+def plot_lines(doc: dict[str, Any], out: Path) -> list[str]:
+    """Make the plots (benches/plots.py) and return RESULTS.md's lines for them: an image link
+    each, or why there is none."""
+    import plots  # benches/plots.py; matplotlib is imported only in there, and only now
+
+    try:
+        made = plots.make_plots(doc, out)
+    except plots.PlotsUnavailable as e:
+        print(str(e), file=sys.stderr)
+        return [f"{e}."]
+    for p in made:
+        print(f"wrote {p}", file=sys.stderr)
+    return [f"![{p.stem}]({p.name})" for p in made] or ["No rows to plot."]
 
 
 # --------------------------------------------------------------------------------------------
@@ -2744,6 +2864,11 @@ def _signals_deferred() -> Iterator[None]:
             raise SystemExit(128 + pending[0])
 
 
+def _short_tmp() -> str:
+    """/run where we may write (a tmpfs, as a runroot expects), else /tmp."""
+    return "/run" if os.access("/run", os.W_OK) else "/tmp"
+
+
 def _mount_line(path: Path) -> str:
     """Source, type and options of the filesystem holding `path`, from findmnt."""
     with contextlib.suppress(OSError, subprocess.SubprocessError):
@@ -2773,10 +2898,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--rounds",
         type=int,
-        help="timed rounds for every capability (default 5, start 20, scale 1, pull, push and build 3; "
-        "with --quick 2, start 3)",
+        help="timed rounds for every capability (default 5, start 20, bridge 10, scale 1, pull, "
+        "push and build 3; with --quick 2, start 3, vm 1)",
     )
     ap.add_argument("--warmups", type=int, default=1, help="untimed warm-up rounds (default 1)")
+    ap.add_argument(
+        "--vm-accel",
+        choices=["auto", "kvm", "tcg"],
+        default="auto",
+        help="qemu's accelerator for the vm capability; auto (default): KVM when a KVM guest "
+        "really boots here (probed, up to 10 s), else TCG",
+    )
     ap.add_argument("--tmpdir", help="scratch directory parent (default: $TMPDIR or /tmp)")
     ap.add_argument(
         "--scratch",
@@ -2806,6 +2938,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "import": import_cases,
         "start": start_cases,
         "bridge": bridge_cases,
+        "vm": vm_cases,
         "pull": pull_cases,
         "push": push_cases,
         "build": build_cases,
@@ -2816,8 +2949,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     size = (1 if args.quick else 8) << 30
     with scratch(args.tmpdir, args.scratch, size) as (work, scratch_note, is_loop):
         ctx = Context(args.quick, work, core, core_error)
+        ctx.vm_accel = args.vm_accel
         if is_loop:  # podman's store on the same filesystem as pyrun's
-            ctx.podman_store = ["--root", f"{work}/podman", "--runroot", f"{work}/podman-run"]
+            # Its runroot (state, sockets) on a short path: conmon's attach socket lies under
+            # runroot/overlay-containers/<64 hex>/userdata/, and a Unix socket's path has at most
+            # 107 bytes, which a scratch fs under a deep --tmpdir would exceed.
+            runroot = tempfile.mkdtemp(prefix="pyrun-bench-", dir=_short_tmp())
+            ctx.podman_store = ["--root", f"{work}/podman", "--runroot", runroot]
+            ctx.cleanups.append(lambda: remove_tree(Path(runroot)))
         machine = machine_info(scratch_note)
         try:
             for cap in CAPABILITIES:

@@ -38,10 +38,13 @@ EXPECTED = [
     ("start", "docker run --rm"),
     ("bridge", "pyrun run --rm"),
     ("bridge", "pyrun Client.containers.run"),
+    ("bridge", "runc run"),
+    ("bridge", "crun run"),
     ("bridge", "podman run --rm"),
     ("bridge", "docker run --rm"),
     ("bridge", "pyrun bridge -> host"),
     ("bridge", "host loopback"),
+    ("vm", "pyrun run --rm"),
     ("scale", "pyrun run -d"),
     ("scale", "podman run -d"),
     ("scale", "docker run -d"),
@@ -98,7 +101,7 @@ def test_compare_quick(tmp_path: Path) -> None:
         "skopeo",
         "buildah",
     )
-    for tool in (*tools, "docker-registry"):
+    for tool in (*tools, "docker-registry", "qemu"):
         assert doc["versions"][tool], f"no version line for {tool}"
         assert f"- {tool}: " in md
 
@@ -108,6 +111,7 @@ def test_compare_quick(tmp_path: Path) -> None:
     assert runs["scale"]["rounds"] == 2
     assert runs["pull"]["rounds"] == 2 and runs["push"]["rounds"] == 2
     assert runs["build"]["rounds"] == 2 and runs["bridge"]["rounds"] == 2
+    assert runs["vm"]["rounds"] == 1
     bridge = {r["tool"]: r["status"] for r in rows if r["capability"] == "bridge"}
     assert bridge["pyrun run --rm"] == bridge["pyrun bridge -> host"] == "ok", bridge
     assert "## Runs" in md
@@ -131,6 +135,23 @@ def test_compare_quick(tmp_path: Path) -> None:
             assert r["status"] == "ok", f"pyrun row not available: {r['reason']}"
         elif r["role"] == "peer" and r["status"] == "ok":
             assert r["ratio_peer_over_pyrun"] is not None and r["ratio_peer_over_pyrun"] > 0
+
+    # vm: the qemu row names its accelerator (when it ran) and says why it was chosen.
+    vm = [r for r in rows if r["capability"] == "vm" and r["tool"].startswith("qemu-system-x86_64")]
+    assert len(vm) == 1, vm
+    if vm[0]["status"] == "ok":
+        assert vm[0]["tool"] in ("qemu-system-x86_64 -accel kvm", "qemu-system-x86_64 -accel tcg")
+        assert "accelerator " in vm[0]["note"] and "the guest kernel's own boot" in vm[0]["note"]
+        assert vm[0]["ratio_peer_over_pyrun"] > 0
+    # bridge: runc and crun say why they have no bridge.
+    for r in rows:
+        if r["capability"] == "bridge" and r["tool"] in ("runc run", "crun run"):
+            assert "no bridge of its own" in r["reason"], r
+
+    # plots: both PNGs, linked from RESULTS.md.
+    for name in ("start-latency.png", "pull-build.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert f"]({name})" in md
 
     # scale: the memory of every started tool's monitors, in results.json and in the notes.
     for r in rows:

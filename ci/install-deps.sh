@@ -23,6 +23,9 @@ pkgs=(
 )
 # shellcheck disable=SC2206
 pkgs+=(${PYRUN_CI_EXTRA_PKGS:-})
+# Installed without their recommends: the benches' VM baseline needs only qemu's x86 emulator
+# (its recommends pull in a GUI, UEFI firmware and block drivers).
+norec_pkgs=(qemu-system-x86)
 
 # Python >= 3.11 with a working venv: prefer python3.11 on PATH (pyenv's here), else Debian's python3.
 py_ok() { "$1" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; }
@@ -43,12 +46,17 @@ fi
 
 # --- which are missing ---------------------------------------------------------------------------
 missing=()
+missing_norec=()
 declare -A have=()
 while read -r name status; do
     [[ "$status" == installed ]] && have["$name"]=1
-done < <(dpkg-query -W -f='${Package} ${db:Status-Status}\n' "${pkgs[@]}" 2>/dev/null || true)
+done < <(dpkg-query -W -f='${Package} ${db:Status-Status}\n' "${pkgs[@]}" "${norec_pkgs[@]}" \
+    2>/dev/null || true)
 for p in "${pkgs[@]}"; do
     [[ -n "${have[$p]:-}" ]] || missing+=("$p")
+done
+for p in "${norec_pkgs[@]}"; do
+    [[ -n "${have[$p]:-}" ]] || missing_norec+=("$p")
 done
 
 # --- Rust ----------------------------------------------------------------------------------------
@@ -86,17 +94,26 @@ apt_install() {
     apt-get install -y -qq -o Dpkg::Use-Pty=0 "$@"
 }
 
-if ((${#missing[@]})); then
-    [[ $EUID -eq 0 ]] || ci_die "must run as root to install: ${missing[*]}"
-    ci_log "installing: ${missing[*]}"
+# install_missing [APT-GET OPTIONS] -- PKGS...
+install_missing() {
+    local opts=()
+    while [[ "$1" != -- ]]; do
+        opts+=("$1")
+        shift
+    done
+    shift
+    [[ $EUID -eq 0 ]] || ci_die "must run as root to install: $*"
+    ci_log "installing: $* ${opts[*]}"
     lists_fresh || apt_update
-    if ! apt_install "${missing[@]}"; then
+    if ! apt_install "${opts[@]}" "$@"; then
         ((apt_updated)) && ci_die "apt-get install failed"
         ci_warn "apt-get install failed; retrying after apt-get update"
         apt_update
-        apt_install "${missing[@]}"
+        apt_install "${opts[@]}" "$@"
     fi
-fi
+}
+((${#missing[@]} == 0)) || install_missing -- "${missing[@]}"
+((${#missing_norec[@]} == 0)) || install_missing --no-install-recommends -- "${missing_norec[@]}"
 
 if ((need_rustup_install)); then
     ci_log "no Rust toolchain; installing rustup (stable, minimal + rustfmt, clippy)"
