@@ -2592,6 +2592,55 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+SCALE_MONITORS: Final = {
+    "pyrun run -d": "pyrun-runtime monitor",
+    "podman run -d": "conmon",
+    "docker run -d": "containerd-shim-runc-v2",
+}
+
+
+def summary(rows: list[Row]) -> str:
+    """The results in the README's shape: one line per peer, next to pyrun's figure in the same
+    case (info rows left out; a peer that did not run says why), and after the scale rows the
+    memory per container."""
+
+    def why(r: Row) -> str:
+        reason = r.reason or ""
+        return reason if len(reason) <= 90 else reason[:87] + "..."
+
+    memory: list[str] = []
+    pss = {r.tool: r.metrics["monitor_pss_mb"] for r in rows if "monitor_pss_mb" in r.metrics}
+    mine_pss = pss.get("pyrun run -d")
+    for tool, mb in pss.items():
+        if mine_pss and tool != "pyrun run -d":
+            memory.append(
+                f"| scale | memory per container (PSS of its monitor) | "
+                f"`{SCALE_MONITORS['pyrun run -d']}` {mine_pss:.2f} MB | "
+                f"`{SCALE_MONITORS.get(tool, tool)}` {mb:.2f} MB | {_fmt_ratio(mb / mine_pss)} |"
+            )
+    cases: dict[tuple[str, str], list[Row]] = {}
+    for r in rows:
+        cases.setdefault((r.capability, r.case), []).append(r)
+    lines = ["| capability | case | pyrun | peer | peer/pyrun |", "|---|---|---|---|---|"]
+    for (cap, case), group in cases.items():
+        if cap != "scale" and memory and any(ln.startswith("| scale |") for ln in lines):
+            lines += memory
+            memory = []
+        base = next((r for r in group if r.role == "pyrun"), None)
+        if base is None:
+            continue
+        mine = f"`{base.tool}` {base.median:.3f} s" if base.median is not None else "not available"
+        for r in group:
+            if r.role != "peer":
+                continue
+            if r.reason is not None:
+                peer, ratio = f"`{r.tool}`: not available ({why(r)})", "-"
+            else:
+                peer, ratio = f"`{r.tool}` {r.median:.3f} s", _fmt_ratio(r.ratio)
+            lines.append(f"| {cap} | {case} | {mine} | {peer} | {ratio} |")
+    return "\n".join(lines + memory)
+
+
 def _fmt_ratio(x: float | None) -> str:
     return "" if x is None else f"{x:.2f}x"
 
@@ -2708,6 +2757,13 @@ def write_report(
         "## Inputs",
         "",
         *[f"- {k}: {v}" for k, v in inputs.items()],
+        "",
+        "## Summary",
+        "",
+        "One line per peer: its median next to pyrun's in the same case (*info* rows are left "
+        "out); above 1x pyrun is faster. The full table is below.",
+        "",
+        summary(rows),
         "",
         "## Results",
         "",
@@ -2997,6 +3053,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.out, rows, machine, versions(core, core_error), meta, ctx.inputs, runs, merge_note
     )
     print(table(rows))
+    print()
+    print(summary(rows))
     print(f"\nwrote {args.out / 'RESULTS.md'} and {args.out / 'results.json'}", file=sys.stderr)
     return 0
 
