@@ -6,8 +6,9 @@
 
 Capabilities and contenders (the first of each case is the baseline of its ratios):
 
-    extract   a rootfs layer: pyrun._core.extract_layer (in-process) vs GNU tar and, for .tar.gz,
-              `umoci unpack` from an OCI layout written once before timing (CLI)
+    extract   a rootfs layer: pyrun._core.extract_layer (in-process) vs GNU tar and, for .tar.gz
+              and .tar.zst, `umoci unpack` from an OCI layout written once before timing (CLI;
+              zstd is probed once, untimed: umoci 0.4.7 knows only gzip layers, its row says so)
     sha256    a 1 GiB blob: pyrun._core.sha256_file vs `openssl dgst -sha256`; both cores busy:
               sha256_files on two 512 MiB blobs vs two concurrent openssl processes; hashlib as info
     import    a rootfs tar into a fresh store: `python -m pyrun.cli import` vs `podman import`
@@ -488,14 +489,29 @@ def _gunzip_sha256(path: Path) -> str:
     return "sha256:" + h.hexdigest()
 
 
+def _unzstd_sha256(path: Path) -> str:
+    """sha256 of a .zst file's decompressed bytes, through `zstd -dc`."""
+    h = hashlib.sha256()
+    with subprocess.Popen(
+        [tool_path("zstd"), "-dc", str(path)], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
+    ) as proc:
+        assert proc.stdout is not None
+        while chunk := proc.stdout.read(4 * MiB):
+            h.update(chunk)
+    if proc.returncode != 0:
+        raise CommandFailed(f"`zstd -dc {path}` exited {proc.returncode}")
+    return "sha256:" + h.hexdigest()
+
+
 def _write_blob(layout: Path, data: bytes) -> str:
     digest = hashlib.sha256(data).hexdigest()
     (layout / "blobs" / "sha256" / digest).write_bytes(data)
     return "sha256:" + digest
 
 
-def oci_layout(layer_gz: Path, layout: Path, tag: str) -> Path:
-    """A one-layer OCI image layout around `layer_gz` (hard-linked when possible), for umoci."""
+def oci_layout(layer_gz: Path, layout: Path, tag: str, compression: str = "gzip") -> Path:
+    """A one-layer OCI image layout around `layer_gz`, a gzip or (compression "zstd") zstd
+    layer (hard-linked when possible), for umoci."""
     blobs = layout / "blobs" / "sha256"
     blobs.mkdir(parents=True)
     (layout / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
@@ -512,7 +528,12 @@ def oci_layout(layer_gz: Path, layout: Path, tag: str) -> Path:
         "architecture": "amd64",
         "os": "linux",
         "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
-        "rootfs": {"type": "layers", "diff_ids": [_gunzip_sha256(layer_gz)]},
+        "rootfs": {
+            "type": "layers",
+            "diff_ids": [
+                _unzstd_sha256(layer_gz) if compression == "zstd" else _gunzip_sha256(layer_gz)
+            ],
+        },
         "history": [{"created_by": "benches/compare.py"}],
     }
     config_bytes = json.dumps(config, separators=(",", ":")).encode()
@@ -526,7 +547,7 @@ def oci_layout(layer_gz: Path, layout: Path, tag: str) -> Path:
         },
         "layers": [
             {
-                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "mediaType": f"application/vnd.oci.image.layer.v1.tar+{compression}",
                 "digest": "sha256:" + layer_hex,
                 "size": layer_gz.stat().st_size,
             }
@@ -607,15 +628,32 @@ def _tar_extract(flags: list[str], src: Path, tool: str, needs: str | None = Non
     return c
 
 
-def _umoci_extract(ctx: Context, src: Path) -> Contender:
+def _umoci_extract(ctx: Context, src: Path, compression: str = "gzip") -> Contender:
     c = Contender("umoci unpack", "CLI", note="OCI layout prepared once; writes an mtree too")
     try:
         umoci = tool_path("umoci")
-        layout = oci_layout(src, ctx.work / "oci-layout", "bench")
-    except (Unavailable, OSError, zlib.error, EOFError) as e:
+        layout = oci_layout(src, ctx.work / f"oci-layout-{compression}", "bench", compression)
+    except (Unavailable, CommandFailed, OSError, zlib.error, EOFError) as e:
         c.unavailable = str(e) if isinstance(e, Unavailable) else f"OCI layout failed: {e!r}"
         return c
     rootless = [] if os.geteuid() == 0 else ["--rootless"]
+    if compression != "gzip":  # older umoci (0.4.7) knows only gzip layers: probe, untimed
+        probe = ctx.work / f"umoci-probe-{compression}"
+        proc = subprocess.run(
+            [umoci, "unpack", *rootless, "--image", f"{layout}:bench", str(probe)],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            check=False,
+        )
+        remove_tree(probe)
+        if proc.returncode != 0:
+            err = _first_error_line(CommandFailed(f"exit {proc.returncode}"), proc.stderr)
+            why = err.rsplit(": ", 2)[-2:] if ": " in err else [err]
+            c.unavailable = (
+                f"{tool_version([umoci, '--version'])} cannot unpack {compression} layers "
+                f"({': '.join(why)})"
+            )
+            return c
     c.run = lambda wd, _n: run_cmd(
         [umoci, "unpack", *rootless, "--image", f"{layout}:bench", wd / "bundle"]
     )
@@ -646,6 +684,11 @@ def extract_cases(ctx: Context) -> list[Case]:
             )
         elif comp == "zst":
             contenders.append(_tar_extract(["--zstd", "-xf"], path, "GNU tar --zstd -xf", "zstd"))
+            contenders.append(
+                _umoci_extract(ctx, path, "zstd")
+                if src
+                else Contender("umoci unpack", "CLI", unavailable=error)
+            )
         else:
             contenders.append(_tar_extract(["-xf"], path, "GNU tar -xf"))
         cases.append(Case("extract", f"{image}{label}", contenders, setup_error=error))
