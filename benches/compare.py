@@ -56,7 +56,9 @@ Capabilities and contenders (the first of each case is the baseline of its ratio
               (untimed) before and after every run so that nothing can be reused or mounted
               from an earlier run (skopeo remembers where blobs are and would mount them), a new
               repository each run: `pyrun push` vs `skopeo copy --dest-tls-verify=false` from an
-              OCI layout exported once by `pyrun image copy`; Client.images.push as info. Each
+              OCI layout exported once by `pyrun image copy`, and `docker push` and `podman push`
+              of the image pulled once into their stores (untimed; they compress the layers
+              again); Client.images.push as info. Each
               run is checked: the registry serves the manifest and holds every layer blob whole.
     build     the example multi-stage Dockerfile (examples/hello, BASE = the start capability's
               busybox images): cold (`--no-cache`) and a no-op rebuild (the same build again, its
@@ -2238,6 +2240,54 @@ def _check_pushed(reg: LocalRegistry, img: PullImage, c: Contender) -> CheckFn:
     return check
 
 
+def _engine_push(
+    ctx: Context,
+    img: PullImage,
+    reg: LocalRegistry,
+    tool: str,
+    pushing: Callable[[str, Callable[[str], object]], RunFn],
+    target: Callable[[str, int], str],
+) -> Contender:
+    """`docker push` or `podman push` (podman's store on the scratch fs when there is one) of the
+    image, pulled once (untimed) from the pull registry into the engine's store and tagged for
+    the push registry before each run (untimed); the tag and the registry's contents removed
+    after each run, the image at the end."""
+    empty = "registry emptied before each run (untimed), new repository each run"
+    store = "store on the scratch fs; " if ctx.podman_store and tool == "podman" else ""
+    c = Contender(
+        f"{tool} push",
+        "CLI",
+        note=f"{store}image pulled once (untimed); compresses the layers again; {empty}",
+    )
+    argv = [tool_path(tool), *(ctx.podman_store if tool == "podman" else [])]
+    tls = ["--tls-verify=false"] if tool == "podman" else []
+
+    def cleanup() -> None:
+        subprocess.run([*argv, "rmi", "--force", img.ref], capture_output=True, check=False)
+
+    try:
+        _prepare_engine_pull(argv, img, tool)  # what an interrupted run left
+        run_cmd([*argv, "pull", "-q", *tls, img.ref])
+    except (Unavailable, CommandFailed) as e:
+        c.unavailable = str(e)
+        cleanup()
+        return c
+    ctx.cleanups.append(cleanup)
+
+    def before(_wd: Path, n: int) -> None:
+        reg.wipe()
+        run_cmd([*argv, "tag", img.ref, target(tool, n)])
+
+    def after(_wd: Path, n: int) -> None:
+        reg.wipe()
+        run_cmd([*argv, "rmi", target(tool, n)])
+
+    c.before, c.after = before, after
+    c.run = pushing(tool, lambda name: run_cmd([*argv, "push", "-q", *tls, name]))
+    c.check = _check_pushed(reg, img, c)
+    return c
+
+
 def push_cases(ctx: Context) -> list[Case]:
     """Push the pull capability's image to an empty registry on 127.0.0.1."""
     name = "busybox" if ctx.quick else "debian"
@@ -2254,7 +2304,8 @@ def push_cases(ctx: Context) -> list[Case]:
     skopeo_c = Contender(
         "skopeo copy", "CLI", note=f"oci: layout (exported once by pyrun) -> docker://; {empty}"
     )
-    case.contenders = [pyrun_cli, skopeo_c, pyrun_api]
+    engines = [Contender(f"{t} push", "CLI") for t in ("docker", "podman")]
+    case.contenders = [pyrun_cli, skopeo_c, *engines, pyrun_api]
     try:
         img = pull_image(ctx)
         reg = start_registry(ctx, "push")
@@ -2300,6 +2351,12 @@ def push_cases(ctx: Context) -> list[Case]:
     pyrun_api.run = pushing("api", client_push)
     for c, prefix in ((pyrun_cli, "push"), (pyrun_api, "api")):
         c.before, c.after, c.check = tagger(prefix), untagger(prefix), _check_pushed(reg, img, c)
+    for i, tool in enumerate(("docker", "podman")):
+        try:
+            engines[i] = _engine_push(ctx, img, reg, tool, pushing, target)
+        except Unavailable as e:
+            engines[i].unavailable = str(e)
+    case.contenders = [pyrun_cli, skopeo_c, *engines, pyrun_api]
     try:
         skopeo = tool_path("skopeo")
         layout = ctx.work / "push-layout"

@@ -58,6 +58,8 @@ EXPECTED = [
     ("pull", "pyrun Client.images.pull"),
     ("push", "pyrun push"),
     ("push", "skopeo copy"),
+    ("push", "docker push"),
+    ("push", "podman push"),
     ("push", "pyrun Client.images.push"),
     ("build", "pyrun build"),
     ("build", "docker build"),
