@@ -6,8 +6,9 @@
 
 Capabilities and contenders (the first of each case is the baseline of its ratios):
 
-    extract   a rootfs layer: pyrun._core.extract_layer (in-process) vs GNU tar and, for .tar.gz,
-              `umoci unpack` from an OCI layout written once before timing (CLI)
+    extract   a rootfs layer: pyrun._core.extract_layer (in-process) vs GNU tar and, for .tar.gz
+              and .tar.zst, `umoci unpack` from an OCI layout written once before timing (CLI;
+              zstd is probed once, untimed: umoci 0.4.7 knows only gzip layers, its row says so)
     sha256    a 1 GiB blob: pyrun._core.sha256_file vs `openssl dgst -sha256`; both cores busy:
               sha256_files on two 512 MiB blobs vs two concurrent openssl processes; hashlib as info
     import    a rootfs tar into a fresh store: `python -m pyrun.cli import` vs `podman import`
@@ -55,7 +56,9 @@ Capabilities and contenders (the first of each case is the baseline of its ratio
               (untimed) before and after every run so that nothing can be reused or mounted
               from an earlier run (skopeo remembers where blobs are and would mount them), a new
               repository each run: `pyrun push` vs `skopeo copy --dest-tls-verify=false` from an
-              OCI layout exported once by `pyrun image copy`; Client.images.push as info. Each
+              OCI layout exported once by `pyrun image copy`, and `docker push` and `podman push`
+              of the image pulled once into their stores (untimed; they compress the layers
+              again); Client.images.push as info. Each
               run is checked: the registry serves the manifest and holds every layer blob whole.
     build     the example multi-stage Dockerfile (examples/hello, BASE = the start capability's
               busybox images): cold (`--no-cache`) and a no-op rebuild (the same build again, its
@@ -488,14 +491,29 @@ def _gunzip_sha256(path: Path) -> str:
     return "sha256:" + h.hexdigest()
 
 
+def _unzstd_sha256(path: Path) -> str:
+    """sha256 of a .zst file's decompressed bytes, through `zstd -dc`."""
+    h = hashlib.sha256()
+    with subprocess.Popen(
+        [tool_path("zstd"), "-dc", str(path)], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
+    ) as proc:
+        assert proc.stdout is not None
+        while chunk := proc.stdout.read(4 * MiB):
+            h.update(chunk)
+    if proc.returncode != 0:
+        raise CommandFailed(f"`zstd -dc {path}` exited {proc.returncode}")
+    return "sha256:" + h.hexdigest()
+
+
 def _write_blob(layout: Path, data: bytes) -> str:
     digest = hashlib.sha256(data).hexdigest()
     (layout / "blobs" / "sha256" / digest).write_bytes(data)
     return "sha256:" + digest
 
 
-def oci_layout(layer_gz: Path, layout: Path, tag: str) -> Path:
-    """A one-layer OCI image layout around `layer_gz` (hard-linked when possible), for umoci."""
+def oci_layout(layer_gz: Path, layout: Path, tag: str, compression: str = "gzip") -> Path:
+    """A one-layer OCI image layout around `layer_gz`, a gzip or (compression "zstd") zstd
+    layer (hard-linked when possible), for umoci."""
     blobs = layout / "blobs" / "sha256"
     blobs.mkdir(parents=True)
     (layout / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
@@ -512,7 +530,12 @@ def oci_layout(layer_gz: Path, layout: Path, tag: str) -> Path:
         "architecture": "amd64",
         "os": "linux",
         "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
-        "rootfs": {"type": "layers", "diff_ids": [_gunzip_sha256(layer_gz)]},
+        "rootfs": {
+            "type": "layers",
+            "diff_ids": [
+                _unzstd_sha256(layer_gz) if compression == "zstd" else _gunzip_sha256(layer_gz)
+            ],
+        },
         "history": [{"created_by": "benches/compare.py"}],
     }
     config_bytes = json.dumps(config, separators=(",", ":")).encode()
@@ -526,7 +549,7 @@ def oci_layout(layer_gz: Path, layout: Path, tag: str) -> Path:
         },
         "layers": [
             {
-                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "mediaType": f"application/vnd.oci.image.layer.v1.tar+{compression}",
                 "digest": "sha256:" + layer_hex,
                 "size": layer_gz.stat().st_size,
             }
@@ -607,15 +630,32 @@ def _tar_extract(flags: list[str], src: Path, tool: str, needs: str | None = Non
     return c
 
 
-def _umoci_extract(ctx: Context, src: Path) -> Contender:
+def _umoci_extract(ctx: Context, src: Path, compression: str = "gzip") -> Contender:
     c = Contender("umoci unpack", "CLI", note="OCI layout prepared once; writes an mtree too")
     try:
         umoci = tool_path("umoci")
-        layout = oci_layout(src, ctx.work / "oci-layout", "bench")
-    except (Unavailable, OSError, zlib.error, EOFError) as e:
+        layout = oci_layout(src, ctx.work / f"oci-layout-{compression}", "bench", compression)
+    except (Unavailable, CommandFailed, OSError, zlib.error, EOFError) as e:
         c.unavailable = str(e) if isinstance(e, Unavailable) else f"OCI layout failed: {e!r}"
         return c
     rootless = [] if os.geteuid() == 0 else ["--rootless"]
+    if compression != "gzip":  # older umoci (0.4.7) knows only gzip layers: probe, untimed
+        probe = ctx.work / f"umoci-probe-{compression}"
+        proc = subprocess.run(
+            [umoci, "unpack", *rootless, "--image", f"{layout}:bench", str(probe)],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            check=False,
+        )
+        remove_tree(probe)
+        if proc.returncode != 0:
+            err = _first_error_line(CommandFailed(f"exit {proc.returncode}"), proc.stderr)
+            why = err.rsplit(": ", 2)[-2:] if ": " in err else [err]
+            c.unavailable = (
+                f"{tool_version([umoci, '--version'])} cannot unpack {compression} layers "
+                f"({': '.join(why)})"
+            )
+            return c
     c.run = lambda wd, _n: run_cmd(
         [umoci, "unpack", *rootless, "--image", f"{layout}:bench", wd / "bundle"]
     )
@@ -646,6 +686,11 @@ def extract_cases(ctx: Context) -> list[Case]:
             )
         elif comp == "zst":
             contenders.append(_tar_extract(["--zstd", "-xf"], path, "GNU tar --zstd -xf", "zstd"))
+            contenders.append(
+                _umoci_extract(ctx, path, "zstd")
+                if src
+                else Contender("umoci unpack", "CLI", unavailable=error)
+            )
         else:
             contenders.append(_tar_extract(["-xf"], path, "GNU tar -xf"))
         cases.append(Case("extract", f"{image}{label}", contenders, setup_error=error))
@@ -2195,6 +2240,54 @@ def _check_pushed(reg: LocalRegistry, img: PullImage, c: Contender) -> CheckFn:
     return check
 
 
+def _engine_push(
+    ctx: Context,
+    img: PullImage,
+    reg: LocalRegistry,
+    tool: str,
+    pushing: Callable[[str, Callable[[str], object]], RunFn],
+    target: Callable[[str, int], str],
+) -> Contender:
+    """`docker push` or `podman push` (podman's store on the scratch fs when there is one) of the
+    image, pulled once (untimed) from the pull registry into the engine's store and tagged for
+    the push registry before each run (untimed); the tag and the registry's contents removed
+    after each run, the image at the end."""
+    empty = "registry emptied before each run (untimed), new repository each run"
+    store = "store on the scratch fs; " if ctx.podman_store and tool == "podman" else ""
+    c = Contender(
+        f"{tool} push",
+        "CLI",
+        note=f"{store}image pulled once (untimed); compresses the layers again; {empty}",
+    )
+    argv = [tool_path(tool), *(ctx.podman_store if tool == "podman" else [])]
+    tls = ["--tls-verify=false"] if tool == "podman" else []
+
+    def cleanup() -> None:
+        subprocess.run([*argv, "rmi", "--force", img.ref], capture_output=True, check=False)
+
+    try:
+        _prepare_engine_pull(argv, img, tool)  # what an interrupted run left
+        run_cmd([*argv, "pull", "-q", *tls, img.ref])
+    except (Unavailable, CommandFailed) as e:
+        c.unavailable = str(e)
+        cleanup()
+        return c
+    ctx.cleanups.append(cleanup)
+
+    def before(_wd: Path, n: int) -> None:
+        reg.wipe()
+        run_cmd([*argv, "tag", img.ref, target(tool, n)])
+
+    def after(_wd: Path, n: int) -> None:
+        reg.wipe()
+        run_cmd([*argv, "rmi", target(tool, n)])
+
+    c.before, c.after = before, after
+    c.run = pushing(tool, lambda name: run_cmd([*argv, "push", "-q", *tls, name]))
+    c.check = _check_pushed(reg, img, c)
+    return c
+
+
 def push_cases(ctx: Context) -> list[Case]:
     """Push the pull capability's image to an empty registry on 127.0.0.1."""
     name = "busybox" if ctx.quick else "debian"
@@ -2211,7 +2304,8 @@ def push_cases(ctx: Context) -> list[Case]:
     skopeo_c = Contender(
         "skopeo copy", "CLI", note=f"oci: layout (exported once by pyrun) -> docker://; {empty}"
     )
-    case.contenders = [pyrun_cli, skopeo_c, pyrun_api]
+    engines = [Contender(f"{t} push", "CLI") for t in ("docker", "podman")]
+    case.contenders = [pyrun_cli, skopeo_c, *engines, pyrun_api]
     try:
         img = pull_image(ctx)
         reg = start_registry(ctx, "push")
@@ -2257,6 +2351,12 @@ def push_cases(ctx: Context) -> list[Case]:
     pyrun_api.run = pushing("api", client_push)
     for c, prefix in ((pyrun_cli, "push"), (pyrun_api, "api")):
         c.before, c.after, c.check = tagger(prefix), untagger(prefix), _check_pushed(reg, img, c)
+    for i, tool in enumerate(("docker", "podman")):
+        try:
+            engines[i] = _engine_push(ctx, img, reg, tool, pushing, target)
+        except Unavailable as e:
+            engines[i].unavailable = str(e)
+    case.contenders = [pyrun_cli, skopeo_c, *engines, pyrun_api]
     try:
         skopeo = tool_path("skopeo")
         layout = ctx.work / "push-layout"
@@ -2592,6 +2692,55 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+SCALE_MONITORS: Final = {
+    "pyrun run -d": "pyrun-runtime monitor",
+    "podman run -d": "conmon",
+    "docker run -d": "containerd-shim-runc-v2",
+}
+
+
+def summary(rows: list[Row]) -> str:
+    """The results in the README's shape: one line per peer, next to pyrun's figure in the same
+    case (info rows left out; a peer that did not run says why), and after the scale rows the
+    memory per container."""
+
+    def why(r: Row) -> str:
+        reason = r.reason or ""
+        return reason if len(reason) <= 90 else reason[:87] + "..."
+
+    memory: list[str] = []
+    pss = {r.tool: r.metrics["monitor_pss_mb"] for r in rows if "monitor_pss_mb" in r.metrics}
+    mine_pss = pss.get("pyrun run -d")
+    for tool, mb in pss.items():
+        if mine_pss and tool != "pyrun run -d":
+            memory.append(
+                f"| scale | memory per container (PSS of its monitor) | "
+                f"`{SCALE_MONITORS['pyrun run -d']}` {mine_pss:.2f} MB | "
+                f"`{SCALE_MONITORS.get(tool, tool)}` {mb:.2f} MB | {_fmt_ratio(mb / mine_pss)} |"
+            )
+    cases: dict[tuple[str, str], list[Row]] = {}
+    for r in rows:
+        cases.setdefault((r.capability, r.case), []).append(r)
+    lines = ["| capability | case | pyrun | peer | peer/pyrun |", "|---|---|---|---|---|"]
+    for (cap, case), group in cases.items():
+        if cap != "scale" and memory and any(ln.startswith("| scale |") for ln in lines):
+            lines += memory
+            memory = []
+        base = next((r for r in group if r.role == "pyrun"), None)
+        if base is None:
+            continue
+        mine = f"`{base.tool}` {base.median:.3f} s" if base.median is not None else "not available"
+        for r in group:
+            if r.role != "peer":
+                continue
+            if r.reason is not None:
+                peer, ratio = f"`{r.tool}`: not available ({why(r)})", "-"
+            else:
+                peer, ratio = f"`{r.tool}` {r.median:.3f} s", _fmt_ratio(r.ratio)
+            lines.append(f"| {cap} | {case} | {mine} | {peer} | {ratio} |")
+    return "\n".join(lines + memory)
+
+
 def _fmt_ratio(x: float | None) -> str:
     return "" if x is None else f"{x:.2f}x"
 
@@ -2708,6 +2857,13 @@ def write_report(
         "## Inputs",
         "",
         *[f"- {k}: {v}" for k, v in inputs.items()],
+        "",
+        "## Summary",
+        "",
+        "One line per peer: its median next to pyrun's in the same case (*info* rows are left "
+        "out); above 1x pyrun is faster. The full table is below.",
+        "",
+        summary(rows),
         "",
         "## Results",
         "",
@@ -2997,6 +3153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.out, rows, machine, versions(core, core_error), meta, ctx.inputs, runs, merge_note
     )
     print(table(rows))
+    print()
+    print(summary(rows))
     print(f"\nwrote {args.out / 'RESULTS.md'} and {args.out / 'results.json'}", file=sys.stderr)
     return 0
 

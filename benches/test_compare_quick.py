@@ -58,6 +58,8 @@ EXPECTED = [
     ("pull", "pyrun Client.images.pull"),
     ("push", "pyrun push"),
     ("push", "skopeo copy"),
+    ("push", "docker push"),
+    ("push", "podman push"),
     ("push", "pyrun Client.images.push"),
     ("build", "pyrun build"),
     ("build", "docker build"),
@@ -115,6 +117,11 @@ def test_compare_quick(tmp_path: Path) -> None:
     bridge = {r["tool"]: r["status"] for r in rows if r["capability"] == "bridge"}
     assert bridge["pyrun run --rm"] == bridge["pyrun bridge -> host"] == "ok", bridge
     assert "## Runs" in md
+    # The summary in the README's shape: a line per peer beside pyrun's figure.
+    summary = md.split("## Summary", 1)[1].split("## Results", 1)[0]
+    for r in rows:
+        if r["role"] == "peer":
+            assert f"| `{r['tool']}`" in summary, f"summary lacks {r['capability']}/{r['tool']}"
 
     seen = {(r["capability"], r["tool"]) for r in rows}
     missing = [e for e in EXPECTED if e not in seen]
