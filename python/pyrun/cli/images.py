@@ -284,7 +284,7 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_login(args: argparse.Namespace) -> int:
-    from pyrun.registry.client import Registry, save_credentials
+    from pyrun.registry.client import Registry, credential_key, save_credentials, server_domain
 
     user = args.username
     password = args.password
@@ -294,21 +294,23 @@ def cmd_login(args: argparse.Namespace) -> int:
         password = sys.stdin.read().rstrip("\n")
     if user is None or password is None:
         raise PyrunError("login needs -u USER and a password (-p or --password-stdin)")
-    reg = Registry(args.server)
+    domain = server_domain(args.server)
+    reg = Registry(domain)
     try:
         reg.check_login(user, password)
     finally:
         reg.close()
-    save_credentials(args.server, user, password)
+    save_credentials(credential_key(domain), user, password)
     print("Login Succeeded")
     return 0
 
 
 def cmd_logout(args: argparse.Namespace) -> int:
-    from pyrun.registry.client import save_credentials
+    from pyrun.registry.client import credential_key, save_credentials, server_domain
 
-    save_credentials(args.server, None, None)
-    print(f"Removing login credentials for {args.server}")
+    key = credential_key(server_domain(args.server))
+    save_credentials(key, None, None)
+    print(f"Removing login credentials for {key}")
     return 0
 
 

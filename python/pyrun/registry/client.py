@@ -4,7 +4,10 @@ auth flows registries use (Bearer tokens from the WWW-Authenticate challenge, an
 with credentials, and Basic), with credentials from ~/.docker/config.json.
 
 TLS with the system CAs by default; plain HTTP for localhost and 127.0.0.0/8 (as Docker
-allows) and for hosts named in $PYRUN_INSECURE_REGISTRIES (comma-separated)."""
+allows) and for hosts named in $PYRUN_INSECURE_REGISTRIES (comma-separated; the CLI's
+--insecure-registry). Docker Hub is `docker.io` in names, `registry-1.docker.io` on the wire
+($PYRUN_DOCKER_HUB_ENDPOINT replaces it: a mirror, or a local registry in tests) and
+`https://index.docker.io/v1/` in config.json."""
 
 from __future__ import annotations
 
@@ -25,6 +28,10 @@ from pyrun.errors import APIError
 
 ACCEPT = ", ".join([oci.OCI_INDEX, oci.OCI_MANIFEST, oci.DOCKER_MANIFEST_LIST, oci.DOCKER_MANIFEST])
 DOCKER_HUB_API = "registry-1.docker.io"
+DOCKER_HUB_KEY = (
+    "https://index.docker.io/v1/"  # Docker Hub's key in config.json (docker-py INDEX_URL)
+)
+_HUB_NAMES = ("docker.io", "index.docker.io", "registry-1.docker.io")
 
 
 def upload_chunk_size() -> int:
@@ -63,7 +70,27 @@ class NotFound(RegistryError, errors.NotFound):
 
 
 def api_host(domain: str) -> str:
-    return DOCKER_HUB_API if domain == "docker.io" else domain
+    """The host[:port] the API of registry `domain` answers on."""
+    if domain in _HUB_NAMES:
+        return os.environ.get("PYRUN_DOCKER_HUB_ENDPOINT", "").strip().rstrip("/") or DOCKER_HUB_API
+    return domain
+
+
+def server_domain(server: str) -> str:
+    """A registry as `login`/`logout` or config.json name it (`docker.io`,
+    `https://index.docker.io/v1/`, `localhost:5000`, `https://r.example/`) -> its domain."""
+    host = server.strip()
+    if "://" in host:
+        host = host.split("://", 1)[1]
+    host = host.split("/", 1)[0]
+    if not host:
+        raise RegistryError(f"invalid registry address {server!r}")
+    return "docker.io" if host in _HUB_NAMES else host
+
+
+def credential_key(domain: str) -> str:
+    """The key a registry's credentials go under in config.json, as Docker writes it."""
+    return DOCKER_HUB_KEY if domain in _HUB_NAMES else domain
 
 
 def is_insecure(host: str) -> bool:
@@ -113,13 +140,16 @@ def save_credentials(server: str, user: str | None, password: str | None) -> Non
     os.replace(tmp, path)
 
 
-def credentials(host: str) -> tuple[str, str] | None:
-    """(user, password) for `host` from config.json: credHelpers, credsStore, then auths."""
+def credentials(domain: str) -> tuple[str, str] | None:
+    """(user, password) for registry `domain` from config.json: credHelpers, credsStore, then
+    auths (Docker's order). Docker Hub's are under https://index.docker.io/v1/."""
     cfg = _docker_config()
-    keys = [host, f"https://{host}", f"http://{host}"]
-    if host in ("docker.io", DOCKER_HUB_API):
-        keys.append("https://index.docker.io/v1/")
-    helper = (cfg.get("credHelpers") or {}).get(host) or cfg.get("credsStore")
+    if domain in _HUB_NAMES:
+        keys = [DOCKER_HUB_KEY, "index.docker.io", "docker.io", "https://index.docker.io/v1"]
+    else:
+        keys = [domain, f"https://{domain}", f"http://{domain}"]
+    helpers = cfg.get("credHelpers") or {}
+    helper = next((helpers[k] for k in keys if k in helpers), None) or cfg.get("credsStore")
     if helper:
         got = _from_helper(str(helper), keys[0])
         if got:
@@ -189,8 +219,9 @@ class Response:
 class Registry:
     """One registry host. Thread-safe: one connection per thread, tokens shared."""
 
-    def __init__(self, host: str) -> None:
-        self.host = api_host(host)
+    def __init__(self, domain: str) -> None:
+        self.domain = server_domain(domain)
+        self.host = api_host(self.domain)
         self.scheme = "http" if is_insecure(self.host) else "https"
         self._local = threading.local()
         self._tokens: dict[str, tuple[str, float]] = {}  # scope -> (token, expires at)
@@ -288,7 +319,7 @@ class Registry:
 
     def _authenticate(self, challenge: str, scope: str) -> None:
         scheme, params = parse_challenge(challenge)
-        creds = self._override or credentials(self.host)
+        creds = self._override or credentials(self.domain)
         if scheme == "basic":
             if creds is None:
                 raise Unauthorized(
