@@ -390,9 +390,12 @@ class FaultyProxy:
         self.sock.close()
 
 
-def test_interrupted_pull_resumes_and_5xx_is_retried(
+def test_cut_blob_resumes_within_the_pull_and_5xx_is_retried(
     bb: Client, registry: str, tmp_path: Path
 ) -> None:
+    """A blob cut short once: the same pull goes on with a Range request from where it broke
+    (the next pull resuming from the kept bytes is test_registry_faults'); a 503 on the
+    manifest is retried, not reported."""
     name = f"{registry}/resume/bb:1"
     bb.images.get("bb:ship").tag(f"{registry}/resume/bb", "1")
     bb.images.push(name)
@@ -402,22 +405,15 @@ def test_interrupted_pull_resumes_and_5xx_is_retried(
     try:
         via = f"{proxy.addr}/resume/bb:1"
         fresh = Client(tmp_path / "fresh")
-        with pytest.raises(Exception) as e:
-            fresh.images.pull(via)
-        assert (
-            "IncompleteRead" in str(e.value)
-            or "closed" in str(e.value).lower()
-            or "cannot unpack" in str(e.value)
-        ), e.value
+        img = fresh.images.pull(via)
         # The 503 on the first manifest GET was retried, not reported.
         assert sum("/manifests/" in r.splitlines()[0] for r in proxy.requests) >= 2
-        partial = tmp_path / "fresh" / "partial" / layer["digest"].replace(":", "-")
-        kept = partial.stat().st_size
-        assert 0 < kept < layer["size"]
-        img = fresh.images.pull(via)  # resumes: only the rest is asked for
         ranges = [r for r in proxy.requests if "range: bytes=" in r.lower()]
-        assert any(f"bytes={kept}-" in r for r in ranges), proxy.requests
+        assert len(ranges) == 1, proxy.requests
+        start = int(ranges[0].lower().split("range: bytes=")[1].split("-")[0])
+        assert 0 < start <= 1_200_000, ranges
         assert img.record.diff_ids == bb.images.get(name).record.diff_ids
+        partial = tmp_path / "fresh" / "partial" / layer["digest"].replace(":", "-")
         assert not partial.exists()
         assert fresh.system.check() == []
         # Left-over partial bytes of an abandoned pull go with the next prune.

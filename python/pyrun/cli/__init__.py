@@ -113,6 +113,14 @@ def _copy(sub: Any, name: str) -> None:
     p.add_argument("source")
     p.add_argument("destination")
     p.add_argument("--platform")
+    p.add_argument(
+        "-a", "--all", action="store_true",
+        help="every platform of a multi-platform image, kept whole (an error where it cannot be)",
+    )  # fmt: skip
+    p.add_argument(
+        "--referrers", action="store_true",
+        help="also copy the artifacts that refer to the image (signatures, SBOMs)",
+    )  # fmt: skip
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_cmd("images", "cmd_copy"))
 
@@ -377,6 +385,10 @@ def _pull(sub: Any, name: str) -> None:
     p.add_argument(
         "--platform", help="os/arch[/variant] to pick from an index (default: this host)"
     )
+    p.add_argument(
+        "--all-platforms", action="store_true",
+        help="keep a multi-platform image whole (this host's image is the one run)",
+    )  # fmt: skip
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image reference")
     p.set_defaults(func=_cmd("images", "cmd_pull"))
 
@@ -417,6 +429,11 @@ def _manifest(sub: Any, name: str) -> None:
     q = inner.add_parser("inspect", help="print an image's manifest (or index) from its registry")
     q.add_argument("image")
     q.add_argument("-v", "--verbose", action="store_true", help="with its digest and media type")
+    q.add_argument(
+        "--referrers", action="store_true",
+        help="the artifacts that refer to it instead (an OCI index, as the referrers API has it)",
+    )  # fmt: skip
+    q.add_argument("--artifact-type", help="with --referrers: only this artifactType")
     q.set_defaults(func=_cmd("images", "cmd_manifest_inspect"))
     q = inner.add_parser(
         "rm",

@@ -576,12 +576,76 @@ class Registry:
         )
 
     def put_manifest(self, repo: str, ref: str, data: bytes, media_type: str) -> str:
+        """PUT a manifest or index. One with a `subject` (an artifact: a signature, an SBOM)
+        is also listed in its subject's referrers: by the registry when it says so (the
+        `OCI-Subject` header), else by us, in the index the fallback tag `sha256-<hex>` names
+        (Debian's 2.8 and distribution 3.x have no referrers API)."""
         resp = self.request(
             "PUT", f"/v2/{repo}/manifests/{ref}", scope=f"repository:{repo}:pull,push",
             ok=(201,), body=data, headers={"Content-Type": media_type},
         )  # fmt: skip
         resp.read()
-        return oci.sha256_bytes(data)
+        digest = oci.sha256_bytes(data)
+        if b'"subject"' in data and not resp.header("OCI-Subject"):
+            obj = oci.load_json(data, "manifest")
+            subject = obj.get("subject")
+            if isinstance(subject, dict) and subject.get("digest"):
+                desc = referrer_descriptor(obj, media_type, digest, len(data))
+                self._tag_referrer(repo, str(subject["digest"]), desc)
+        return digest
+
+    def _tag_referrer(self, repo: str, subject: str, desc: dict[str, Any]) -> None:
+        tag = subject.replace(":", "-")
+        try:
+            data, _, _ = self.get_manifest(repo, tag)
+            index = oci.load_json(data, f"referrers index {tag}")
+        except NotFound:
+            index = {"schemaVersion": 2, "mediaType": oci.OCI_INDEX, "manifests": []}
+        manifests = [m for m in index.get("manifests", []) if isinstance(m, dict)]
+        if any(m.get("digest") == desc["digest"] for m in manifests):
+            return
+        index["manifests"] = [*manifests, desc]
+        body = json.dumps(index, separators=(",", ":")).encode()
+        resp = self.request(
+            "PUT", f"/v2/{repo}/manifests/{tag}", scope=f"repository:{repo}:pull,push",
+            ok=(201,), body=body, headers={"Content-Type": oci.OCI_INDEX},
+        )  # fmt: skip
+        resp.read()
+
+    def referrers(
+        self, repo: str, digest: str, artifact_type: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Descriptors of the manifests whose `subject` is `digest` (OCI 1.1): the referrers
+        API, pages followed by `Link`; where the registry lacks it (a 404), the index the tag
+        `sha256-<hex>` names. Filtered by `artifact_type` here when the registry did not."""
+        query = f"?artifactType={urllib.parse.quote(artifact_type)}" if artifact_type else ""
+        path = f"/v2/{repo}/referrers/{digest}{query}"
+        scope = f"repository:{repo}:pull"
+        out: list[dict[str, Any]] = []
+        filtered = False
+        resp = self.request("GET", path, scope=scope, headers={"Accept": oci.OCI_INDEX},
+                            ok=(200, 400, 404, 405))  # fmt: skip
+        if resp.status == 200:
+            filtered = "artifactType" in (resp.header("OCI-Filters-Applied") or "")
+            while True:
+                page = oci.load_json(resp.read(), f"{self.host}: referrers of {digest}")
+                out += [m for m in page.get("manifests") or [] if isinstance(m, dict)]
+                m = re.match(r"\s*<([^>]+)>", resp.header("Link") or "")
+                if not m:
+                    break
+                resp = self.request("GET", urllib.parse.urljoin(path, m.group(1)), scope=scope,
+                                    headers={"Accept": oci.OCI_INDEX})  # fmt: skip
+        else:
+            resp.read()
+            try:
+                data, _, _ = self.get_manifest(repo, digest.replace(":", "-"))
+            except NotFound:
+                return []
+            index = oci.load_json(data, f"{self.host}: referrers tag of {digest}")
+            out = [m for m in index.get("manifests") or [] if isinstance(m, dict)]
+        if artifact_type and not filtered:
+            out = [m for m in out if m.get("artifactType") == artifact_type]
+        return out
 
     def tags(self, repo: str, page_size: int | None = None) -> list[str]:
         """Every tag of `repo`, sorted: pages of `page_size` (`n`) followed by their `Link`
@@ -633,6 +697,20 @@ class Registry:
             raise
         resp.read()
         return digest
+
+
+def referrer_descriptor(
+    manifest: dict[str, Any], media_type: str, digest: str, size: int
+) -> dict[str, Any]:
+    """How a referrers index lists a manifest: its artifactType (else its config's media
+    type) and annotations, as the spec has it."""
+    desc: dict[str, Any] = {"mediaType": media_type, "digest": digest, "size": size}
+    artifact_type = manifest.get("artifactType") or (manifest.get("config") or {}).get("mediaType")
+    if artifact_type:
+        desc["artifactType"] = artifact_type
+    if manifest.get("annotations"):
+        desc["annotations"] = manifest["annotations"]
+    return desc
 
 
 def _rewind(body: Any) -> bool:
