@@ -101,6 +101,12 @@ def test_push_pull_run(bb: Client, registry: str, pyrun: PyrunRunner, tmp_path: 
     r = pyrun("pull", "-q", f"{registry}/demo/bb@{digest}")
     assert r.returncode == 0, r.stderr
     assert pyrun("run", "--rm", name).stdout == "shipped\n"
+    # By digest alone into an empty store: no tag is made up (Docker's way), NAME@DIGEST finds it.
+    other = Client(tmp_path / "other")
+    by_digest = other.images.pull(f"{registry}/demo/bb@{digest}")
+    assert by_digest.tags == [] and by_digest.record.manifest_digest == digest
+    assert other.images.get(f"{registry}/demo/bb@{digest}").id == by_digest.id
+    assert other.containers.run(f"{registry}/demo/bb@{digest}", remove=True) == b"shipped\n"
 
 
 @needs_tool("skopeo")
@@ -343,7 +349,11 @@ class FaultyProxy:
 
     def _serve(self, client: socket.socket) -> None:
         host, port = self.upstream.split(":")
-        up = socket.create_connection((host, int(port)))
+        try:
+            up = socket.create_connection((host, int(port)))
+        except OSError:  # the registry is gone (stopped, or its test over)
+            client.close()
+            return
 
         def upstream_to_client() -> None:
             sent = 0

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import base64
 import http.server
+import io
 import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
+from urllib.parse import unquote
 
 import pytest
 
@@ -67,6 +69,9 @@ class _Registry(_Handler):
             self._send(401, b"{}", {"WWW-Authenticate": challenge})
         elif self.path == f"/v2/r/x/blobs/{DIGEST}":
             self._send(307, b"", {"Location": f"http://{self.storage}/bucket/{DIGEST}?sig=1"})
+        elif self.path == "/v2/r/x/manifests/mismatch":  # Content-Type says another type
+            body = json.dumps({"schemaVersion": 2, "mediaType": oci.OCI_MANIFEST}).encode()
+            self._send(200, body, {"Content-Type": oci.DOCKER_MANIFEST})
         elif self.path == "/v2/r/x/blobs/sha256:" + "0" * 64:  # a loop of redirects
             self._send(302, b"", {"Location": f"http://{self.storage}/loop"})
         else:
@@ -136,6 +141,10 @@ def test_redirect_loop_and_wrong_credentials_are_errors(
             api.get_blob("r/x", "sha256:" + "0" * 64)
         with pytest.raises(RegistryError, match=r"HTTP 404 \(BLOB_UNKNOWN: nope\)"):
             api.get_blob("r/x", "sha256:" + "1" * 64)
+        with pytest.raises(
+            RegistryError, match=r"served as .*docker.* but the manifest says .*oci"
+        ):
+            api.get_manifest("r/x", "mismatch")
     finally:
         api.close()
     (tmp_path / "docker" / "config.json").write_text(json.dumps({"auths": {servers: {
@@ -146,3 +155,67 @@ def test_redirect_loop_and_wrong_credentials_are_errors(
             api.get_blob("r/x", DIGEST)
     finally:
         api.close()
+
+
+class _FlakyUploads(http.server.BaseHTTPRequestHandler):
+    """Upload sessions whose first PUT (a streamed blob) is answered 500 after its body."""
+
+    puts: ClassVar[list[str]] = []
+    sessions = 0
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _send(self, code: int, headers: dict[str, str] | None = None) -> None:
+        self.send_response(code)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_POST(self) -> None:
+        type(self).sessions += 1
+        self._send(202, {"Location": f"/v2/r/x/blobs/uploads/s{self.sessions}"})
+
+    def do_PUT(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).puts.append(self.path)
+        ok = len(type(self).puts) > 1 and body == BLOB and DIGEST in unquote(self.path)
+        self._send(201 if ok else 500)
+
+
+def test_a_5xx_to_a_streamed_upload_goes_again_in_a_new_session() -> None:
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FlakyUploads)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    api = Registry(f"127.0.0.1:{srv.server_address[1]}")
+    opened: list[io.BytesIO] = []
+
+    def reopen() -> _Stream:
+        opened.append(io.BytesIO(BLOB))
+        return _Stream(opened[-1])
+
+    try:
+        api.upload_blob("r/x", DIGEST, len(BLOB), reopen(), reopen=reopen)
+    finally:
+        api.close()
+        srv.shutdown()
+        srv.server_close()
+    paths = [p.split("?")[0] for p in _FlakyUploads.puts]
+    assert paths == ["/v2/r/x/blobs/uploads/s1", "/v2/r/x/blobs/uploads/s2"]
+    assert len(opened) == 2
+
+
+class _Stream:
+    """A file object that cannot seek (a layer streamed out of an archive)."""
+
+    def __init__(self, f: io.BytesIO) -> None:
+        self.f = f
+
+    def read(self, n: int = -1) -> bytes:
+        return self.f.read(n)
+
+    def seekable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.f.close()

@@ -434,7 +434,8 @@ class ImageCollection:
         ref = parse(f"{repository}:{tag}" if tag else repository)
         if ref.tag is None and ref.digest is None:
             ref = ref._replace(tag="latest")
-        digest = self.copy(f"docker://{ref}", str(ref) if ref.tag else ref.name,
+        # By digest alone: unnamed in the store, found by NAME@DIGEST (Docker's RepoDigests).
+        digest = self.copy(f"docker://{ref}", str(ref) if ref.tag else "pyrun:",
                            platform=platform, progress=progress, all=all_platforms)  # fmt: skip
         return self.get(image_for(self.client.store, digest))
 

@@ -49,7 +49,10 @@ def _with_digest(location: str, digest: str) -> str:
 
 
 class RegistryError(APIError):
-    """A registry answered with an error, or could not be reached."""
+    """A registry answered with an error (`status`: its HTTP status), or could not be
+    reached (`status` None)."""
+
+    status: int | None = None
 
 
 class Unauthorized(RegistryError):
@@ -440,9 +443,13 @@ class Registry:
         digest = oci.sha256_bytes(data)
         if ref.startswith("sha256:") and digest != ref:
             raise RegistryError(f"{self.host}/{repo}@{ref}: the manifest's digest is {digest}")
-        media_type = oci.manifest_media_type(
-            data, (resp.header("Content-Type") or "").split(";")[0] or None
-        )
+        declared = (resp.header("Content-Type") or "").split(";")[0].strip()
+        media_type = oci.manifest_media_type(data, declared or None)
+        if declared in oci.MANIFEST_TYPES + oci.INDEX_TYPES and media_type != declared:
+            # The spec: a body whose own mediaType differs from Content-Type is refused.
+            raise RegistryError(
+                f"{self.host}/{repo}:{ref}: served as {declared} but the manifest says {media_type}"
+            )
         return data, media_type, digest
 
     def get_blob(self, repo: str, digest: str, start: int = 0) -> Response:
@@ -499,11 +506,16 @@ class Registry:
                 try:
                     self._upload(repo, scope, location, digest, size, body)
                     return
-                except (StaleAuth, TransportError) as e:
-                    if reopen is None or attempt == 2:
+                except RegistryError as e:
+                    # A 401 after the bytes went, a lost connection, or a 5xx answer to a
+                    # stream (which request() cannot send again itself): a new session.
+                    again = isinstance(e, StaleAuth | TransportError) or (e.status or 0) >= 500
+                    if reopen is None or attempt == 2 or not again:
                         raise
                     if isinstance(e, TransportError):
                         self.forget_token(scope)  # the next request fetches a fresh one
+                    elif not isinstance(e, StaleAuth):
+                        time.sleep(0.5 * 2**attempt)
                     body = reopen()
                     opened.append(body)
                     location = None
@@ -737,8 +749,12 @@ def _error(resp: Response, method: str, path: str, host: str) -> RegistryError:
     except (ValueError, AttributeError):
         detail = body.decode(errors="replace").strip().splitlines()[0] if body.strip() else ""
     text = f"{host}: {method} {path}: HTTP {resp.status}" + (f" ({detail})" if detail else "")
+    err: RegistryError
     if resp.status == 404:
-        return NotFound(text)
-    if resp.status in (401, 403):
-        return Unauthorized(text)
-    return RegistryError(text)
+        err = NotFound(text)
+    elif resp.status in (401, 403):
+        err = Unauthorized(text)
+    else:
+        err = RegistryError(text)
+    err.status = resp.status
+    return err
