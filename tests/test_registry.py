@@ -135,6 +135,18 @@ def test_skopeo_interop(bb: Client, registry: str, tmp_path: Path) -> None:
     assert img.record.layers[0]["mediaType"].endswith("gzip")
     assert img.record.diff_ids == bb.images.get("bb:ship").record.diff_ids
     assert fresh.containers.run(f"{registry}/other/bb:gz", remove=True) == b"shipped\n"
+    # skopeo also copies what pyrun pushed whole (checking every blob), and the copy runs here.
+    # (Last: root's skopeo blob cache, /var/lib/containers/cache, would have had the copy
+    # above mount this layer instead of compressing it.)
+    copied = tmp_path / "copied"
+    subprocess.run(
+        ["skopeo", "copy", "--src-tls-verify=false", f"docker://{registry}/x/bb:pushed",
+         f"oci:{copied}:1"],
+        capture_output=True, check=True, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )  # fmt: skip
+    back = Client(tmp_path / "back")
+    back.images.copy(f"oci:{copied}:1", "via-skopeo:1")
+    assert back.containers.run("via-skopeo:1", remove=True) == b"shipped\n"
 
 
 class _TokenServer(http.server.BaseHTTPRequestHandler):
