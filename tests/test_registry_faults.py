@@ -218,7 +218,10 @@ def test_registry_stopped_mid_pull_then_the_next_pull_resumes(
         out, err = proc.communicate(timeout=120)
         r = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
         msg = one_line(r)
-        assert "closed after" in msg and "pull again to resume" in msg, msg
+        # (Which layer's failure is told depends on timing: the big one was cut, a smaller
+        # one may not have started when the registry went.)
+        assert "closed after" in msg or "broke after" in msg, msg
+        assert "pull again to resume" in msg, msg
         assert Client(root).system.check() == []
         partial = root / "partial" / big["digest"].replace(":", "-")
         kept = partial.stat().st_size

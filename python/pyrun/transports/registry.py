@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 
 from pyrun import oci
 from pyrun.reference import Reference
-from pyrun.registry.client import Registry, RegistryError
+from pyrun.registry.client import Registry, RegistryError, TransportError
 from pyrun.transports.base import Blob, LayerResult, SourceImage, SourceLayer
 
 BLOB_ATTEMPTS = 4  # a blob download that breaks goes on from where it broke, 3 more times
@@ -100,8 +100,8 @@ class RemoteBlob(Blob):
         try:
             resp = self.registry.get_blob(self.repo, self.digest, start=got)
         except RegistryError as e:
-            if not got:
-                raise
+            if not got and not isinstance(e, TransportError):
+                raise  # an HTTP error before any byte (404, 401, ...): final
             raise _Cut(got, RegistryError(
                 f"{where}: the download of {self.digest[:19]} broke after {got} of "
                 f"{self.size()} bytes and could not go on ({e}; pull again to resume)"
