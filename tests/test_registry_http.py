@@ -10,6 +10,7 @@ import http.server
 import io
 import json
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
@@ -57,6 +58,14 @@ class _Token(_Handler):
             self._send(401, b"bad credentials")
             return
         self._send(200, json.dumps({"access_token": "tok-abc", "expires_in": 300}).encode())
+
+    def do_POST(self) -> None:  # OAuth2: the refresh_token grant of an identity token
+        form = urllib.parse.parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
+        type(self).seen.append((self.name, "POST " + self.path, json.dumps(form, sort_keys=True)))
+        if form.get("grant_type") == ["refresh_token"] and form.get("refresh_token") == ["idt-1"]:
+            self._send(200, json.dumps({"access_token": "tok-abc", "expires_in": 300}).encode())
+        else:
+            self._send(401, b"bad grant")
 
 
 class _Registry(_Handler):
@@ -219,3 +228,21 @@ class _Stream:
 
     def close(self) -> None:
         self.f.close()
+
+
+def test_identity_token_is_a_refresh_token_grant(servers: str, tmp_path: Path) -> None:
+    """An `identitytoken` in config.json (what `docker login` stores for Docker Hub or ACR)
+    is sent as OAuth2's refresh_token grant, a form POST, never as Basic credentials."""
+    (tmp_path / "docker" / "config.json").write_text(
+        json.dumps({"auths": {servers: {"identitytoken": "idt-1"}}})
+    )
+    api = Registry(servers)
+    try:
+        assert api.get_blob("r/x", DIGEST).read() == BLOB
+    finally:
+        api.close()
+    (post,) = [(p, a) for s, p, a in _Handler.seen if s == "token"]
+    assert post[0] == "POST /token" and post[1] is not None
+    form = json.loads(post[1])
+    assert form["grant_type"] == ["refresh_token"] and form["service"] == ["fake"]
+    assert form["scope"] == ["repository:r/x:pull"] and form["client_id"] == ["pyrun"]

@@ -28,9 +28,9 @@ from pyrun.errors import APIError
 
 ACCEPT = ", ".join([oci.OCI_INDEX, oci.OCI_MANIFEST, oci.DOCKER_MANIFEST_LIST, oci.DOCKER_MANIFEST])
 DOCKER_HUB_API = "registry-1.docker.io"
-DOCKER_HUB_KEY = (
-    "https://index.docker.io/v1/"  # Docker Hub's key in config.json (docker-py INDEX_URL)
-)
+# Docker Hub's key in config.json (docker-py INDEX_URL)
+DOCKER_HUB_KEY = "https://index.docker.io/v1/"
+IDENTITY_TOKEN_USER = "<token>"  # a helper's Username for an identity token (docker-py)
 _HUB_NAMES = ("docker.io", "index.docker.io", "registry-1.docker.io")
 
 
@@ -160,6 +160,8 @@ def credentials(domain: str) -> tuple[str, str] | None:
     auths = cfg.get("auths") or {}
     for k in keys:
         entry = auths.get(k)
+        if isinstance(entry, dict) and entry.get("identitytoken"):
+            return IDENTITY_TOKEN_USER, str(entry["identitytoken"])
         if isinstance(entry, dict) and entry.get("auth"):
             try:
                 user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
@@ -340,10 +342,24 @@ class Registry:
         realm = urllib.parse.urlsplit(params["realm"])
         url = params["realm"] + ("&" if realm.query else "?") + urllib.parse.urlencode(query)
         headers = {}
-        if creds is not None:
-            basic = base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()
-            headers["Authorization"] = f"Basic {basic}"
-        resp = self._send("GET", url, headers)
+        if creds is not None and creds[0] == IDENTITY_TOKEN_USER:
+            # An identity (refresh) token, from `identitytoken` or a helper's `<token>` user:
+            # OAuth2's refresh_token grant, a form POST to the realm (distribution's oauth.md).
+            form = [
+                ("grant_type", "refresh_token"),
+                ("refresh_token", creds[1]),
+                ("client_id", "pyrun"),
+                ("scope", " ".join(s for s in scopes if s)),
+            ]
+            form += [("service", params["service"])] if "service" in params else []
+            resp = self._send("POST", params["realm"], {
+                "Content-Type": "application/x-www-form-urlencoded"},
+                urllib.parse.urlencode(form).encode())  # fmt: skip
+        else:
+            if creds is not None:
+                basic = base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()
+                headers["Authorization"] = f"Basic {basic}"
+            resp = self._send("GET", url, headers)
         body = resp.read()
         if resp.status != 200:
             raise Unauthorized(
