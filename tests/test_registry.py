@@ -101,6 +101,12 @@ def test_push_pull_run(bb: Client, registry: str, pyrun: PyrunRunner, tmp_path: 
     r = pyrun("pull", "-q", f"{registry}/demo/bb@{digest}")
     assert r.returncode == 0, r.stderr
     assert pyrun("run", "--rm", name).stdout == "shipped\n"
+    # By digest alone into an empty store: no tag is made up (Docker's way), NAME@DIGEST finds it.
+    other = Client(tmp_path / "other")
+    by_digest = other.images.pull(f"{registry}/demo/bb@{digest}")
+    assert by_digest.tags == [] and by_digest.record.manifest_digest == digest
+    assert other.images.get(f"{registry}/demo/bb@{digest}").id == by_digest.id
+    assert other.containers.run(f"{registry}/demo/bb@{digest}", remove=True) == b"shipped\n"
 
 
 @needs_tool("skopeo")
@@ -129,6 +135,18 @@ def test_skopeo_interop(bb: Client, registry: str, tmp_path: Path) -> None:
     assert img.record.layers[0]["mediaType"].endswith("gzip")
     assert img.record.diff_ids == bb.images.get("bb:ship").record.diff_ids
     assert fresh.containers.run(f"{registry}/other/bb:gz", remove=True) == b"shipped\n"
+    # skopeo also copies what pyrun pushed whole (checking every blob), and the copy runs here.
+    # (Last: root's skopeo blob cache, /var/lib/containers/cache, would have had the copy
+    # above mount this layer instead of compressing it.)
+    copied = tmp_path / "copied"
+    subprocess.run(
+        ["skopeo", "copy", "--src-tls-verify=false", f"docker://{registry}/x/bb:pushed",
+         f"oci:{copied}:1"],
+        capture_output=True, check=True, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )  # fmt: skip
+    back = Client(tmp_path / "back")
+    back.images.copy(f"oci:{copied}:1", "via-skopeo:1")
+    assert back.containers.run("via-skopeo:1", remove=True) == b"shipped\n"
 
 
 class _TokenServer(http.server.BaseHTTPRequestHandler):
@@ -343,7 +361,11 @@ class FaultyProxy:
 
     def _serve(self, client: socket.socket) -> None:
         host, port = self.upstream.split(":")
-        up = socket.create_connection((host, int(port)))
+        try:
+            up = socket.create_connection((host, int(port)))
+        except OSError:  # the registry is gone (stopped, or its test over)
+            client.close()
+            return
 
         def upstream_to_client() -> None:
             sent = 0
@@ -390,9 +412,12 @@ class FaultyProxy:
         self.sock.close()
 
 
-def test_interrupted_pull_resumes_and_5xx_is_retried(
+def test_cut_blob_resumes_within_the_pull_and_5xx_is_retried(
     bb: Client, registry: str, tmp_path: Path
 ) -> None:
+    """A blob cut short once: the same pull goes on with a Range request from where it broke
+    (the next pull resuming from the kept bytes is test_registry_faults'); a 503 on the
+    manifest is retried, not reported."""
     name = f"{registry}/resume/bb:1"
     bb.images.get("bb:ship").tag(f"{registry}/resume/bb", "1")
     bb.images.push(name)
@@ -402,22 +427,15 @@ def test_interrupted_pull_resumes_and_5xx_is_retried(
     try:
         via = f"{proxy.addr}/resume/bb:1"
         fresh = Client(tmp_path / "fresh")
-        with pytest.raises(Exception) as e:
-            fresh.images.pull(via)
-        assert (
-            "IncompleteRead" in str(e.value)
-            or "closed" in str(e.value).lower()
-            or "cannot unpack" in str(e.value)
-        ), e.value
+        img = fresh.images.pull(via)
         # The 503 on the first manifest GET was retried, not reported.
         assert sum("/manifests/" in r.splitlines()[0] for r in proxy.requests) >= 2
-        partial = tmp_path / "fresh" / "partial" / layer["digest"].replace(":", "-")
-        kept = partial.stat().st_size
-        assert 0 < kept < layer["size"]
-        img = fresh.images.pull(via)  # resumes: only the rest is asked for
         ranges = [r for r in proxy.requests if "range: bytes=" in r.lower()]
-        assert any(f"bytes={kept}-" in r for r in ranges), proxy.requests
+        assert len(ranges) == 1, proxy.requests
+        start = int(ranges[0].lower().split("range: bytes=")[1].split("-")[0])
+        assert 0 < start <= 1_200_000, ranges
         assert img.record.diff_ids == bb.images.get(name).record.diff_ids
+        partial = tmp_path / "fresh" / "partial" / layer["digest"].replace(":", "-")
         assert not partial.exists()
         assert fresh.system.check() == []
         # Left-over partial bytes of an abandoned pull go with the next prune.

@@ -218,7 +218,10 @@ def test_registry_stopped_mid_pull_then_the_next_pull_resumes(
         out, err = proc.communicate(timeout=120)
         r = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
         msg = one_line(r)
-        assert "closed after" in msg and "pull again to resume" in msg, msg
+        # (Which layer's failure is told depends on timing: the big one was cut, a smaller
+        # one may not have started when the registry went.)
+        assert "closed after" in msg or "broke after" in msg, msg
+        assert "pull again to resume" in msg, msg
         assert Client(root).system.check() == []
         partial = root / "partial" / big["digest"].replace(":", "-")
         kept = partial.stat().st_size
@@ -241,9 +244,11 @@ def test_registry_stopped_mid_pull_then_the_next_pull_resumes(
         proxy.close()
 
 
-def test_connection_reset_mid_blob_is_one_line(
+def test_connection_reset_mid_blob_is_retried_from_where_it_broke(
     bb: Client, reg: RegistryProcess, tmp_path: Path
 ) -> None:
+    """A reset in the middle of a blob: the pull goes on after a pause with a Range request
+    from the byte where it broke (the layer is not downloaded twice), and succeeds."""
     name = f"{reg.addr}/reset/big:1"
     big_image(bb, name, mib=8)
     bb.images.push(name)
@@ -251,12 +256,17 @@ def test_connection_reset_mid_blob_is_one_line(
     root = tmp_path / "fresh"
     try:
         proxy.release.set()
-        msg = one_line(cli(root, "pull", f"{proxy.addr}/reset/big:1"))
-        assert "broke after" in msg and "pull again to resume" in msg, msg
-        assert "reset" in msg.lower(), msg
-        assert Client(root).system.check() == []
-        r = cli(root, "pull", "-q", f"{proxy.addr}/reset/big:1")  # the proxy resets only once
+        r = cli(root, "pull", "-q", f"{proxy.addr}/reset/big:1")  # the proxy resets once
         assert r.returncode == 0, r.stderr
+        ranges = [q for q in proxy.requests if "range: bytes=" in q.lower()]
+        assert len(ranges) == 1, proxy.requests
+        start = int(ranges[0].lower().split("range: bytes=")[1].split("-")[0])
+        assert 0 < start < 8 << 20, ranges  # (what the RST dropped from buffers comes again)
+        fresh = Client(root)
+        assert fresh.system.check() == []
+        assert fresh.images.get(f"{proxy.addr}/reset/big:1").record.diff_ids == (
+            bb.images.get(name).record.diff_ids
+        )
     finally:
         proxy.close()
 

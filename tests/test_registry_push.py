@@ -116,7 +116,11 @@ class CutPatchProxy(FaultyProxy):
 
     def _serve(self, client: socket.socket) -> None:
         host, port = self.upstream.split(":")
-        up = socket.create_connection((host, int(port)))
+        try:
+            up = socket.create_connection((host, int(port)))
+        except OSError:  # the registry is gone (stopped, or its test over)
+            client.close()
+            return
 
         def down() -> None:
             try:
@@ -338,7 +342,11 @@ class DelayProxy(FaultyProxy):
 
     def _serve(self, client: socket.socket) -> None:
         host, port = self.upstream.split(":")
-        up = socket.create_connection((host, int(port)))
+        try:
+            up = socket.create_connection((host, int(port)))
+        except OSError:  # the registry is gone (stopped, or its test over)
+            client.close()
+            return
 
         def down() -> None:
             try:

@@ -16,6 +16,8 @@ from pyrun.store import ImageRecord, Store
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pyrun.network import Network, Networks
     from pyrun.runtime.containers import Container
     from pyrun.transports.base import ImageDestination, ImageSource, SourceImage
@@ -154,6 +156,7 @@ class ImageCollection:
         dest: ImageDestination,
         names: builtins.list[Reference] | None = None,
         progress: Progress | None = None,
+        before_commit: Callable[[str], None] | None = None,
     ) -> builtins.list[str]:
         from pyrun.transports.copy import copy_image
 
@@ -161,6 +164,8 @@ class ImageCollection:
         try:
             for img in images:
                 digests.append(copy_image(img, dest, names, progress))
+            if before_commit is not None:
+                before_commit(digests[0])
             dest.commit()
         except BaseException:
             dest.abort()
@@ -250,10 +255,19 @@ class ImageCollection:
         *,
         platform: str | None = None,
         progress: Progress | None = None,
+        all: bool = False,
+        referrers: bool = False,
     ) -> str:
-        """`skopeo copy` between any two transports (see pyrun.transports). Returns the digest."""
+        """`skopeo copy` between any two transports (see pyrun.transports). Returns the digest.
+
+        A multi-platform image (an index) goes whole to a registry or an OCI layout unless
+        `platform` picks one image; with `all` it goes whole anywhere that can hold it (the
+        local store too) and a destination that cannot (a docker-archive) is an error.
+        `referrers`: the artifacts that refer to the image (signatures, SBOMs) go along."""
         from pyrun.transports.names import open_destination, open_source
 
+        if all and platform:
+            raise InvalidReference("--all copies every platform: it cannot go with --platform")
         plat = oci.parse_platform(platform) if platform else None
         src, ref = open_source(source, self.client.store, plat)
         try:  # open until the copy is done: a registry source streams its layers meanwhile
@@ -262,14 +276,16 @@ class ImageCollection:
             if (
                 plat is None
                 and hasattr(src, "index")
-                and destination.startswith(("docker://", "oci:"))
+                and (all or destination.startswith(("docker://", "oci:")))
             ):
                 index = src.index(ref)
                 if index is not None:  # a multi-platform image, copied whole
                     if record is not None:
                         record(self.client.store.ensure().root)
                     dest, names = open_destination(destination, self.client.store)
-                    return self._copy_index(index, dest, names, progress)
+                    children = [oci.sha256_bytes(c.manifest) for c in index[2] if c.manifest]
+                    extra = self._referrers_copier(src, dest, children, progress, referrers)
+                    return self._copy_index(index, dest, names, progress, destination, extra)
             images = src.images(ref)
             if len(images) != 1:
                 raise ImageNotFound(f"{source}: holds {len(images)} images; name one")
@@ -278,7 +294,8 @@ class ImageCollection:
                 dest.origins_root = self.client.store.root
             if record is not None:
                 record(self.client.store.root)
-            return self._copy_all(images, dest, names, progress)[0]
+            extra = self._referrers_copier(src, dest, [], progress, referrers)
+            return self._copy_all(images, dest, names, progress, extra)[0]
         finally:
             src.close()
 
@@ -288,6 +305,8 @@ class ImageCollection:
         dest: ImageDestination,
         names: builtins.list[Reference] | None,
         progress: Progress | None,
+        destination: str = "",
+        before_commit: Callable[[str], None] | None = None,
     ) -> str:
         """Every image of an index (by digest), then the index itself under the names."""
         from pyrun.transports.copy import copy_image
@@ -295,20 +314,74 @@ class ImageCollection:
         data, media_type, children = index
         if not getattr(dest, "takes_index", False):
             dest.abort()
-            raise InvalidReference("this destination holds one image, not an index: use --platform")
+            kind = destination.split(":", 1)[0] if ":" in destination else "this destination"
+            raise InvalidReference(
+                f"{kind} holds one image per name, not a multi-platform image (an index of "
+                f"{len(children)}): pick one with --platform, or copy to oci: or oci-archive:"
+            )
         if hasattr(dest, "origins_root"):
             dest.origins_root = self.client.store.root
         try:
             dest.in_index = True  # type: ignore[attr-defined]
+            note = getattr(dest, "index_child", None)
             for child in children:  # by digest only
+                if note is not None and child.manifest is not None:
+                    note(child.manifest, data)
                 copy_image(child, dest, [], progress)
             dest.in_index = False  # type: ignore[attr-defined]
             digest = dest.put_manifest(data, media_type, names or [])
+            if before_commit is not None:
+                before_commit(digest)
             dest.commit()
         except BaseException:
             dest.abort()
             raise
         return digest
+
+    def _referrers_copier(
+        self,
+        src: ImageSource,
+        dest: ImageDestination,
+        also: builtins.list[str],
+        progress: Progress | None,
+        wanted: bool,
+    ) -> Callable[[str], None] | None:
+        """With `wanted`: what copies, before the destination commits, every artifact that
+        refers to the copied manifest (and to `also`, an index's images), and the artifacts
+        that refer to those, by digest."""
+        if not wanted:
+            return None
+        listing = getattr(src, "referrers", None)
+        if listing is None or not getattr(dest, "keeps_referrers", False):
+            where = "source" if listing is None else "destination"
+            raise InvalidReference(
+                f"--referrers: this {where} does not keep referrers (use docker:// or oci:)"
+            )
+
+        def copy_them(digest: str) -> None:
+            from pyrun.transports.copy import copy_image
+
+            todo = [digest, *also]
+            seen = set(todo)
+            while todo:
+                subject = todo.pop(0)
+                for art in listing(subject):
+                    assert art.manifest is not None
+                    adigest = oci.sha256_bytes(art.manifest)
+                    if adigest in seen:
+                        continue
+                    seen.add(adigest)
+                    dest.in_index = True  # type: ignore[attr-defined]
+                    try:
+                        copy_image(art, dest, [], progress)
+                    finally:
+                        dest.in_index = False  # type: ignore[attr-defined]
+                    dest.add_referrer(art.manifest, art.media_type)  # type: ignore[attr-defined]
+                    if progress:
+                        progress(f"{adigest[7:19]}: referrer of {subject[7:19]} copied")
+                    todo.append(adigest)
+
+        return copy_them
 
     def build(
         self,
@@ -351,15 +424,20 @@ class ImageCollection:
         *,
         platform: str | None = None,
         progress: Progress | None = None,
+        all_platforms: bool = False,
     ) -> Image:
         """`docker pull`: copy from the registry into the store (a copy like any other: layers
-        already in the store are neither fetched nor unpacked again)."""
+        already in the store are neither fetched nor unpacked again). `all_platforms` keeps a
+        multi-platform image whole (every platform's blobs; this host's image unpacked)."""
+        from pyrun.transports.local import image_for
+
         ref = parse(f"{repository}:{tag}" if tag else repository)
         if ref.tag is None and ref.digest is None:
             ref = ref._replace(tag="latest")
-        digest = self.copy(f"docker://{ref}", str(ref) if ref.tag else ref.name,
-                           platform=platform, progress=progress)  # fmt: skip
-        return self.get(digest)
+        # By digest alone: unnamed in the store, found by NAME@DIGEST (Docker's RepoDigests).
+        digest = self.copy(f"docker://{ref}", str(ref) if ref.tag else "pyrun:",
+                           platform=platform, progress=progress, all=all_platforms)  # fmt: skip
+        return self.get(image_for(self.client.store, digest))
 
     def push(
         self, repository: str, tag: str | None = None, *, progress: Progress | None = None
@@ -380,6 +458,22 @@ class ImageCollection:
         reg = Registry(ref.domain)
         try:
             return reg.tags(ref.path, page_size=1000)
+        finally:
+            reg.close()
+
+    def referrers(
+        self, reference: str, artifact_type: str | None = None
+    ) -> builtins.list[dict[str, Any]]:
+        """Descriptors of the artifacts (signatures, SBOMs) whose subject is the manifest
+        REGISTRY/REPOSITORY:TAG (or @DIGEST) names in its registry: the OCI 1.1 referrers
+        API, or its fallback tag `sha256-<hex>` where the registry lacks it."""
+        from pyrun.registry.client import Registry
+
+        ref = parse(reference)
+        reg = Registry(ref.domain)
+        try:
+            digest = reg.manifest_digest(ref.path, ref.digest or ref.tag or "latest")
+            return reg.referrers(ref.path, digest, artifact_type)
         finally:
             reg.close()
 

@@ -113,6 +113,14 @@ def _copy(sub: Any, name: str) -> None:
     p.add_argument("source")
     p.add_argument("destination")
     p.add_argument("--platform")
+    p.add_argument(
+        "-a", "--all", action="store_true",
+        help="every platform of a multi-platform image, kept whole (an error where it cannot be)",
+    )  # fmt: skip
+    p.add_argument(
+        "--referrers", action="store_true",
+        help="also copy the artifacts that refer to the image (signatures, SBOMs)",
+    )  # fmt: skip
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_cmd("images", "cmd_copy"))
 
@@ -377,6 +385,10 @@ def _pull(sub: Any, name: str) -> None:
     p.add_argument(
         "--platform", help="os/arch[/variant] to pick from an index (default: this host)"
     )
+    p.add_argument(
+        "--all-platforms", action="store_true",
+        help="keep a multi-platform image whole (this host's image is the one run)",
+    )  # fmt: skip
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image reference")
     p.set_defaults(func=_cmd("images", "cmd_pull"))
 
@@ -392,7 +404,9 @@ def _login(sub: Any, name: str) -> None:
     p = sub.add_parser(
         name, help="log in to a registry (stores the credentials in ~/.docker/config.json)"
     )
-    p.add_argument("server", help="registry host[:port]")
+    p.add_argument(
+        "server", nargs="?", default="docker.io", help="registry host[:port] (default: Docker Hub)"
+    )
     p.add_argument("-u", "--username")
     p.add_argument("-p", "--password", help="prefer --password-stdin")
     p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
@@ -401,7 +415,9 @@ def _login(sub: Any, name: str) -> None:
 
 def _logout(sub: Any, name: str) -> None:
     p = sub.add_parser(name, help="log out from a registry")
-    p.add_argument("server")
+    p.add_argument(
+        "server", nargs="?", default="docker.io", help="registry host[:port] (default: Docker Hub)"
+    )
     p.set_defaults(func=_cmd("images", "cmd_logout"))
 
 
@@ -413,6 +429,11 @@ def _manifest(sub: Any, name: str) -> None:
     q = inner.add_parser("inspect", help="print an image's manifest (or index) from its registry")
     q.add_argument("image")
     q.add_argument("-v", "--verbose", action="store_true", help="with its digest and media type")
+    q.add_argument(
+        "--referrers", action="store_true",
+        help="the artifacts that refer to it instead (an OCI index, as the referrers API has it)",
+    )  # fmt: skip
+    q.add_argument("--artifact-type", help="with --referrers: only this artifactType")
     q.set_defaults(func=_cmd("images", "cmd_manifest_inspect"))
     q = inner.add_parser(
         "rm",
@@ -672,7 +693,7 @@ COMMANDS: dict[str, Adder] = {
     "system": _group("manage pyrun", SYSTEM_COMMANDS),
     "version": _version,
 }
-_GLOBAL_WITH_VALUE = ("--root",)
+_GLOBAL_WITH_VALUE = ("--root", "--insecure-registry")
 
 
 def _command_word(argv: Sequence[str]) -> str | None:
@@ -695,6 +716,13 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = _Parser(prog="pyrun", description="Build, ship and run OCI containers.")
     parser.add_argument("--root", help="store root (default: $PYRUN_ROOT or /var/lib/pyrun)")
     parser.add_argument("--debug", action="store_true", help="print tracebacks for errors")
+    parser.add_argument(
+        "--insecure-registry",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="reach this registry over plain HTTP (localhost and 127.0.0.0/8 always are)",
+    )
     parser.add_argument("-v", "--version", action="version", version=f"pyrun version {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, adder in COMMANDS.items():
@@ -713,6 +741,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.root:
         os.environ["PYRUN_ROOT"] = args.root
+    if args.insecure_registry:
+        extra = os.environ.get("PYRUN_INSECURE_REGISTRIES", "")
+        os.environ["PYRUN_INSECURE_REGISTRIES"] = ",".join([extra, *args.insecure_registry])
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

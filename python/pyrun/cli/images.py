@@ -224,8 +224,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
 def cmd_copy(args: argparse.Namespace) -> int:
     say = None if args.quiet else (lambda line: print(line, file=sys.stderr))
     digest = _client().images.copy(
-        args.source, args.destination, platform=args.platform, progress=say
-    )
+        args.source, args.destination, platform=args.platform, progress=say,
+        all=args.all, referrers=args.referrers,
+    )  # fmt: skip
     if not args.quiet:
         print(f"Copied {args.source} -> {args.destination}: {digest}", file=sys.stderr)
     return 0
@@ -258,7 +259,9 @@ def cmd_pull(args: argparse.Namespace) -> int:
         if not args.quiet:
             print("Using default tag: latest", file=sys.stderr)
     with _progress(args.quiet, "pull") as say:
-        img = _client().images.pull(str(ref), platform=args.platform, progress=say)
+        img = _client().images.pull(
+            str(ref), platform=args.platform, progress=say, all_platforms=args.all_platforms
+        )
     if args.quiet:
         print(ref.familiar())
     else:
@@ -284,7 +287,7 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_login(args: argparse.Namespace) -> int:
-    from pyrun.registry.client import Registry, save_credentials
+    from pyrun.registry.client import Registry, credential_key, save_credentials, server_domain
 
     user = args.username
     password = args.password
@@ -294,31 +297,39 @@ def cmd_login(args: argparse.Namespace) -> int:
         password = sys.stdin.read().rstrip("\n")
     if user is None or password is None:
         raise PyrunError("login needs -u USER and a password (-p or --password-stdin)")
-    reg = Registry(args.server)
+    domain = server_domain(args.server)
+    reg = Registry(domain)
     try:
         reg.check_login(user, password)
     finally:
         reg.close()
-    save_credentials(args.server, user, password)
+    save_credentials(credential_key(domain), user, password)
     print("Login Succeeded")
     return 0
 
 
 def cmd_logout(args: argparse.Namespace) -> int:
-    from pyrun.registry.client import save_credentials
+    from pyrun.registry.client import credential_key, save_credentials, server_domain
 
-    save_credentials(args.server, None, None)
-    print(f"Removing login credentials for {args.server}")
+    key = credential_key(server_domain(args.server))
+    save_credentials(key, None, None)
+    print(f"Removing login credentials for {key}")
     return 0
 
 
 def cmd_manifest_inspect(args: argparse.Namespace) -> int:
-    import json
-
+    from pyrun import oci
     from pyrun.reference import parse
     from pyrun.registry.client import Registry
 
     ref = parse(args.image)
+    if args.artifact_type and not args.referrers:
+        raise UsageError("--artifact-type goes with --referrers")
+    if args.referrers:
+        found = _client().images.referrers(str(ref), artifact_type=args.artifact_type)
+        listing = {"schemaVersion": 2, "mediaType": oci.OCI_INDEX, "manifests": found}
+        print(json.dumps(listing, indent=4))
+        return 0
     reg = Registry(ref.domain)
     try:
         data, media_type, digest = reg.get_manifest(ref.path, ref.digest or ref.tag or "latest")

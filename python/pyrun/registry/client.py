@@ -4,7 +4,10 @@ auth flows registries use (Bearer tokens from the WWW-Authenticate challenge, an
 with credentials, and Basic), with credentials from ~/.docker/config.json.
 
 TLS with the system CAs by default; plain HTTP for localhost and 127.0.0.0/8 (as Docker
-allows) and for hosts named in $PYRUN_INSECURE_REGISTRIES (comma-separated)."""
+allows) and for hosts named in $PYRUN_INSECURE_REGISTRIES (comma-separated; the CLI's
+--insecure-registry). Docker Hub is `docker.io` in names, `registry-1.docker.io` on the wire
+($PYRUN_DOCKER_HUB_ENDPOINT replaces it: a mirror, or a local registry in tests) and
+`https://index.docker.io/v1/` in config.json."""
 
 from __future__ import annotations
 
@@ -25,6 +28,10 @@ from pyrun.errors import APIError
 
 ACCEPT = ", ".join([oci.OCI_INDEX, oci.OCI_MANIFEST, oci.DOCKER_MANIFEST_LIST, oci.DOCKER_MANIFEST])
 DOCKER_HUB_API = "registry-1.docker.io"
+# Docker Hub's key in config.json (docker-py INDEX_URL)
+DOCKER_HUB_KEY = "https://index.docker.io/v1/"
+IDENTITY_TOKEN_USER = "<token>"  # a helper's Username for an identity token (docker-py)
+_HUB_NAMES = ("docker.io", "index.docker.io", "registry-1.docker.io")
 
 
 def upload_chunk_size() -> int:
@@ -42,7 +49,10 @@ def _with_digest(location: str, digest: str) -> str:
 
 
 class RegistryError(APIError):
-    """A registry answered with an error, or could not be reached."""
+    """A registry answered with an error (`status`: its HTTP status), or could not be
+    reached (`status` None)."""
+
+    status: int | None = None
 
 
 class Unauthorized(RegistryError):
@@ -63,7 +73,27 @@ class NotFound(RegistryError, errors.NotFound):
 
 
 def api_host(domain: str) -> str:
-    return DOCKER_HUB_API if domain == "docker.io" else domain
+    """The host[:port] the API of registry `domain` answers on."""
+    if domain in _HUB_NAMES:
+        return os.environ.get("PYRUN_DOCKER_HUB_ENDPOINT", "").strip().rstrip("/") or DOCKER_HUB_API
+    return domain
+
+
+def server_domain(server: str) -> str:
+    """A registry as `login`/`logout` or config.json name it (`docker.io`,
+    `https://index.docker.io/v1/`, `localhost:5000`, `https://r.example/`) -> its domain."""
+    host = server.strip()
+    if "://" in host:
+        host = host.split("://", 1)[1]
+    host = host.split("/", 1)[0]
+    if not host:
+        raise RegistryError(f"invalid registry address {server!r}")
+    return "docker.io" if host in _HUB_NAMES else host
+
+
+def credential_key(domain: str) -> str:
+    """The key a registry's credentials go under in config.json, as Docker writes it."""
+    return DOCKER_HUB_KEY if domain in _HUB_NAMES else domain
 
 
 def is_insecure(host: str) -> bool:
@@ -113,13 +143,16 @@ def save_credentials(server: str, user: str | None, password: str | None) -> Non
     os.replace(tmp, path)
 
 
-def credentials(host: str) -> tuple[str, str] | None:
-    """(user, password) for `host` from config.json: credHelpers, credsStore, then auths."""
+def credentials(domain: str) -> tuple[str, str] | None:
+    """(user, password) for registry `domain` from config.json: credHelpers, credsStore, then
+    auths (Docker's order). Docker Hub's are under https://index.docker.io/v1/."""
     cfg = _docker_config()
-    keys = [host, f"https://{host}", f"http://{host}"]
-    if host in ("docker.io", DOCKER_HUB_API):
-        keys.append("https://index.docker.io/v1/")
-    helper = (cfg.get("credHelpers") or {}).get(host) or cfg.get("credsStore")
+    if domain in _HUB_NAMES:
+        keys = [DOCKER_HUB_KEY, "index.docker.io", "docker.io", "https://index.docker.io/v1"]
+    else:
+        keys = [domain, f"https://{domain}", f"http://{domain}"]
+    helpers = cfg.get("credHelpers") or {}
+    helper = next((helpers[k] for k in keys if k in helpers), None) or cfg.get("credsStore")
     if helper:
         got = _from_helper(str(helper), keys[0])
         if got:
@@ -127,6 +160,8 @@ def credentials(host: str) -> tuple[str, str] | None:
     auths = cfg.get("auths") or {}
     for k in keys:
         entry = auths.get(k)
+        if isinstance(entry, dict) and entry.get("identitytoken"):
+            return IDENTITY_TOKEN_USER, str(entry["identitytoken"])
         if isinstance(entry, dict) and entry.get("auth"):
             try:
                 user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
@@ -189,8 +224,9 @@ class Response:
 class Registry:
     """One registry host. Thread-safe: one connection per thread, tokens shared."""
 
-    def __init__(self, host: str) -> None:
-        self.host = api_host(host)
+    def __init__(self, domain: str) -> None:
+        self.domain = server_domain(domain)
+        self.host = api_host(self.domain)
         self.scheme = "http" if is_insecure(self.host) else "https"
         self._local = threading.local()
         self._tokens: dict[str, tuple[str, float]] = {}  # scope -> (token, expires at)
@@ -288,7 +324,7 @@ class Registry:
 
     def _authenticate(self, challenge: str, scope: str) -> None:
         scheme, params = parse_challenge(challenge)
-        creds = self._override or credentials(self.host)
+        creds = self._override or credentials(self.domain)
         if scheme == "basic":
             if creds is None:
                 raise Unauthorized(
@@ -306,10 +342,24 @@ class Registry:
         realm = urllib.parse.urlsplit(params["realm"])
         url = params["realm"] + ("&" if realm.query else "?") + urllib.parse.urlencode(query)
         headers = {}
-        if creds is not None:
-            basic = base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()
-            headers["Authorization"] = f"Basic {basic}"
-        resp = self._send("GET", url, headers)
+        if creds is not None and creds[0] == IDENTITY_TOKEN_USER:
+            # An identity (refresh) token, from `identitytoken` or a helper's `<token>` user:
+            # OAuth2's refresh_token grant, a form POST to the realm (distribution's oauth.md).
+            form = [
+                ("grant_type", "refresh_token"),
+                ("refresh_token", creds[1]),
+                ("client_id", "pyrun"),
+                ("scope", " ".join(s for s in scopes if s)),
+            ]
+            form += [("service", params["service"])] if "service" in params else []
+            resp = self._send("POST", params["realm"], {
+                "Content-Type": "application/x-www-form-urlencoded"},
+                urllib.parse.urlencode(form).encode())  # fmt: skip
+        else:
+            if creds is not None:
+                basic = base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()
+                headers["Authorization"] = f"Basic {basic}"
+            resp = self._send("GET", url, headers)
         body = resp.read()
         if resp.status != 200:
             raise Unauthorized(
@@ -409,9 +459,13 @@ class Registry:
         digest = oci.sha256_bytes(data)
         if ref.startswith("sha256:") and digest != ref:
             raise RegistryError(f"{self.host}/{repo}@{ref}: the manifest's digest is {digest}")
-        media_type = oci.manifest_media_type(
-            data, (resp.header("Content-Type") or "").split(";")[0] or None
-        )
+        declared = (resp.header("Content-Type") or "").split(";")[0].strip()
+        media_type = oci.manifest_media_type(data, declared or None)
+        if declared in oci.MANIFEST_TYPES + oci.INDEX_TYPES and media_type != declared:
+            # The spec: a body whose own mediaType differs from Content-Type is refused.
+            raise RegistryError(
+                f"{self.host}/{repo}:{ref}: served as {declared} but the manifest says {media_type}"
+            )
         return data, media_type, digest
 
     def get_blob(self, repo: str, digest: str, start: int = 0) -> Response:
@@ -468,11 +522,16 @@ class Registry:
                 try:
                     self._upload(repo, scope, location, digest, size, body)
                     return
-                except (StaleAuth, TransportError) as e:
-                    if reopen is None or attempt == 2:
+                except RegistryError as e:
+                    # A 401 after the bytes went, a lost connection, or a 5xx answer to a
+                    # stream (which request() cannot send again itself): a new session.
+                    again = isinstance(e, StaleAuth | TransportError) or (e.status or 0) >= 500
+                    if reopen is None or attempt == 2 or not again:
                         raise
                     if isinstance(e, TransportError):
                         self.forget_token(scope)  # the next request fetches a fresh one
+                    elif not isinstance(e, StaleAuth):
+                        time.sleep(0.5 * 2**attempt)
                     body = reopen()
                     opened.append(body)
                     location = None
@@ -545,12 +604,76 @@ class Registry:
         )
 
     def put_manifest(self, repo: str, ref: str, data: bytes, media_type: str) -> str:
+        """PUT a manifest or index. One with a `subject` (an artifact: a signature, an SBOM)
+        is also listed in its subject's referrers: by the registry when it says so (the
+        `OCI-Subject` header), else by us, in the index the fallback tag `sha256-<hex>` names
+        (Debian's 2.8 and distribution 3.x have no referrers API)."""
         resp = self.request(
             "PUT", f"/v2/{repo}/manifests/{ref}", scope=f"repository:{repo}:pull,push",
             ok=(201,), body=data, headers={"Content-Type": media_type},
         )  # fmt: skip
         resp.read()
-        return oci.sha256_bytes(data)
+        digest = oci.sha256_bytes(data)
+        if b'"subject"' in data and not resp.header("OCI-Subject"):
+            obj = oci.load_json(data, "manifest")
+            subject = obj.get("subject")
+            if isinstance(subject, dict) and subject.get("digest"):
+                desc = referrer_descriptor(obj, media_type, digest, len(data))
+                self._tag_referrer(repo, str(subject["digest"]), desc)
+        return digest
+
+    def _tag_referrer(self, repo: str, subject: str, desc: dict[str, Any]) -> None:
+        tag = subject.replace(":", "-")
+        try:
+            data, _, _ = self.get_manifest(repo, tag)
+            index = oci.load_json(data, f"referrers index {tag}")
+        except NotFound:
+            index = {"schemaVersion": 2, "mediaType": oci.OCI_INDEX, "manifests": []}
+        manifests = [m for m in index.get("manifests", []) if isinstance(m, dict)]
+        if any(m.get("digest") == desc["digest"] for m in manifests):
+            return
+        index["manifests"] = [*manifests, desc]
+        body = json.dumps(index, separators=(",", ":")).encode()
+        resp = self.request(
+            "PUT", f"/v2/{repo}/manifests/{tag}", scope=f"repository:{repo}:pull,push",
+            ok=(201,), body=body, headers={"Content-Type": oci.OCI_INDEX},
+        )  # fmt: skip
+        resp.read()
+
+    def referrers(
+        self, repo: str, digest: str, artifact_type: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Descriptors of the manifests whose `subject` is `digest` (OCI 1.1): the referrers
+        API, pages followed by `Link`; where the registry lacks it (a 404), the index the tag
+        `sha256-<hex>` names. Filtered by `artifact_type` here when the registry did not."""
+        query = f"?artifactType={urllib.parse.quote(artifact_type)}" if artifact_type else ""
+        path = f"/v2/{repo}/referrers/{digest}{query}"
+        scope = f"repository:{repo}:pull"
+        out: list[dict[str, Any]] = []
+        filtered = False
+        resp = self.request("GET", path, scope=scope, headers={"Accept": oci.OCI_INDEX},
+                            ok=(200, 400, 404, 405))  # fmt: skip
+        if resp.status == 200:
+            filtered = "artifactType" in (resp.header("OCI-Filters-Applied") or "")
+            while True:
+                page = oci.load_json(resp.read(), f"{self.host}: referrers of {digest}")
+                out += [m for m in page.get("manifests") or [] if isinstance(m, dict)]
+                m = re.match(r"\s*<([^>]+)>", resp.header("Link") or "")
+                if not m:
+                    break
+                resp = self.request("GET", urllib.parse.urljoin(path, m.group(1)), scope=scope,
+                                    headers={"Accept": oci.OCI_INDEX})  # fmt: skip
+        else:
+            resp.read()
+            try:
+                data, _, _ = self.get_manifest(repo, digest.replace(":", "-"))
+            except NotFound:
+                return []
+            index = oci.load_json(data, f"{self.host}: referrers tag of {digest}")
+            out = [m for m in index.get("manifests") or [] if isinstance(m, dict)]
+        if artifact_type and not filtered:
+            out = [m for m in out if m.get("artifactType") == artifact_type]
+        return out
 
     def tags(self, repo: str, page_size: int | None = None) -> list[str]:
         """Every tag of `repo`, sorted: pages of `page_size` (`n`) followed by their `Link`
@@ -604,6 +727,20 @@ class Registry:
         return digest
 
 
+def referrer_descriptor(
+    manifest: dict[str, Any], media_type: str, digest: str, size: int
+) -> dict[str, Any]:
+    """How a referrers index lists a manifest: its artifactType (else its config's media
+    type) and annotations, as the spec has it."""
+    desc: dict[str, Any] = {"mediaType": media_type, "digest": digest, "size": size}
+    artifact_type = manifest.get("artifactType") or (manifest.get("config") or {}).get("mediaType")
+    if artifact_type:
+        desc["artifactType"] = artifact_type
+    if manifest.get("annotations"):
+        desc["annotations"] = manifest["annotations"]
+    return desc
+
+
 def _rewind(body: Any) -> bool:
     """Seek a stream body back to its start; False when it cannot be."""
     try:
@@ -628,8 +765,12 @@ def _error(resp: Response, method: str, path: str, host: str) -> RegistryError:
     except (ValueError, AttributeError):
         detail = body.decode(errors="replace").strip().splitlines()[0] if body.strip() else ""
     text = f"{host}: {method} {path}: HTTP {resp.status}" + (f" ({detail})" if detail else "")
+    err: RegistryError
     if resp.status == 404:
-        return NotFound(text)
-    if resp.status in (401, 403):
-        return Unauthorized(text)
-    return RegistryError(text)
+        err = NotFound(text)
+    elif resp.status in (401, 403):
+        err = Unauthorized(text)
+    else:
+        err = RegistryError(text)
+    err.status = resp.status
+    return err

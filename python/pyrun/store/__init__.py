@@ -231,9 +231,14 @@ class Store:
             meta = {k: res[k] for k in ("diff_id", "uncompressed_size", "entries")}
             meta["created"] = now_rfc3339()
             atomic_write_json(work / "layer.json", meta)
-            if target.exists():  # a leftover without layer.json: an interrupted unpack
-                remove_tree(target)
-            os.rename(work, target)
+            # Under the metadata lock: several pulls may unpack the same layer at once, and
+            # the first to get here must not be taken for a leftover by the next.
+            with self._meta_lock():
+                if self.has_layer(res["diff_id"]):
+                    return dict(res)
+                if target.exists():  # a leftover without layer.json: an interrupted unpack
+                    remove_tree(target)
+                os.rename(work, target)
             fsync_dir(target.parent)
             return dict(res)
         finally:

@@ -91,7 +91,8 @@ class LayoutSource:
 
     def images(self, ref: str | None = None) -> list[SourceImage]:
         index = oci.load_json(read(self.tree, "index.json"), f"{self.tree.label}: index.json")
-        entries = index.get("manifests", [])
+        # Entries with an artifactType are referrers (signatures, SBOMs), not images.
+        entries = [d for d in index.get("manifests", []) if "artifactType" not in d]
         out = []
         for desc in entries:
             ann = desc.get("annotations") or {}
@@ -109,6 +110,30 @@ class LayoutSource:
             raise ImageNotFound(f"{self.tree.label}: no image tagged {ref!r}")
         return out
 
+    def referrers(self, digest: str) -> list[SourceImage]:
+        """The manifests index.json lists whose `subject` is `digest` (how `oras` and pyrun
+        keep referrers in a layout)."""
+        index = oci.load_json(read(self.tree, "index.json"), f"{self.tree.label}: index.json")
+        out = []
+        for desc in index.get("manifests", []):
+            if desc.get("mediaType") not in oci.MANIFEST_TYPES or desc.get("annotations"):
+                continue
+            data = read(self.tree, _blob_path(desc["digest"]))
+            if oci.sha256_bytes(data) != desc["digest"]:
+                raise InvalidArchive(
+                    f"{self.tree.label}: manifest {desc['digest']} does not match its digest"
+                )
+            manifest = oci.load_json(data, f"manifest {desc['digest']}")
+            if (manifest.get("subject") or {}).get("digest") != digest:
+                continue
+            config = read(self.tree, _blob_path(manifest["config"]["digest"]))
+            layers = [
+                SourceLayer(self.tree.blob(_blob_path(ld["digest"])), ld, None)
+                for ld in manifest.get("layers", [])
+            ]
+            out.append(SourceImage(data, desc["mediaType"], config, layers, []))
+        return out
+
     def index(self, ref: str | None) -> tuple[bytes, str, list[SourceImage]] | None:
         """When `ref` names an image index (a multi-platform image): its bytes, media type
         and every image it lists; None when it names a single image."""
@@ -116,7 +141,7 @@ class LayoutSource:
         entries = [
             d
             for d in index.get("manifests", [])
-            if ref in (None, "")
+            if ("artifactType" not in d and ref in (None, ""))
             or ref
             in (
                 (d.get("annotations") or {}).get(oci.REF_NAME_ANNOTATION),
@@ -241,10 +266,12 @@ class _LayoutWriter:
         self.tag = tag
         self.blobs: dict[str, Blob | bytes] = {}
         self.manifests: list[tuple[dict[str, Any], list[Reference], str, list[str]]] = []
+        self.referrers: list[dict[str, Any]] = []  # artifacts with a subject (add_referrer)
         self.existing: DirTree | None = None
         # An OCI layout holds image indexes: their images go in as blobs only (`in_index`),
         # then the index is an entry of index.json like any image.
         self.takes_index = not docker
+        self.keeps_referrers = not docker  # as index.json entries without a name
         self.in_index = False
         if not as_tar and (target / "index.json").is_file():
             self.existing = DirTree(target)
@@ -287,6 +314,16 @@ class _LayoutWriter:
         self.manifests.append((desc, names, _blob_path(manifest["config"]["digest"]), layer_paths))
         return digest
 
+    def add_referrer(self, manifest: bytes, media_type: str) -> None:
+        """An artifact (its blobs put already) listed in index.json without a name."""
+        from pyrun.registry.client import referrer_descriptor
+
+        digest = oci.sha256_bytes(manifest)
+        obj = oci.load_json(manifest, "manifest")
+        desc = referrer_descriptor(obj, media_type, digest, len(manifest))
+        desc.pop("annotations", None)  # unnamed: annotations in index.json would name it
+        self.referrers.append(desc)
+
     def _index_entries(self) -> list[dict[str, Any]]:
         out = []
         if self.existing is not None:
@@ -307,6 +344,9 @@ class _LayoutWriter:
                     # A name points at one image: the newest write wins.
                     out = [e for e in out if _entry_key(e) != _entry_key(entry)]
                 out.append(entry)
+        for desc in self.referrers:  # unnamed, listed once
+            out = [e for e in out if e.get("annotations") or e["digest"] != desc["digest"]]
+            out.append(desc)
         return out
 
     def _files(self) -> list[tuple[str, Blob | bytes]]:
@@ -415,6 +455,7 @@ class _LayoutWriter:
     def abort(self) -> None:
         self.blobs.clear()
         self.manifests.clear()
+        self.referrers.clear()
 
 
 def oci_dir_destination(path: Path, tag: str | None) -> _LayoutWriter:

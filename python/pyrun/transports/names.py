@@ -67,8 +67,8 @@ def open_destination(spec: str, store: Store) -> tuple[ImageDestination, list[Re
         if target.digest is not None:
             raise InvalidReference(f"{spec}: push to a tag, not a digest")
         return RegistryDestination(target), [target]
-    if kind == "pyrun":
-        return StoreDestination(store), [parse(rest)]
+    if kind == "pyrun":  # `pyrun:` alone: the image goes in unnamed (a pull by digest)
+        return StoreDestination(store), [parse(rest)] if rest else []
     if kind == "rootfs":
         raise InvalidReference(
             "rootfs: is a source only (use `pyrun export` for a container's files)"

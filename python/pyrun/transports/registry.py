@@ -9,13 +9,16 @@ import contextlib
 import http.client
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from pyrun import oci
 from pyrun.reference import Reference
-from pyrun.registry.client import Registry, RegistryError
+from pyrun.registry.client import Registry, RegistryError, TransportError
 from pyrun.transports.base import Blob, LayerResult, SourceImage, SourceLayer
+
+BLOB_ATTEMPTS = 4  # a blob download that breaks goes on from where it broke, 3 more times
 
 
 class RemoteBlob(Blob):
@@ -60,38 +63,21 @@ class RemoteBlob(Blob):
             with os.fdopen(w, "wb", buffering=0) as out:  # closed on every path: EOF for the reader
                 keep = _Partial.open(partial)
                 try:
-                    have = keep.replay(out) if keep else 0
-                    resp = self.registry.get_blob(self.repo, self.digest, start=have)
-                    skip = have if resp.status == 200 else 0  # the registry ignored Range
-                    got = have
+                    got = keep.replay(out) if keep else 0
                     self.transferred = got
-                    while True:
+                    first: _Cut | None = None
+                    for attempt in range(BLOB_ATTEMPTS):
                         try:
-                            chunk = resp.resp.read(1 << 20)
-                        except (OSError, http.client.HTTPException) as e:
-                            raise RegistryError(
-                                f"{self.registry.host}/{self.repo}: the download of "
-                                f"{self.digest[:19]} broke after {got} of {self.size()} bytes "
-                                f"({e or type(e).__name__}; pull again to resume)"
-                            ) from None
-                        if not chunk:
+                            got = self._stream(got, out, keep)
                             break
-                        got += len(chunk) if not skip else max(0, len(chunk) - skip)
-                        self.transferred = got
-                        if skip:
-                            cut = min(skip, len(chunk))
-                            chunk, skip = chunk[cut:], skip - cut
-                            if not chunk:
-                                continue
-                        out.write(chunk)
-                        if keep:
-                            keep.write(chunk)
-                    expected = self.size()
-                    if expected and got < expected:
-                        raise RegistryError(
-                            f"{self.registry.host}/{self.repo}: the connection closed after "
-                            f"{got} of {expected} bytes of {self.digest[:19]} (pull again to resume)"
-                        )
+                        except _Cut as cut:
+                            # A reset or an early close: again from where it broke (Range),
+                            # after a pause that doubles (0.5, 1, 2 s). What the user reads
+                            # when every attempt failed is what broke first.
+                            got, first = cut.got, first or cut
+                            if attempt == BLOB_ATTEMPTS - 1:
+                                raise first.error from None
+                            time.sleep(0.5 * 2**attempt)
                     if keep:
                         keep.done()
                 except BrokenPipeError:
@@ -106,6 +92,59 @@ class RemoteBlob(Blob):
         t = threading.Thread(target=pump, name=f"pull {self.digest[7:19]}", daemon=True)
         t.start()
         return r, t, errors
+
+    def _stream(self, got: int, out: Any, keep: _Partial | None) -> int:
+        """Write the blob from byte `got` on to `out` (and `keep`); returns the total. Raises
+        _Cut when the connection breaks or closes early."""
+        where = f"{self.registry.host}/{self.repo}"
+        try:
+            resp = self.registry.get_blob(self.repo, self.digest, start=got)
+        except RegistryError as e:
+            if not got and not isinstance(e, TransportError):
+                raise  # an HTTP error before any byte (404, 401, ...): final
+            raise _Cut(got, RegistryError(
+                f"{where}: the download of {self.digest[:19]} broke after {got} of "
+                f"{self.size()} bytes and could not go on ({e}; pull again to resume)"
+            )) from None  # fmt: skip
+        skip = got if resp.status == 200 else 0  # the registry ignored Range
+        while True:
+            try:
+                chunk = resp.resp.read(1 << 20)
+            except (OSError, http.client.HTTPException) as e:
+                resp.conn.close()
+                raise _Cut(got, RegistryError(
+                    f"{where}: the download of {self.digest[:19]} broke after {got} of "
+                    f"{self.size()} bytes ({e or type(e).__name__}; pull again to resume)"
+                )) from None  # fmt: skip
+            if not chunk:
+                break
+            if skip:
+                cut = min(skip, len(chunk))
+                chunk, skip = chunk[cut:], skip - cut
+                if not chunk:
+                    continue
+            got += len(chunk)
+            self.transferred = got
+            out.write(chunk)
+            if keep:
+                keep.write(chunk)
+        expected = self.size()
+        if expected and got < expected:
+            resp.conn.close()
+            raise _Cut(got, RegistryError(
+                f"{where}: the connection closed after {got} of {expected} bytes of "
+                f"{self.digest[:19]} (pull again to resume)"
+            ))  # fmt: skip
+        return got
+
+
+class _Cut(Exception):
+    """A blob download that broke after `got` bytes; `error` says so to the user."""
+
+    def __init__(self, got: int, error: RegistryError) -> None:
+        super().__init__(str(error))
+        self.got = got
+        self.error = error
 
 
 class Counted:
@@ -217,6 +256,26 @@ class RegistrySource:
             children.append(self._image(child, child_type, []))
         return data, media_type, children
 
+    def referrers(self, digest: str) -> list[SourceImage]:
+        """The artifacts (signatures, SBOMs: manifests whose `subject` is `digest`)."""
+        out = []
+        for d in self.registry.referrers(self.ref.path, digest):
+            data, media_type, _ = self.registry.get_manifest(self.ref.path, str(d["digest"]))
+            if media_type not in oci.MANIFEST_TYPES:
+                raise RegistryError(
+                    f"{self.ref.name}: referrer {d['digest']} of {digest} is a {media_type}, "
+                    "not an image manifest: not copied"
+                )
+            manifest = oci.load_json(data, "manifest")
+            cdesc = manifest.get("config") or {}
+            config = RemoteBlob(self.registry, self.ref.path, cdesc).read()
+            layers = [
+                SourceLayer(RemoteBlob(self.registry, self.ref.path, ld), ld, None)
+                for ld in manifest.get("layers", [])
+            ]
+            out.append(SourceImage(data, media_type, config, layers, []))
+        return out
+
     def _image(self, data: bytes, media_type: str, names: list[Reference]) -> SourceImage:
         repo = self.ref.path
         if media_type not in oci.MANIFEST_TYPES:
@@ -250,6 +309,7 @@ class RegistryDestination:
 
     concurrent = True
     takes_index = True
+    keeps_referrers = True  # a manifest with a subject: listed by put_manifest
     in_index = False  # set while the images of an index are copied: manifests by digest
 
     def __init__(self, ref: Reference) -> None:
@@ -340,6 +400,9 @@ class RegistryDestination:
         for tag in tags:
             digest = self.registry.put_manifest(self.repo, tag, data, media_type)
         return digest
+
+    def add_referrer(self, manifest: bytes, media_type: str) -> None:
+        """Nothing more: putting it listed it (the registry, or the fallback tag)."""
 
     def commit(self) -> None:
         self.registry.close()
