@@ -360,39 +360,146 @@ def cmd_tags(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_build(args: argparse.Namespace) -> int:
+def _build_context(args: argparse.Namespace, tmp: str) -> tuple[Path, Path | None, str | None]:
+    """(context dir, Dockerfile path or None, Dockerfile text from stdin or None)."""
     import io
-    from pathlib import Path
+    import tarfile
 
-    from pyrun.build.builder import Builder
-    from pyrun.reference import parse
+    if args.context == "-" and args.file == "-":
+        raise UsageError("the context and the Dockerfile cannot both come from stdin")
+    if args.file == "-":
+        return Path(args.context), None, sys.stdin.read()
+    if args.context != "-":
+        ctx = Path(args.context)
+        dockerfile = Path(args.file) if args.file else None
+        return ctx, dockerfile, None
+    data = sys.stdin.buffer.read()
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tf:
+            tf.extractall(tmp, filter="tar")
+    except tarfile.TarError:  # not a tar: the Dockerfile itself, with an empty context
+        return Path(tmp), None, data.decode(errors="replace")
+    return Path(tmp), (Path(tmp) / args.file) if args.file else None, None
+
+
+def _parse_secret(item: str) -> tuple[str, bytes]:
+    fields = dict(f.partition("=")[::2] for f in item.split(","))
+    sid = fields.get("id") or ""
+    if not sid:
+        raise UsageError(f"invalid --secret {item!r}: id=ID,src=FILE or id=ID,env=VAR")
+    if "env" in fields:
+        value = os.environ.get(fields["env"])
+        if value is None:
+            raise UsageError(f"--secret {item}: environment variable {fields['env']} is not set")
+        return sid, value.encode()
+    src = fields.get("src") or fields.get("source")
+    if not src:  # buildx: an environment variable named like the id
+        value = os.environ.get(sid)
+        if value is None:
+            raise UsageError(f"invalid --secret {item!r}: src=FILE or env=VAR needed")
+        return sid, value.encode()
+    try:
+        with open(os.path.expanduser(src), "rb") as f:
+            return sid, f.read()
+    except OSError as e:
+        raise UsageError(f"--secret {item}: {e.strerror}: {src}") from None
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from pyrun.build.builder import Builder, BuildError
 
     client = _client()
     build_args = {}
     for item in args.build_arg:
         k, eq, v = item.partition("=")
         if not k:
-            raise PyrunError(f"invalid --build-arg {item!r}: expected KEY=VALUE")
+            raise UsageError(f"invalid --build-arg {item!r}: expected KEY=VALUE")
         build_args[k] = v if eq else os.environ.get(k, "")
-    builder = Builder(
-        client.store,
-        Path(args.context),
-        Path(args.file) if args.file else None,
-        tags=[parse(t) for t in args.tag],
-        build_args=build_args,
-        target=args.target,
-        no_cache=args.no_cache,
-        pull=lambda ref: client.images.pull(ref),
-        out=io.StringIO() if args.quiet else sys.stdout,
-    )
-    digest = builder.build()
+    labels = {}
+    for item in args.label:
+        k, eq, v = item.partition("=")
+        if not k:
+            raise UsageError(f"invalid --label {item!r}: expected KEY=VALUE")
+        labels[k] = v
+    outputs = []
+    for item in args.output:
+        fields = dict(f.partition("=")[::2] for f in item.split(","))
+        kind = fields.get("type", "")
+        dest = fields.get("dest", "")
+        if kind not in ("oci", "docker") or not dest:
+            raise UsageError(f"invalid --output {item!r}: type=oci|docker,dest=FILE")
+        outputs.append((kind, dest))
+    secrets = dict(_parse_secret(s) for s in args.secret)
+    to_stdout = any(dest == "-" for _, dest in outputs)
+    stream = sys.stderr if to_stdout else sys.stdout
+    mode = args.progress
+    if args.quiet:
+        mode = "quiet"
+    elif mode == "auto":
+        mode = "tty" if stream.isatty() else "plain"
+    tags = [parse(t) for t in args.tag]
+    store = client.store.ensure()
+    with tempfile.TemporaryDirectory(dir=store.root / "tmp", prefix="context-") as tmp:
+        context, dockerfile, text = _build_context(args, tmp)
+        builder = Builder(
+            client.store,
+            context,
+            dockerfile,
+            dockerfile_text=text,
+            tags=tags,
+            build_args=build_args,
+            target=args.target,
+            no_cache=args.no_cache,
+            pull=lambda ref: client.images.pull(ref),
+            always_pull=args.pull,
+            platform=args.platform,
+            labels=labels,
+            secrets=secrets,
+            out=stream,
+            progress=mode,
+        )
+        try:
+            digest = builder.build()
+        except BuildError as e:
+            if e.tail and mode != "plain":
+                print("\n".join(e.tail), file=stream)
+            raise
     image_id = client.store.get(digest).id
+    for kind, dest in outputs:
+        ref = f":{tags[0].familiar()}" if tags else ""
+        transport = "oci-archive" if kind == "oci" else "docker-archive"
+        if dest == "-":
+            with tempfile.TemporaryDirectory(dir=store.root / "tmp") as d:
+                path = os.path.join(d, "image.tar")
+                client.images.copy(digest, f"{transport}:{path}{ref}")
+                with open(path, "rb") as f:
+                    shutil.copyfileobj(f, sys.stdout.buffer)
+                sys.stdout.buffer.flush()
+        else:
+            client.images.copy(digest, f"{transport}:{dest}{ref}")
     if args.iidfile:
-        Path(args.iidfile).write_text(image_id)
+        from pyrun.store.fsutil import atomic_write
+
+        atomic_write(Path(args.iidfile), image_id.encode())
+    if to_stdout:
+        return 0
     if args.quiet:
         print(image_id)
     else:
-        print(f"writing image {image_id}")
-        for t in args.tag:
-            print(f"naming to {parse(t).familiar()}")
+        print(f"writing image {image_id}", file=stream)
+        for t in tags:
+            print(f"naming to {t.familiar()}", file=stream)
+    return 0
+
+
+def cmd_builder_prune(args: argparse.Namespace) -> int:
+    from pyrun.build.builder import prune_cache
+
+    client = _client()
+    removed = prune_cache(client.store, all_entries=args.all)
+    result = client.store.gc()
+    print(f"Deleted build cache objects: {removed}")
+    print(f"Total reclaimed space: {result.bytes_freed} B")
     return 0

@@ -231,9 +231,15 @@ class Store:
             meta = {k: res[k] for k in ("diff_id", "uncompressed_size", "entries")}
             meta["created"] = now_rfc3339()
             atomic_write_json(work / "layer.json", meta)
-            if target.exists():  # a leftover without layer.json: an interrupted unpack
-                remove_tree(target)
-            os.rename(work, target)
+            # Two writers may unpack the same layer at once (parallel build stages, pulls):
+            # the check and the rename happen under a lock, so a finished layer is never
+            # taken for a leftover and replaced under a reader.
+            with flocked(self.root / "layers" / ".lock"):
+                if self.has_layer(res["diff_id"]):
+                    return dict(res)
+                if target.exists():  # a leftover without layer.json: an interrupted unpack
+                    remove_tree(target)
+                os.rename(work, target)
             fsync_dir(target.parent)
             return dict(res)
         finally:
@@ -446,6 +452,13 @@ class Store:
         for meta in (self.root / "containers").glob("*/container.json"):
             with contextlib.suppress(OSError, ValueError):
                 diff_ids.update(json.loads(meta.read_bytes()).get("diff_ids", []))
+        # Build cache records are roots too (`pyrun builder prune` drops them): a cached step
+        # keeps its layers, so a rebuild after `image prune` still hits.
+        for rec in (self.root / "build-cache").glob("*.json"):
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                data = json.loads(rec.read_bytes())
+                diff_ids.update(data["config"].get("rootfs", {}).get("diff_ids", []))
+                blobs.update(d["digest"] for d in data["layers"])
         return blobs, diff_ids
 
     def gc(self, *, wait: bool = True) -> GCResult:
