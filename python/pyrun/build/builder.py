@@ -737,9 +737,13 @@ class Builder:
         )
         return True
 
-    def _user_ids(self, rootfs: Path, spec: str, where: str, what: str) -> tuple[int, int]:
+    def _user_ids(
+        self, rootfs: Path, spec: str, where: str, what: str, chown: bool = True
+    ) -> tuple[int, int]:
+        """uid and gid for --chown (a user alone: gid = uid) or for USER (chown=False: the
+        user's primary group)."""
         u, _, g = spec.partition(":")
-        if u.isdigit() and (not g or g.isdigit()):
+        if chown and u.isdigit() and (not g or g.isdigit()):
             return int(u), int(g or u)
         from pyrun.runtime.users import UserError, resolve_user
 
@@ -747,7 +751,7 @@ class Builder:
             user = resolve_user(str(rootfs), spec, [])
         except UserError as e:
             raise BuildError(f"{where}{what}: {e}") from None
-        return user.uid, (user.gid if g else user.uid)  # Docker: a user alone means gid = uid
+        return user.uid, (user.gid if g or not chown else user.uid)
 
     def _workdir(self, stage: Stage, path: str, where: str) -> bool:
         """Create WORKDIR (owned by the current USER) when it is missing; True if a layer
@@ -757,7 +761,7 @@ class Builder:
             if target.is_dir():
                 return False
             user = stage.config.get("config", {}).get("User") or ""
-            uid, gid = self._user_ids(rootfs, user, where, "USER") if user else (0, 0)
+            uid, gid = self._user_ids(rootfs, user, where, "USER", False) if user else (0, 0)
             made = _makedirs(rootfs, target, 0o755)
             for d in made:
                 os.chown(d, uid, gid)
@@ -944,7 +948,7 @@ class Builder:
                     for d in ("root", "upper", "work"):
                         (view / d).mkdir(parents=True)
                     if path.is_dir():
-                        _core.mount_overlay([str(path), str(path)], str(view / "root"),
+                        _core.mount_overlay([str(path)], str(view / "root"),
                                             upper=str(view / "upper"), work=str(view / "work"))  # fmt: skip
                         stack.callback(_core.unmount, str(view / "root"), detach=True)
                         path = view / "root"
