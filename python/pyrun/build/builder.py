@@ -1585,9 +1585,9 @@ def _kv(args: str, env: dict[str, str], where: str) -> dict[str, str]:
 
 
 def prune_cache(store: Store, *, all_entries: bool = False) -> int:
-    """`pyrun builder prune`: drop build cache records (with `all_entries`, also those whose
-    layers images still use, the cache mounts and the context stat caches); the layers only
-    they held go at the next garbage collection. Returns how many records went."""
+    """`pyrun builder prune`: drop the build cache records no tagged image is made of (with
+    `all_entries`: every record, the cache mounts and the context stat caches); the layers
+    only they held go at the next garbage collection. Returns how many records went."""
     d = store.root / "build-cache"
     if not d.is_dir():
         return 0
@@ -1595,9 +1595,9 @@ def prune_cache(store: Store, *, all_entries: bool = False) -> int:
     if not all_entries:
         with contextlib.suppress(Exception):
             refs = store.load_refs()
-            for entry in refs["images"].values():
+            for digest in set(refs["tags"].values()):
                 with contextlib.suppress(Exception):
-                    cfg = json.loads(store.read_blob(entry["config"]))
+                    cfg = json.loads(store.read_blob(refs["images"][digest]["config"]))
                     used.update(cfg.get("rootfs", {}).get("diff_ids", []))
     removed = 0
     for rec in d.glob("*.json"):
