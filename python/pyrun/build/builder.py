@@ -576,8 +576,12 @@ class Builder:
         if cmd == "ENV":
             pairs = _kv(inst.args, env, where)
             current = list(cfg.get("Env") or [])
-            for k, v in pairs.items():
-                current = [e for e in current if e.partition("=")[0] != k] + [f"{k}={v}"]
+            for k, v in pairs.items():  # Docker: a variable set again keeps its place
+                at = next((i for i, e in enumerate(current) if e.partition("=")[0] == k), None)
+                if at is None:
+                    current.append(f"{k}={v}")
+                else:
+                    current[at] = f"{k}={v}"
             cfg["Env"] = current
             created_by = "ENV " + " ".join(f"{k}={v}" for k, v in pairs.items())
         elif cmd == "ARG":
