@@ -15,7 +15,6 @@ state when its layers are still in the store; `--no-cache` skips lookups."""
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import hashlib
 import json
@@ -378,32 +377,47 @@ class Builder:
             return self.finish(target)
 
     def _run_stages(self, stages: list[Stage], needed: set[int]) -> None:
+        """Each needed stage once its dependencies are built; stages that are ready at the
+        same time run in parallel threads (at most 4). The first error cancels the rest."""
         pending = set(needed)
-        running: dict[concurrent.futures.Future[None], int] = {}
-        error: BaseException | None = None
-        with concurrent.futures.ThreadPoolExecutor(max_workers=min(4, len(needed))) as pool:
-            while (pending and error is None) or running:
-                if error is None:
-                    for i in sorted(pending):
-                        if stages[i].deps <= set(self.built):
-                            running[pool.submit(self.build_stage, stages[i])] = i
-                            pending.discard(i)
-                if not running:
-                    break
-                finished, _ = concurrent.futures.wait(
-                    running, return_when=concurrent.futures.FIRST_COMPLETED
-                )
-                for f in finished:
-                    i = running.pop(f)
-                    exc = f.exception()
-                    if exc is not None:
-                        if error is None:
-                            error = exc
-                            self.cancelled.set()
-                    else:
+        running: dict[int, threading.Thread] = {}
+        errors: list[BaseException] = []
+        done = threading.Condition()
+        finished: list[int] = []
+
+        def work(i: int) -> None:
+            try:
+                self.build_stage(stages[i])
+            except BaseException as e:
+                errors.append(e)
+                self.cancelled.set()
+            with done:
+                finished.append(i)
+                done.notify()
+
+        while (pending and not errors) or running:
+            ready = [i for i in sorted(pending) if stages[i].deps <= set(self.built)]
+            if not errors and ready and not running and len(ready) == 1 and len(pending) == 1:
+                pending.discard(ready[0])  # the last stage: no thread needed
+                self.build_stage(stages[ready[0]])
+                self.built[ready[0]] = stages[ready[0]]
+                continue
+            for i in ready[: max(0, 4 - len(running))] if not errors else []:
+                pending.discard(i)
+                running[i] = threading.Thread(target=work, args=(i,), daemon=True)
+                running[i].start()
+            if not running:
+                break
+            with done:
+                while not finished:
+                    done.wait()
+                for i in finished:
+                    running.pop(i).join()
+                    if not errors:
                         self.built[i] = stages[i]
-        if error is not None:
-            raise error
+                finished.clear()
+        if errors:
+            raise errors[0]
 
     def _stage_refs(self, inst: Instruction, scope: dict[str, str]) -> list[str]:
         """Stage or image names an instruction reads from (COPY --from, RUN --mount from=)."""

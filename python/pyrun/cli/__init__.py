@@ -451,7 +451,7 @@ def _build(sub: Any, name: str) -> None:
                    help="type=oci|docker,dest=FILE (also writes the image there)")  # fmt: skip
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image ID")
     p.add_argument("--iidfile", help="write the image ID to this file")
-    p.set_defaults(func=_cmd("images", "cmd_build"))
+    p.set_defaults(func=_cmd("build", "cmd_build"))
 
 
 def _builder_prune(sub: Any, name: str) -> None:
@@ -459,7 +459,7 @@ def _builder_prune(sub: Any, name: str) -> None:
     p.add_argument("-a", "--all", action="store_true",
                    help="all of it (default: steps no image uses), cache mounts too")  # fmt: skip
     p.add_argument("-f", "--force", action="store_true", help="do not ask (pyrun never asks)")
-    p.set_defaults(func=_cmd("images", "cmd_builder_prune"))
+    p.set_defaults(func=_cmd("build", "cmd_builder_prune"))
 
 
 def _ps(sub: Any, name: str) -> None:
