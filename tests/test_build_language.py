@@ -528,3 +528,16 @@ def test_dockerignore_patterns(client: Client, bb: str, dockerignore_ctx: Path) 
     (ctx / "Other.Dockerfile.dockerignore").write_text("*\n!keep.txt\n")
     image, _ = client.images.build(str(ctx), dockerfile="Other.Dockerfile")
     assert sh(client, image.id, "cd /c && find . -type f").split() == ["./keep.txt"]
+
+
+def test_check_directive(client: Client, bb: str, ctx: Path) -> None:
+    _, lines = build(client, ctx, f"FROM {bb}\nCMD echo hi\n")
+    assert lines[-2:] == [
+        "1 warning found:",
+        " - JSONArgsRecommended: JSON arguments recommended for CMD to prevent unintended "
+        "behavior related to OS signals (line 2)",
+    ]
+    _, lines = build(client, ctx, f"# check=skip=JSONArgsRecommended\nFROM {bb}\nCMD echo hi\n")
+    assert not any("warning" in line for line in lines)
+    with pytest.raises(DockerfileError, match=r"Dockerfile:3: JSONArgsRecommended: .*error=true"):
+        build(client, ctx, f"# check=error=true\nFROM {bb}\nCMD echo hi\n", tag="strict:1")

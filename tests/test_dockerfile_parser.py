@@ -262,3 +262,35 @@ def test_line_numbers_survive_continuations(body: list[str]) -> None:
     if not starts:
         return
     assert [i.line for i in parse("\n".join(lines) + "\n")] == starts
+
+
+# --- build checks ------------------------------------------------------------------------------
+
+
+def test_lint_rules_and_skips() -> None:
+    from pyrun.build.checks import lint
+
+    insts = parse(
+        "FROM scratch as Build\n"
+        "MAINTAINER me\n"
+        "ENV key value\n"
+        "WORKDIR rel\n"
+        "ARG API_KEY=x\n"
+        "CMD run me\n"
+        'CMD ["again"]\n'
+        "run true\n"
+    )
+    rules = [(w.rule, w.line) for w in lint(insts)]
+    assert rules == [
+        ("FromAsCasing", 1), ("StageNameCasing", 1), ("MaintainerDeprecated", 2),
+        ("LegacyKeyValueFormat", 3), ("WorkdirRelativePath", 4), ("SecretsUsedInArgOrEnv", 5),
+        ("JSONArgsRecommended", 6), ("MultipleInstructionsDisallowed", 7),
+        ("ConsistentInstructionCasing", 8),
+    ]  # fmt: skip
+    skipped = lint(insts, frozenset({"JSONArgsRecommended", "StageNameCasing"}))
+    assert {w.rule for w in skipped} & {"JSONArgsRecommended", "StageNameCasing"} == set()
+    assert lint(insts, frozenset({"all"})) == []
+    assert str(lint(insts)[2]) == (
+        "MaintainerDeprecated: The MAINTAINER instruction is deprecated, use a label instead "
+        "to define an image author (line 2)"
+    )

@@ -265,6 +265,12 @@ class Builder:
         d, first = directives(text, self.name)
         self.escape = d.escape
         insts = parse_lines(text.splitlines(), first, d.escape, self.name)
+        from pyrun.build.checks import lint
+
+        self.warnings = lint(insts, d.check_skip)
+        if d.check_error and self.warnings:
+            w = self.warnings[0]
+            raise DockerfileError(f"{self.name}:{w.line}: {w.rule}: {w.message} (check=error=true)")
         global_args: dict[str, str] = {}
         stages: list[Stage] = []
         for inst in insts:
@@ -374,7 +380,13 @@ class Builder:
         with self.store.writing():
             self._run_stages(stages, needed)
             self.context.save()
-            return self.finish(target)
+            digest = self.finish(target)
+        if self.warnings:
+            n = len(self.warnings)
+            self.progress.note(f"{n} warning{'s' if n > 1 else ''} found:")
+            for w in self.warnings:
+                self.progress.note(f" - {w}")
+        return digest
 
     def _run_stages(self, stages: list[Stage], needed: set[int]) -> None:
         """Each needed stage once its dependencies are built; stages that are ready at the
