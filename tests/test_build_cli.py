@@ -210,3 +210,30 @@ def test_builder_prune(ctx: Path, pyrun: PyrunRunner, store_root: Path) -> None:
     r = pyrun("builder", "prune", "-a")
     assert "Deleted build cache objects: 2" in r.stdout, r.stdout  # the tagged image's steps
     assert not list((store_root / "build-cache").glob("*.json"))
+
+
+def test_builder_prune_removes_dead_builders_run_dirs(ctx: Path, pyrun: PyrunRunner,
+                                                      store_root: Path) -> None:  # fmt: skip
+    """A builder killed during a RUN leaves its step's container directory: prune takes it."""
+    import signal
+    import time
+
+    (ctx / "Dockerfile").write_text("FROM bb:cli\nRUN sleep 30\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pyrun.cli", "--root", str(store_root), "build", str(ctx)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not list((store_root / "containers").glob("*/build.pid")):
+            assert time.monotonic() < deadline, "the RUN did not start"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert len(list((store_root / "containers").glob("*/build.pid"))) == 1
+    assert pyrun("ps", "-a", "-q").stdout == ""  # not a container to the container commands
+    assert pyrun("builder", "prune").returncode == 0
+    assert list((store_root / "containers").glob("*/build.pid")) == []

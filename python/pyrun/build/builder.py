@@ -854,7 +854,7 @@ class Builder:
         run_env = [f"{k}={v}" for k, v in declared.items() if k not in names]
         run_env += [f"{k}={v}" for k, v in self.build_args.items()
                     if k in PROXY_ARGS and k not in declared]  # fmt: skip
-        cid = "build-" + os.urandom(12).hex()
+        cid = os.urandom(32).hex()  # a container ID (veth names take its first characters)
         cdir = self.store.root / "containers" / cid
         with contextlib.ExitStack() as stack:
             rootfs, upper = stack.enter_context(self._mounted(self._diffs(stage)))
@@ -881,6 +881,9 @@ class Builder:
             # files it needs come from a build container directory (gone afterwards).
             cdir.mkdir(parents=True)
             stack.callback(remove_tree, cdir)
+            # No container.json (no container command lists it); the builder's pid says whose
+            # it is, for `builder prune` after a crash.
+            (cdir / "build.pid").write_text(str(os.getpid()))
             net = self._network(cid, network, cfg, stack)
             if net["namespace"] is not None:
                 spec["linux"]["namespaces"] = [
@@ -1618,6 +1621,7 @@ def prune_cache(store: Store, *, all_entries: bool = False) -> int:
     """`pyrun builder prune`: drop the build cache records no tagged image is made of (with
     `all_entries`: every record, the cache mounts and the context stat caches); the layers
     only they held go at the next garbage collection. Returns how many records went."""
+    _remove_stale_run_dirs(store)
     d = store.root / "build-cache"
     if not d.is_dir():
         return 0
@@ -1642,3 +1646,54 @@ def prune_cache(store: Store, *, all_entries: bool = False) -> int:
         for sub in ("mounts", "stat"):
             remove_tree(d / sub)
     return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _remove_stale_mounts(store: Store) -> None:
+    """Overlay views (tmp/PID-*) that builders which died left mounted: unmounted and removed
+    (garbage collection empties tmp/ and cannot remove a mount point)."""
+    from pyrun import _core
+
+    tmp = store.root / "tmp"
+    stale = []
+    for entry in tmp.glob("*-*"):
+        pid = entry.name.split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            stale.append(str(entry))
+    if not stale:
+        return
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    for point in sorted(points, key=len, reverse=True):
+        if any(point.startswith(s + "/") or point == s for s in stale):
+            with contextlib.suppress(OSError):
+                _core.unmount(point, detach=True)
+    for s in stale:
+        remove_tree(Path(s))
+
+
+def _remove_stale_run_dirs(store: Store) -> None:
+    """RUN steps' container directories (and networks) left by builders that died."""
+    _remove_stale_mounts(store)
+    for pidfile in (store.root / "containers").glob("*/build.pid"):
+        try:
+            if _pid_alive(int(pidfile.read_text())):
+                continue  # its builder still runs
+        except (OSError, ValueError):
+            continue
+        cid = pidfile.parent.name
+        if (store.root / "networks").is_dir():
+            from pyrun.network.attach import release
+
+            with contextlib.suppress(Exception):
+                release(store, cid)
+        remove_tree(pidfile.parent)
