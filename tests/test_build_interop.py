@@ -39,6 +39,7 @@ ENV APP_HOME=/srv/app PATH=/srv/app/bin:$PATH
 COPY --from=build /out/ $APP_HOME/data/
 COPY --chown=1000:1000 conf/settings.ini /etc/app/
 COPY bin/run.sh $APP_HOME/bin/
+COPY alias.txt linkdir /etc/app/links/
 RUN mkdir -p /var/lib/app && chown 1000:1000 /var/lib/app && rm /etc/group
 WORKDIR $APP_HOME
 USER 1000:1000
@@ -63,6 +64,9 @@ def context(tmp_path: Path) -> Path:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text)
         p.chmod(mode)
+    (d / "alias.txt").symlink_to("app/a.txt")  # a source that is a link: followed
+    (d / "linkdir").symlink_to("app")
+    (d / "app" / "inner-link").symlink_to("b.txt")  # a link inside a directory: kept
     (d / "Dockerfile").write_text(DOCKERFILE)
     return d
 

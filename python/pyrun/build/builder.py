@@ -1138,13 +1138,16 @@ class Builder:
             rel = os.path.normpath(pattern.lstrip("/")) if pattern not in ("", ".", "/") else "."
             while rel.startswith("../") or rel == "..":
                 rel = rel[3:] or "."  # clamped to the context, as Docker does
-            if any(ch in rel for ch in "*?["):
+            globbed = any(ch in rel for ch in "*?[")
+            if globbed:
                 found = sorted(Path(p) for p in glob.glob(str(root / rel), recursive="**" in rel))
                 hits = [p for p in found if not self._dropped(kind, root, p, excludes)]
                 if not hits:
                     continue  # BuildKit: a wildcard with no match is not an error
             else:
-                p = root / rel if kind == "context" else resolve_in_root(root, rel, False)
+                # A source that is a link is followed (inside the root), as Docker does; it
+                # keeps its own name.
+                p = resolve_in_root(root, rel)
                 if not os.path.lexists(p) or (
                     rel != "." and self._dropped(kind, root, p, excludes)
                 ):
@@ -1155,7 +1158,7 @@ class Builder:
                     )
                 hits = [p]
             for h in hits:
-                r = str(h.relative_to(root))
+                r = str(h.relative_to(root)) if globbed else rel
                 if pivot:
                     r = os.path.relpath(r, os.path.normpath(pivot.lstrip("/") or "."))
                 out.append((h, r))
@@ -1347,7 +1350,7 @@ class Builder:
                     elif p.is_dir() and not p.is_symlink():
                         to = target
                     else:
-                        to = target / p.name if into_dir else target
+                        to = target / os.path.basename(rel) if into_dir else target
                     walker = (
                         self.context.walk(p, excludes, self.context_dir)
                         if kind == "context"
