@@ -2457,11 +2457,16 @@ def _build_contenders(
 
     try:
         docker, driver = _docker_image(ctx, src)
-        before = ctx.prepared.get("docker build images")
-        if not isinstance(before, set):
-            before = _all_image_ids([docker])
-            ctx.prepared["docker build images"] = before
-            ctx.cleanups.append(lambda: _remove_new_images([docker], before))
+        # The engine may be shared: only the images these builds made are removed (by the id
+        # each build printed; an image's untagged parents, the classic builder's intermediate
+        # images, go with it), never images that merely appeared meanwhile.
+        made: list[str] = []
+
+        def remove_made(_wd: object = None, _n: object = None) -> None:
+            while made:
+                subprocess.run([docker, "rmi", "-f", made.pop()], capture_output=True)
+
+        ctx.cleanups.append(remove_made)
         env = dict(os.environ)
         if subprocess.run([docker, "buildx", "version"], capture_output=True).returncode == 0:
             env["DOCKER_BUILDKIT"] = "1"
@@ -2471,11 +2476,18 @@ def _build_contenders(
             builder = "classic builder (BuildKit needs the buildx plugin, missing here)"
         dargs = [docker, "build", "-q", *no_cache, "-t", DOCKER_BUILD_TAG]
         dargs += ["--build-arg", f"BASE={DOCKER_START_IMAGE}", str(BUILD_CONTEXT)]
-        docker_c.run = lambda _wd, _n: run_cmd(dargs, env=env)
+
+        def docker_run(_wd: Path, _n: int) -> subprocess.CompletedProcess[bytes]:
+            result = run_cmd(dargs, env=env)
+            if (image := _image_id(result.stdout)) and image not in made:
+                made.append(image)
+            return result
+
+        docker_c.run = docker_run
         docker_c.check = None if cold else _same_id_check()
         docker_c.note = f"{builder}; {what}; daemon's storage driver {driver}"
         if cold:  # every cold build starts from the same images: its results removed, untimed
-            docker_c.after = lambda _wd, _n: _remove_new_images([docker], before)
+            docker_c.after = remove_made
     except (Unavailable, CommandFailed) as e:
         docker_c.unavailable = str(e)
 

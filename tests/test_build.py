@@ -1,7 +1,9 @@
-"""`pyrun build`, first increment: multi-stage builds on the busybox image (RUN as containers,
-COPY from the context and from stages), the config instructions, ARG/--build-arg, the cache
-rules (an mtime keeps it, a changed byte invalidates from that step, an unselected file does
-not), .dockerignore, one-line errors with file:line, and the result running under Docker."""
+"""`pyrun build`: multi-stage builds on the busybox image (RUN as containers, COPY from the
+context and from stages), the config instructions, ARG/--build-arg, the cache rules (an mtime
+keeps it, a changed byte invalidates from that step, an unselected file does not),
+.dockerignore, one-line errors with file:line, and the result running under Docker. The rest
+of the language is in test_build_language.py, the CLI's inputs and outputs in
+test_build_cli.py, Docker interop in test_build_interop.py."""
 
 from __future__ import annotations
 
@@ -79,13 +81,28 @@ def test_multi_stage_build_and_config(ctx: Path, pyrun: PyrunRunner, client: Cli
     assert client.system.check() == []
 
 
+def _steps(out: str) -> dict[str, str]:
+    """Plain progress: step title -> CACHED | DONE | ERROR."""
+    titles: dict[str, str] = {}
+    result: dict[str, str] = {}
+    for line in out.splitlines():
+        num, _, rest = line.partition(" ")
+        if rest.startswith("["):
+            titles[num] = rest
+        elif num in titles and rest.split(" ")[0] in ("CACHED", "DONE", "ERROR"):
+            result[titles[num]] = rest.split(" ")[0]
+    return result
+
+
 def test_cache_rules(ctx: Path, pyrun: PyrunRunner, client: Client) -> None:
     first = pyrun("build", "-q", str(ctx))
     assert first.returncode == 0, first.stderr
     image = first.stdout.strip()
     # No change: every step cached, the very same image.
-    again = pyrun("build", str(ctx))
-    assert again.stdout.count("(cached)") == again.stdout.count("#") - 2  # all but the FROMs
+    again = _steps(pyrun("build", str(ctx)).stdout)
+    assert [t for t, r in again.items() if r != "CACHED"] == [
+        t for t in again if " 1/" in t
+    ]  # all but the FROMs
     assert pyrun("build", "-q", str(ctx)).stdout.strip() == image
     # An mtime alone, or a file no COPY selects: still the same image.
     (ctx / "app.txt").touch()
@@ -93,13 +110,14 @@ def test_cache_rules(ctx: Path, pyrun: PyrunRunner, client: Client) -> None:
     assert pyrun("build", "-q", str(ctx)).stdout.strip() == image
     # One byte of a selected file: from that COPY on, rebuilt.
     (ctx / "app.txt").write_text("the app!\n")
-    r = pyrun("build", str(ctx))
-    lines = [line for line in r.stdout.splitlines() if line.startswith("#0 ")]
-    assert "(cached)" in lines[1] and "(cached)" not in lines[3], lines  # WORKDIR kept, COPY redone
+    steps = _steps(pyrun("build", str(ctx)).stdout)
+    builder = [r for t, r in steps.items() if t.startswith("[builder")]
+    assert builder == ["DONE", "CACHED", "CACHED", "DONE", "DONE"], steps  # COPY redone
+    final = [r for t, r in steps.items() if t.startswith("[stage-1")]
+    assert final[1:] == ["DONE"] * (len(final) - 1), steps  # linear: all after a miss
     assert pyrun("build", "-q", str(ctx)).stdout.strip() != image
     # --no-cache rebuilds everything.
-    r = pyrun("build", "--no-cache", str(ctx))
-    assert "(cached)" not in r.stdout
+    assert "CACHED" not in pyrun("build", "--no-cache", str(ctx)).stdout
 
 
 def test_dockerignore_and_target(ctx: Path, pyrun: PyrunRunner, client: Client) -> None:
@@ -131,8 +149,12 @@ def test_dockerignore_and_target(ctx: Path, pyrun: PyrunRunner, client: Client) 
             "FROM bb:build\nRUN exit 3\n",
             "Dockerfile:2: RUN 'exit 3' did not complete successfully: exit code 3",
         ),
-        ("FROM bb:build\nCOPY --from=nowhere /a /b\n", "no such stage"),
-        ("FROM bb:build\nRUN <<EOF\necho\nEOF\n", "heredocs are not supported yet"),
+        ("FROM bb:build\nCOPY --from=nowhere:1 /a /b\n", "no such stage"),
+        ("FROM bb:build\nRUN <<EOF\necho\n", "Dockerfile:2: unterminated heredoc EOF"),
+        ("FROM bb:build\nRUN --mont=type=cache echo\n", "(did you mean mount?)"),
+        ("FROM bb:build\nENV A=${B\n", "Dockerfile:2: missing '}'"),
+        ("FROM bb:build AS a\nCOPY --from=b /x /x\nFROM bb:build AS b\n", "earlier one"),
+        ("FROM bb:build\nCOPY --chmod=999 Dockerfile /x\n", "invalid chmod parameter"),
         (
             "FROM bb:build\nCOPY --chown=nosuchuser Dockerfile /x\n",
             "--chown=nosuchuser: unable to find user nosuchuser",
@@ -171,10 +193,16 @@ def test_built_image_runs_under_docker(ctx: Path, pyrun: PyrunRunner, tmp_path: 
 def test_python_api_build(ctx: Path, client: Client) -> None:
     image, logs = client.images.build(str(ctx), tag="api:1", buildargs={"FLAVOUR": "api"})
     assert image.tags == ["api:1"]
-    assert any("RUN" in line for line in logs)
+    assert any("RUN" in entry["stream"] for entry in logs)
     assert client.containers.run("api:1", remove=True).startswith(b"built api from the app\n")
     again, logs = client.images.build(str(ctx), tag="api:1", buildargs={"FLAVOUR": "api"})
-    assert again.id == image.id and sum("(cached)" in line for line in logs) >= 10
+    assert again.id == image.id and sum("CACHED" in e["stream"] for e in logs) >= 10
+    # A Dockerfile given as an object; a failing RUN raises with its last lines.
+    from pyrun.build.builder import BuildError
+
+    with pytest.raises(BuildError, match="exit code 4") as err:
+        client.images.build(str(ctx), fileobj="FROM bb:build\nRUN echo oops; exit 4\n")
+    assert err.value.tail == ["oops"]
 
 
 def test_source_date_epoch_reproducible(ctx: Path, pyrun: PyrunRunner) -> None:

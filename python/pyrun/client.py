@@ -385,37 +385,64 @@ class ImageCollection:
 
     def build(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | None = None,
         tag: str | builtins.list[str] | None = None,
         *,
         dockerfile: str | None = None,
+        fileobj: Any = None,
         buildargs: dict[str, str] | None = None,
         target: str | None = None,
         nocache: bool = False,
-    ) -> tuple[Image, builtins.list[str]]:
-        """docker-py's images.build: (the image, the build's log lines)."""
+        pull: bool = False,
+        platform: str | None = None,
+        labels: dict[str, str] | None = None,
+        secrets: dict[str, bytes | str] | None = None,
+    ) -> tuple[Image, builtins.list[dict[str, str]]]:
+        """docker-py's images.build: (the image, the build's log as [{"stream": line}]).
+        `fileobj` is a Dockerfile (file object or text) used instead of the context's;
+        `secrets` maps ids to values for RUN --mount=type=secret. Raises
+        pyrun.build.builder.BuildError (with `.tail`, a failing RUN's last lines)."""
         import io
+        import tempfile
 
         from pyrun.build.builder import Builder
 
         tags = [tag] if isinstance(tag, str) else list(tag or [])
         out = io.StringIO()
-        ctx = Path(path)
-        builder = Builder(
-            self.client.store,
-            ctx,
-            (ctx / dockerfile)
-            if dockerfile and not os.path.isabs(dockerfile)
-            else (Path(dockerfile) if dockerfile else None),
-            tags=[parse(t) for t in tags],
-            build_args=buildargs,
-            target=target,
-            no_cache=nocache,
-            pull=lambda ref: self.pull(ref),
-            out=out,
-        )
-        digest = builder.build()
-        return self.get(digest), out.getvalue().splitlines()
+        text = None
+        if fileobj is not None:
+            raw = fileobj if isinstance(fileobj, str | bytes) else fileobj.read()
+            text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        with contextlib.ExitStack() as stack:
+            if path is None:
+                if text is None:
+                    raise TypeError("build() needs a path or a fileobj")
+                path = stack.enter_context(tempfile.TemporaryDirectory())
+            ctx = Path(path)
+            builder = Builder(
+                self.client.store,
+                ctx,
+                (ctx / dockerfile)
+                if dockerfile and not os.path.isabs(dockerfile)
+                else (Path(dockerfile) if dockerfile else None),
+                dockerfile_text=text,
+                tags=[parse(t) for t in tags],
+                build_args=buildargs,
+                target=target,
+                no_cache=nocache,
+                pull=lambda ref: self.pull(ref),
+                always_pull=pull,
+                platform=platform,
+                labels=labels,
+                secrets={
+                    k: v.encode() if isinstance(v, str) else v for k, v in (secrets or {}).items()
+                },
+                out=out,
+                progress="quiet",
+            )
+            digest = builder.build()
+        logs = [{"stream": line + "\n"} for line in builder.progress.lines]
+        return self.get(digest), logs
 
     def pull(
         self,

@@ -452,16 +452,35 @@ def _tags(sub: Any, name: str) -> None:
 
 
 def _build(sub: Any, name: str) -> None:
-    p = sub.add_parser(name, help="build an image from a Dockerfile and a context directory")
-    p.add_argument("context", help="the build context (a directory)")
+    p = sub.add_parser(name, help="build an image from a Dockerfile and a context")
+    p.add_argument(
+        "context", help="the build context: a directory, or - (a tar or a Dockerfile on stdin)"
+    )
     p.add_argument("-t", "--tag", action="append", default=[], help="NAME[:TAG] for the image")
-    p.add_argument("-f", "--file", help="the Dockerfile (default: CONTEXT/Dockerfile)")
+    p.add_argument("-f", "--file", help="the Dockerfile (default: CONTEXT/Dockerfile; - for stdin)")
     p.add_argument("--build-arg", action="append", default=[], help="KEY=VALUE")
     p.add_argument("--target", help="the stage to build (default: the last)")
     p.add_argument("--no-cache", action="store_true", help="do not use the build cache")
+    p.add_argument("--pull", action="store_true", help="always pull the base images again")
+    p.add_argument("--platform", help="the target platform (this machine's only)")
+    p.add_argument("--label", action="append", default=[], help="KEY=VALUE for the image")
+    p.add_argument("--secret", action="append", default=[],
+                   help="id=ID,src=FILE or id=ID,env=VAR for RUN --mount=type=secret")  # fmt: skip
+    p.add_argument("--progress", default="auto", choices=["auto", "plain", "tty", "quiet"],
+                   help="auto (a live view on a terminal), plain, tty or quiet")  # fmt: skip
+    p.add_argument("-o", "--output", action="append", default=[],
+                   help="type=oci|docker,dest=FILE (also writes the image there)")  # fmt: skip
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image ID")
     p.add_argument("--iidfile", help="write the image ID to this file")
-    p.set_defaults(func=_cmd("images", "cmd_build"))
+    p.set_defaults(func=_cmd("build", "cmd_build"))
+
+
+def _builder_prune(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="remove the build cache")
+    p.add_argument("-a", "--all", action="store_true",
+                   help="all of it (default: steps no image uses), cache mounts too")  # fmt: skip
+    p.add_argument("-f", "--force", action="store_true", help="do not ask (pyrun never asks)")
+    p.set_defaults(func=_cmd("build", "cmd_builder_prune"))
 
 
 def _ps(sub: Any, name: str) -> None:
@@ -691,6 +710,7 @@ COMMANDS: dict[str, Adder] = {
     "volume": _group("manage volumes", VOLUME_COMMANDS),
     "network": _group("manage networks", NETWORK_COMMANDS),
     "system": _group("manage pyrun", SYSTEM_COMMANDS),
+    "builder": _group("manage the build cache", {"prune": _builder_prune}),
     "version": _version,
 }
 _GLOBAL_WITH_VALUE = ("--root", "--insecure-registry")

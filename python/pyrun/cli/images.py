@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import shutil
 import sys
 from collections.abc import Callable, Iterator
@@ -368,42 +367,4 @@ def cmd_tags(args: argparse.Namespace) -> int:
             print(t)
     else:
         raise UsageError(f"unsupported --format {args.format!r}: use json")
-    return 0
-
-
-def cmd_build(args: argparse.Namespace) -> int:
-    import io
-    from pathlib import Path
-
-    from pyrun.build.builder import Builder
-    from pyrun.reference import parse
-
-    client = _client()
-    build_args = {}
-    for item in args.build_arg:
-        k, eq, v = item.partition("=")
-        if not k:
-            raise PyrunError(f"invalid --build-arg {item!r}: expected KEY=VALUE")
-        build_args[k] = v if eq else os.environ.get(k, "")
-    builder = Builder(
-        client.store,
-        Path(args.context),
-        Path(args.file) if args.file else None,
-        tags=[parse(t) for t in args.tag],
-        build_args=build_args,
-        target=args.target,
-        no_cache=args.no_cache,
-        pull=lambda ref: client.images.pull(ref),
-        out=io.StringIO() if args.quiet else sys.stdout,
-    )
-    digest = builder.build()
-    image_id = client.store.get(digest).id
-    if args.iidfile:
-        Path(args.iidfile).write_text(image_id)
-    if args.quiet:
-        print(image_id)
-    else:
-        print(f"writing image {image_id}")
-        for t in args.tag:
-            print(f"naming to {parse(t).familiar()}")
     return 0

@@ -231,8 +231,9 @@ class Store:
             meta = {k: res[k] for k in ("diff_id", "uncompressed_size", "entries")}
             meta["created"] = now_rfc3339()
             atomic_write_json(work / "layer.json", meta)
-            # Under the metadata lock: several pulls may unpack the same layer at once, and
-            # the first to get here must not be taken for a leftover by the next.
+            # Under the metadata lock: several writers may unpack the same layer at once
+            # (pulls, parallel build stages), and the first to get here must not be taken for
+            # a leftover by the next nor replaced under a reader.
             with self._meta_lock():
                 if self.has_layer(res["diff_id"]):
                     return dict(res)
@@ -451,6 +452,13 @@ class Store:
         for meta in (self.root / "containers").glob("*/container.json"):
             with contextlib.suppress(OSError, ValueError):
                 diff_ids.update(json.loads(meta.read_bytes()).get("diff_ids", []))
+        # Build cache records are roots too (`pyrun builder prune` drops them): a cached step
+        # keeps its layers, so a rebuild after `image prune` still hits.
+        for rec in (self.root / "build-cache").glob("*.json"):
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                data = json.loads(rec.read_bytes())
+                diff_ids.update(data["config"].get("rootfs", {}).get("diff_ids", []))
+                blobs.update(d["digest"] for d in data["layers"])
         return blobs, diff_ids
 
     def gc(self, *, wait: bool = True) -> GCResult:
