@@ -543,3 +543,33 @@ def test_check_directive(client: Client, bb: str, ctx: Path) -> None:
     assert not any("warning" in line for line in lines)
     with pytest.raises(DockerfileError, match=r"Dockerfile:3: JSONArgsRecommended: .*error=true"):
         build(client, ctx, f"# check=error=true\nFROM {bb}\nCMD echo hi\n", tag="strict:1")
+
+
+def test_links_in_images_stay_inside_them(client: Client, bb: str, ctx: Path,
+                                          tmp_path: Path) -> None:  # fmt: skip
+    """Absolute links in a stage or image resolve inside it, never on the host: a COPY --from
+    through them reads the stage's files, a COPY to them writes into the image."""
+    host_dir = tmp_path / "must-stay-empty"
+    (ctx / "a").mkdir()
+    (ctx / "a" / "b.txt").write_text("b")
+    image, _ = build(
+        client,
+        ctx,
+        f"""FROM {bb} AS links
+RUN mkdir /real && echo inside > /real/f && ln -s /real /abs && ln -s /etc /etclink
+FROM {bb}
+COPY --from=links /abs/* /got/
+COPY --from=links /etclink/pass* /pw/
+RUN ln -s {host_dir} /out
+COPY --parents a/b.txt /out/
+COPY a/b.txt /out/direct.txt
+""",
+    )
+    out = sh(client, image, f"cat /got/f /pw/passwd; cat {host_dir}/a/b.txt {host_dir}/direct.txt")
+    assert out.splitlines() == [
+        "inside",
+        "root:x:0:0:root:/root:/bin/sh",
+        "nobody:x:65534:65534:nobody:/nonexistent:/bin/false",
+        "bb",
+    ]
+    assert not host_dir.exists()

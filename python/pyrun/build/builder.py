@@ -1138,11 +1138,25 @@ class Builder:
             rel = os.path.normpath(pattern.lstrip("/")) if pattern not in ("", ".", "/") else "."
             while rel.startswith("../") or rel == "..":
                 rel = rel[3:] or "."  # clamped to the context, as Docker does
-            globbed = any(ch in rel for ch in "*?[")
-            if globbed:
-                found = sorted(Path(p) for p in glob.glob(str(root / rel), recursive="**" in rel))
-                hits = [p for p in found if not self._dropped(kind, root, p, excludes)]
-                if not hits:
+            pairs: list[tuple[Path, str]] = []  # (the path to read, its name as written)
+            if any(ch in rel for ch in "*?["):
+                # The part before the first wildcard is resolved inside the root (links there
+                # followed as the image sees them), the rest globbed from it; a hit whose
+                # directory a link took out of the root is dropped.
+                parts = rel.split("/")
+                k = next(i for i, part in enumerate(parts) if any(c in part for c in "*?["))
+                prefix = "/".join(parts[:k])
+                base = resolve_in_root(root, prefix) if k else root
+                real_root = os.path.realpath(root).rstrip("/") + "/"
+                pattern_rest = os.path.join(glob.escape(str(base)), "/".join(parts[k:]))
+                for found in sorted(glob.glob(pattern_rest, recursive="**" in pattern_rest)):
+                    h = Path(found)
+                    if not (os.path.realpath(h.parent) + "/").startswith(real_root):
+                        continue
+                    if self._dropped(kind, root, h, excludes):
+                        continue
+                    pairs.append((h, os.path.join(prefix, os.path.relpath(h, base))))
+                if not pairs:
                     continue  # BuildKit: a wildcard with no match is not an error
             else:
                 # A source that is a link is followed (inside the root), as Docker does; it
@@ -1156,9 +1170,8 @@ class Builder:
                         if kind == "context"
                         else f"{where}{inst.cmd} failed: {pattern} not found in --from source"
                     )
-                hits = [p]
-            for h in hits:
-                r = str(h.relative_to(root)) if globbed else rel
+                pairs.append((p, rel))
+            for h, r in pairs:
                 if pivot:
                     r = os.path.relpath(r, os.path.normpath(pivot.lstrip("/") or "."))
                 out.append((h, r))
@@ -1342,8 +1355,9 @@ class Builder:
                     ):
                         _extract(p, target, uid if chown else None, gid if chown else None)
                         continue
-                    if parents:
-                        to = target / rel
+                    if parents:  # links in the image on the way are followed inside it
+                        where_to = os.path.join(dest_abs, rel)
+                        to = resolve_in_root(lookup_root, where_to, follow_last=False)
                         made = _makedirs(lookup_root, to.parent, 0o755)
                         for d in made:
                             os.chown(d, uid, gid)
