@@ -573,3 +573,16 @@ COPY a/b.txt /out/direct.txt
         "bb",
     ]
     assert not host_dir.exists()
+
+
+def test_add_tar_through_an_image_link_is_refused(client: Client, bb: str, ctx: Path,
+                                                  tmp_path: Path) -> None:  # fmt: skip
+    host_dir = tmp_path / "not-here"
+    with tarfile.open(ctx / "pkg.tar", "w") as tf:
+        info = tarfile.TarInfo("pkg/tool")
+        info.size = 1
+        tf.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(BuildError, match=r"Dockerfile:3: ADD: cannot extract pkg.tar: .*outside"):
+        build(client, ctx, f"FROM {bb}\nRUN mkdir /opt && ln -s {host_dir} /opt/pkg\n"
+                           "ADD pkg.tar /opt/\n")  # fmt: skip
+    assert not host_dir.exists()

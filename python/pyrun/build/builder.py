@@ -1337,7 +1337,9 @@ class Builder:
                     to = target / name if into_dir else target
                     _replace_path(to)
                     if unpack_flag is not None and _truthy(unpack_flag) and _archive(path):
-                        _extract(path, target, uid if chown else None, gid if chown else None)
+                        _extract(
+                            path, target, uid if chown else None, gid if chown else None, where
+                        )
                         continue
                     shutil.copyfile(path, to)
                     os.chown(to, uid, gid)
@@ -1353,7 +1355,7 @@ class Builder:
                         and (unpack_flag is None or _truthy(unpack_flag))
                         and _archive(p)
                     ):
-                        _extract(p, target, uid if chown else None, gid if chown else None)
+                        _extract(p, target, uid if chown else None, gid if chown else None, where)
                         continue
                     if parents:  # links in the image on the way are followed inside it
                         where_to = os.path.join(dest_abs, rel)
@@ -1577,7 +1579,7 @@ def _archive(path: Path) -> bool:
     return len(head) >= 262 and head[257:262] == b"ustar"
 
 
-def _extract(path: Path, dest: Path, uid: int | None, gid: int | None) -> None:
+def _extract(path: Path, dest: Path, uid: int | None, gid: int | None, where: str = "") -> None:
     """ADD's extraction of a local tar (plain, gzip, bzip2, xz): owners and modes as in the
     archive (or --chown), nothing outside `dest`."""
     import tarfile
@@ -1590,8 +1592,11 @@ def _extract(path: Path, dest: Path, uid: int | None, gid: int | None) -> None:
             member.uid, member.gid = uid, gid if gid is not None else uid
         return member
 
-    with tarfile.open(path, "r:*") as tf:
-        tf.extractall(dest, numeric_owner=True, filter=keep)
+    try:
+        with tarfile.open(path, "r:*") as tf:
+            tf.extractall(dest, numeric_owner=True, filter=keep)
+    except (tarfile.TarError, OSError) as e:
+        raise BuildError(f"{where}ADD: cannot extract {path.name}: {e}") from None
 
 
 def _is_url(s: str) -> bool:
