@@ -237,6 +237,7 @@ class Builder:
         self.cancelled = threading.Event()
         self._images: dict[str, Any] = {}
         self._images_lock = threading.Lock()
+        self._image_locks: dict[str, threading.Lock] = {}
         # SOURCE_DATE_EPOCH (build arg, else environment): every time in the image (history,
         # created, file mtimes in the layers it makes) is clamped to it: reproducible digests.
         sde = self.build_args.get("SOURCE_DATE_EPOCH", os.environ.get("SOURCE_DATE_EPOCH", ""))
@@ -537,7 +538,9 @@ class Builder:
         build."""
         from pyrun.errors import ImageNotFound
 
-        with self._images_lock:
+        with self._images_lock:  # one lock per name: stages pull different bases in parallel
+            lock = self._image_locks.setdefault(ref, threading.Lock())
+        with lock:
             if ref in self._images:
                 return self._images[ref]
             try:
