@@ -290,6 +290,10 @@ def test_lint_rules_and_skips() -> None:
     skipped = lint(insts, frozenset({"JSONArgsRecommended", "StageNameCasing"}))
     assert {w.rule for w in skipped} & {"JSONArgsRecommended", "StageNameCasing"} == set()
     assert lint(insts, frozenset({"all"})) == []
+    text = "FROM scratch\nRUN a \\\n\n  b \\\n  # comment\n  c\n"
+    assert [(w.rule, w.line) for w in lint(parse(text), lines=text.splitlines())] == [
+        ("NoEmptyContinuation", 3),
+    ]
     assert str(lint(insts)[2]) == (
         "MaintainerDeprecated: The MAINTAINER instruction is deprecated, use a label instead "
         "to define an image author (line 2)"

@@ -268,7 +268,7 @@ class Builder:
         insts = parse_lines(text.splitlines(), first, d.escape, self.name)
         from pyrun.build.checks import lint
 
-        self.warnings = lint(insts, d.check_skip)
+        self.warnings = lint(insts, d.check_skip, text.splitlines(), d.escape)
         if d.check_error and self.warnings:
             w = self.warnings[0]
             raise DockerfileError(f"{self.name}:{w.line}: {w.rule}: {w.message} (check=error=true)")
