@@ -19,7 +19,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import stat
 import sys
 import threading
@@ -410,8 +409,9 @@ class Builder:
 
         while (pending and not errors) or running:
             ready = [i for i in sorted(pending) if stages[i].deps <= set(self.built)]
-            if not errors and ready and not running and len(ready) == 1 and len(pending) == 1:
-                pending.discard(ready[0])  # the last stage: no thread needed
+            if not errors and not running and len(ready) == 1:
+                # Alone: nothing else can start before it ends, no thread needed.
+                pending.discard(ready[0])
                 self.build_stage(stages[ready[0]])
                 self.built[ready[0]] = stages[ready[0]]
                 continue
@@ -948,6 +948,8 @@ class Builder:
     def _run_mounts(self, stack: contextlib.ExitStack, stage: Stage, inst: Instruction,
                     env: dict[str, str], where: str, tmp: Path,
                     run_env: list[str]) -> list[dict[str, Any]]:  # fmt: skip
+        import shutil
+
         out: list[dict[str, Any]] = []
         seen: set[str] = set()
         for n, raw in enumerate(inst.flags.get("mount", [])):
@@ -1068,6 +1070,8 @@ class Builder:
                    scratch: Path) -> Path:  # fmt: skip
         """The root a mount's source is read from: the context (only what .dockerignore
         keeps), a built stage, or an image."""
+        import shutil
+
         if src is None:
             if not self.context.ignore:
                 return self.context_dir
@@ -1255,6 +1259,8 @@ class Builder:
         return self._downloads[url]
 
     def copy(self, stage: Stage, inst: Instruction, env: dict[str, str], where: str) -> None:
+        import shutil
+
         patterns, dest = self._copy_args(inst, env, where)
         cfg = stage.config.get("config", {})
         workdir = cfg.get("WorkingDir") or "/"
@@ -1426,7 +1432,12 @@ class Builder:
         with self.store.writing():
             self.store.put_blob_bytes(config_bytes)
             digest = self.store.put_blob_bytes(manifest)
-            self.store.add_image(digest, self.tags)
+            # A rebuild that changes nothing leaves refs.json alone (no durable rewrite).
+            refs = self.store.load_refs()
+            if digest not in refs["images"] or any(
+                refs["tags"].get(str(t)) != digest for t in self.tags
+            ):
+                self.store.add_image(digest, self.tags)
         return digest
 
 
@@ -1441,6 +1452,8 @@ class _Copier:
         self.epoch = epoch
 
     def copy(self, src: Path, dst: Path, walker: list[Path]) -> None:
+        import shutil
+
         for p in walker:
             to = dst if p == src else dst / p.relative_to(src)
             st = p.lstat()
