@@ -586,3 +586,30 @@ def test_add_tar_through_an_image_link_is_refused(client: Client, bb: str, ctx: 
         build(client, ctx, f"FROM {bb}\nRUN mkdir /opt && ln -s {host_dir} /opt/pkg\n"
                            "ADD pkg.tar /opt/\n")  # fmt: skip
     assert not host_dir.exists()
+
+
+def test_from_platform_and_add_unpack(client: Client, bb: str, ctx: Path) -> None:
+    with tarfile.open(ctx / "t.tar", "w") as tf:
+        info = tarfile.TarInfo("inside.txt")
+        info.size = 2
+        tf.addfile(info, io.BytesIO(b"in"))
+    image, _ = build(
+        client,
+        ctx,
+        f"""FROM --platform=$BUILDPLATFORM {bb} AS b
+ARG TARGETPLATFORM
+RUN echo "$TARGETPLATFORM" > /p
+FROM --platform=$TARGETPLATFORM b
+ADD --unpack=false t.tar /kept/
+ADD t.tar /unpacked/
+""",
+    )
+    out = sh(client, image, "cat /p; ls /kept; ls /unpacked")
+    import platform
+
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    assert out.split() == [f"linux/{arch}", "t.tar", "inside.txt"]
+    with pytest.raises(BuildError, match=r"Dockerfile:1: FROM --platform=linux/s390x: .*only"):
+        build(client, ctx, f"FROM --platform=linux/s390x {bb}\n")
+    with pytest.raises(DockerfileError, match="--keep-git-dir: git sources are not supported"):
+        build(client, ctx, f"FROM {bb}\nADD --keep-git-dir=true t.tar /x\n")
