@@ -613,3 +613,11 @@ ADD t.tar /unpacked/
         build(client, ctx, f"FROM --platform=linux/s390x {bb}\n")
     with pytest.raises(DockerfileError, match="--keep-git-dir: git sources are not supported"):
         build(client, ctx, f"FROM {bb}\nADD --keep-git-dir=true t.tar /x\n")
+
+
+def test_unused_build_args_and_an_inherited_shell(client: Client, bb: str, ctx: Path) -> None:
+    _, lines = build(client, ctx, f'FROM {bb}\nSHELL ["/bin/sh", "-ec"]\n',
+                        buildargs={"NOPE": "1", "http_proxy": "x"}, tag="shell:1")  # fmt: skip
+    assert "[Warning] One or more build-args ['NOPE'] were not consumed" in lines
+    image, _ = build(client, ctx, "FROM shell:1\nCMD echo hi\n")
+    assert config(client, image)["Cmd"] == ["/bin/sh", "-ec", "echo hi"]

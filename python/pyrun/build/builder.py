@@ -35,6 +35,7 @@ from pyrun.build.parser import (
     expand,
     key_values,
     parse_lines,
+    split_words,
     used_names,
     words,
 )
@@ -381,6 +382,17 @@ class Builder:
             self._run_stages(stages, needed)
             self.context.save()
             digest = self.finish(target)
+        declared = set(self.global_args) | {
+            k for st in stages for i in st.instructions if i.cmd == "ARG"
+            for k in (w.partition("=")[0] for w in split_words(i.args))
+        }  # fmt: skip
+        unused = sorted(
+            k for k in self.build_args
+            if k not in declared and k not in PROXY_ARGS and k != "SOURCE_DATE_EPOCH"
+            and not k.startswith("BUILDKIT_")
+        )  # fmt: skip
+        if unused:
+            self.progress.note(f"[Warning] One or more build-args {unused} were not consumed")
         if self.warnings:
             n = len(self.warnings)
             self.progress.note(f"{n} warning{'s' if n > 1 else ''} found:")
@@ -520,7 +532,9 @@ class Builder:
             stage.config = json.loads(json.dumps(rec.config))
             stage.layers = [dict(d) for d in rec.layers]
             stage.key = _sha("image", rec.manifest_digest)
-            stage.config.setdefault("config", {})
+            base_shell = stage.config.setdefault("config", {}).get("Shell")
+            if isinstance(base_shell, list) and base_shell:
+                stage.shell = [str(x) for x in base_shell]  # a SHELL the base image set
         stage.config.pop("created", None)
         # ONBUILD triggers of the base run first, and are not inherited further.
         cfg = stage.config.setdefault("config", {})
