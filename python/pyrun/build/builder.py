@@ -1331,7 +1331,7 @@ class Builder:
                     for hit in self._select(src_root, [pattern], inst, where, kind, excludes):
                         items.append(("path", hit))
             if not items:
-                self._history(stage, f"{inst.cmd} {inst.args} # buildkit", True)
+                self._history(stage, f"{_as_written(inst)} # buildkit", True)
                 return
             into_dir = dest_slash or len(items) > 1
             target = resolve_in_root(lookup_root, dest_abs)
@@ -1397,7 +1397,7 @@ class Builder:
                     )
                     copier.copy(p, to, walker)
             added = self._add_layer(stage, upper, overlay_upper=not link)
-        self._history(stage, f"{inst.cmd} {inst.args} # buildkit", not added)
+        self._history(stage, f"{_as_written(inst)} # buildkit", not added)
 
     # --- cache -----------------------------------------------------------------------------
     def _load_cache(self, stage: Stage, key: str) -> bool:
@@ -1631,6 +1631,11 @@ def _extract(path: Path, dest: Path, uid: int | None, gid: int | None, where: st
 
 def _is_url(s: str) -> bool:
     return s.startswith(("http://", "https://", "git@", "git://"))
+
+
+def _as_written(inst: Instruction) -> str:
+    """The instruction with its flags, as BuildKit's history shows it."""
+    return inst.cmd + inst.original[len(inst.original.split(" ", 1)[0]) :]
 
 
 def _flag(inst: Instruction, name: str) -> str | None:
