@@ -621,3 +621,17 @@ def test_unused_build_args_and_an_inherited_shell(client: Client, bb: str, ctx: 
     assert "[Warning] One or more build-args ['NOPE'] were not consumed" in lines
     image, _ = build(client, ctx, "FROM shell:1\nCMD echo hi\n")
     assert config(client, image)["Cmd"] == ["/bin/sh", "-ec", "echo hi"]
+
+
+def test_copy_from_a_stage_named_by_an_arg(client: Client, bb: str, ctx: Path) -> None:
+    image, _ = build(
+        client,
+        ctx,
+        f"""FROM {bb} AS producer
+RUN echo made > /made
+FROM {bb}
+ARG SRC=producer
+COPY --from=$SRC /made /
+""",
+    )
+    assert sh(client, image, "cat /made") == "made\n"

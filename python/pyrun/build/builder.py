@@ -352,8 +352,14 @@ class Builder:
                         "on an earlier one"
                     )
                 stage.deps.add(base.index)
+            local = dict(scope)  # the stage's ARG defaults count in --from=$NAME too
             for inst in stage.instructions:
-                for src in self._stage_refs(inst, scope):
+                if inst.cmd == "ARG":
+                    with contextlib.suppress(DockerfileError):
+                        for k, v in self._arg_pairs(inst, local, ""):
+                            if k not in self.build_args and v is not None:
+                                local[k] = v
+                for src in self._stage_refs(inst, local):
                     dep = self._find_stage(src, stages, by_name)
                     if dep is None:
                         continue
