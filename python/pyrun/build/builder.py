@@ -35,6 +35,7 @@ from pyrun.build.parser import (
     expand,
     key_values,
     parse_lines,
+    split_lines,
     split_words,
     used_names,
     words,
@@ -265,10 +266,10 @@ class Builder:
                 raise BuildError(f"open {self.dockerfile}: {e.strerror}") from None
         d, first = directives(text, self.name)
         self.escape = d.escape
-        insts = parse_lines(text.splitlines(), first, d.escape, self.name)
+        insts = parse_lines(split_lines(text), first, d.escape, self.name)
         from pyrun.build.checks import lint
 
-        self.warnings = lint(insts, d.check_skip, text.splitlines(), d.escape)
+        self.warnings = lint(insts, d.check_skip, split_lines(text), d.escape)
         if d.check_error and self.warnings:
             w = self.warnings[0]
             raise DockerfileError(f"{self.name}:{w.line}: {w.rule}: {w.message} (check=error=true)")
@@ -548,7 +549,7 @@ class Builder:
         added = []
         for trigger in triggers:
             try:
-                added += parse_lines(str(trigger).splitlines(), 0, self.escape, self.name)
+                added += parse_lines(split_lines(str(trigger)), 0, self.escape, self.name)
             except DockerfileError as e:
                 raise DockerfileError(f"{where}ONBUILD trigger of {stage.base}: {e}") from None
         stage.instructions = [i._replace(line=stage.line) for i in added] + stage.instructions
