@@ -40,7 +40,13 @@ COPY --from=build /out/ $APP_HOME/data/
 COPY --chown=1000:1000 conf/settings.ini /etc/app/
 COPY bin/run.sh $APP_HOME/bin/
 COPY alias.txt linkdir /etc/app/links/
+COPY --chown=nobody:nogroup app/b.txt /etc/app/nobody.txt
+ADD pkg.tar.gz /opt/
+ADD pkg.tar.gz /opt/copy.tar.gz
 RUN mkdir -p /var/lib/app && chown 1000:1000 /var/lib/app && rm /etc/group
+# (After the RUN: the classic builder mounts volumes in RUN steps and commits their mount
+# points, BuildKit does not.)
+VOLUME /var/lib/app/data
 WORKDIR $APP_HOME
 USER 1000:1000
 EXPOSE 8080 9090/udp
@@ -67,6 +73,15 @@ def context(tmp_path: Path) -> Path:
     (d / "alias.txt").symlink_to("app/a.txt")  # a source that is a link: followed
     (d / "linkdir").symlink_to("app")
     (d / "app" / "inner-link").symlink_to("b.txt")  # a link inside a directory: kept
+    import tarfile
+
+    with tarfile.open(d / "pkg.tar.gz", "w:gz") as tf:
+        info = tarfile.TarInfo("pkg/bin/tool")
+        info.size, info.mode, info.uid, info.gid = 5, 0o751, 7, 8
+        tf.addfile(info, io.BytesIO(b"tool\n"))
+        info = tarfile.TarInfo("pkg/share")
+        info.type, info.mode = tarfile.DIRTYPE, 0o700
+        tf.addfile(info)
     (d / "Dockerfile").write_text(DOCKERFILE)
     return d
 
@@ -129,7 +144,9 @@ def flatten(archive: bytes) -> dict[str, tuple[Any, ...]]:
     return tree
 
 
-CONFIG_FIELDS = ("Env", "Cmd", "Entrypoint", "WorkingDir", "User", "ExposedPorts", "Labels")
+CONFIG_FIELDS = (
+    "Env", "Cmd", "Entrypoint", "WorkingDir", "User", "ExposedPorts", "Labels", "Volumes",
+)  # fmt: skip
 
 
 def test_same_tree_and_config_as_docker_build(

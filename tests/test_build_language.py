@@ -543,3 +543,95 @@ def test_check_directive(client: Client, bb: str, ctx: Path) -> None:
     assert not any("warning" in line for line in lines)
     with pytest.raises(DockerfileError, match=r"Dockerfile:3: JSONArgsRecommended: .*error=true"):
         build(client, ctx, f"# check=error=true\nFROM {bb}\nCMD echo hi\n", tag="strict:1")
+
+
+def test_links_in_images_stay_inside_them(client: Client, bb: str, ctx: Path,
+                                          tmp_path: Path) -> None:  # fmt: skip
+    """Absolute links in a stage or image resolve inside it, never on the host: a COPY --from
+    through them reads the stage's files, a COPY to them writes into the image."""
+    host_dir = tmp_path / "must-stay-empty"
+    (ctx / "a").mkdir()
+    (ctx / "a" / "b.txt").write_text("b")
+    image, _ = build(
+        client,
+        ctx,
+        f"""FROM {bb} AS links
+RUN mkdir /real && echo inside > /real/f && ln -s /real /abs && ln -s /etc /etclink
+FROM {bb}
+COPY --from=links /abs/* /got/
+COPY --from=links /etclink/pass* /pw/
+RUN ln -s {host_dir} /out
+COPY --parents a/b.txt /out/
+COPY a/b.txt /out/direct.txt
+""",
+    )
+    out = sh(client, image, f"cat /got/f /pw/passwd; cat {host_dir}/a/b.txt {host_dir}/direct.txt")
+    assert out.splitlines() == [
+        "inside",
+        "root:x:0:0:root:/root:/bin/sh",
+        "nobody:x:65534:65534:nobody:/nonexistent:/bin/false",
+        "bb",
+    ]
+    assert not host_dir.exists()
+
+
+def test_add_tar_through_an_image_link_is_refused(client: Client, bb: str, ctx: Path,
+                                                  tmp_path: Path) -> None:  # fmt: skip
+    host_dir = tmp_path / "not-here"
+    with tarfile.open(ctx / "pkg.tar", "w") as tf:
+        info = tarfile.TarInfo("pkg/tool")
+        info.size = 1
+        tf.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(BuildError, match=r"Dockerfile:3: ADD: cannot extract pkg.tar: .*outside"):
+        build(client, ctx, f"FROM {bb}\nRUN mkdir /opt && ln -s {host_dir} /opt/pkg\n"
+                           "ADD pkg.tar /opt/\n")  # fmt: skip
+    assert not host_dir.exists()
+
+
+def test_from_platform_and_add_unpack(client: Client, bb: str, ctx: Path) -> None:
+    with tarfile.open(ctx / "t.tar", "w") as tf:
+        info = tarfile.TarInfo("inside.txt")
+        info.size = 2
+        tf.addfile(info, io.BytesIO(b"in"))
+    image, _ = build(
+        client,
+        ctx,
+        f"""FROM --platform=$BUILDPLATFORM {bb} AS b
+ARG TARGETPLATFORM
+RUN echo "$TARGETPLATFORM" > /p
+FROM --platform=$TARGETPLATFORM b
+ADD --unpack=false t.tar /kept/
+ADD t.tar /unpacked/
+""",
+    )
+    out = sh(client, image, "cat /p; ls /kept; ls /unpacked")
+    import platform
+
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    assert out.split() == [f"linux/{arch}", "t.tar", "inside.txt"]
+    with pytest.raises(BuildError, match=r"Dockerfile:1: FROM --platform=linux/s390x: .*only"):
+        build(client, ctx, f"FROM --platform=linux/s390x {bb}\n")
+    with pytest.raises(DockerfileError, match="--keep-git-dir: git sources are not supported"):
+        build(client, ctx, f"FROM {bb}\nADD --keep-git-dir=true t.tar /x\n")
+
+
+def test_unused_build_args_and_an_inherited_shell(client: Client, bb: str, ctx: Path) -> None:
+    _, lines = build(client, ctx, f'FROM {bb}\nSHELL ["/bin/sh", "-ec"]\n',
+                        buildargs={"NOPE": "1", "http_proxy": "x"}, tag="shell:1")  # fmt: skip
+    assert "[Warning] One or more build-args ['NOPE'] were not consumed" in lines
+    image, _ = build(client, ctx, "FROM shell:1\nCMD echo hi\n")
+    assert config(client, image)["Cmd"] == ["/bin/sh", "-ec", "echo hi"]
+
+
+def test_copy_from_a_stage_named_by_an_arg(client: Client, bb: str, ctx: Path) -> None:
+    image, _ = build(
+        client,
+        ctx,
+        f"""FROM {bb} AS producer
+RUN echo made > /made
+FROM {bb}
+ARG SRC=producer
+COPY --from=$SRC /made /
+""",
+    )
+    assert sh(client, image, "cat /made") == "made\n"

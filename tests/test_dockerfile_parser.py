@@ -290,7 +290,44 @@ def test_lint_rules_and_skips() -> None:
     skipped = lint(insts, frozenset({"JSONArgsRecommended", "StageNameCasing"}))
     assert {w.rule for w in skipped} & {"JSONArgsRecommended", "StageNameCasing"} == set()
     assert lint(insts, frozenset({"all"})) == []
+    text = "FROM scratch\nRUN a \\\n\n  b \\\n  # comment\n  c\n"
+    assert [(w.rule, w.line) for w in lint(parse(text), lines=text.splitlines())] == [
+        ("NoEmptyContinuation", 3),
+    ]
     assert str(lint(insts)[2]) == (
         "MaintainerDeprecated: The MAINTAINER instruction is deprecated, use a label instead "
         "to define an image author (line 2)"
     )
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    bodies=st.lists(
+        st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc"))
+                         | st.sampled_from(["\t", "\u2028", "\x0c", "\x1e"]),
+                         max_size=12), max_size=5),
+        min_size=1, max_size=3,
+    ),
+    strip=st.booleans(),
+    quote=st.sampled_from(["", "'", '"']),
+)  # fmt: skip
+def test_heredoc_bodies_round_trip(bodies: list[list[str]], strip: bool, quote: str) -> None:
+    """Any heredoc bodies (several on one line) come back line for line, tabs stripped with
+    <<-, whatever the delimiter's quoting."""
+    names = [f"EOF{i}" for i in range(len(bodies))]
+    head = " ".join(f"<<{'-' if strip else ''}{quote}{n}{quote}" for n in names)
+    lines = ["FROM scratch", f"COPY {head} /dest/"]
+    for n, body in zip(names, bodies, strict=True):
+        if any(line.lstrip("\t") == n or line.strip() == n for line in body):
+            return
+        lines += [*body, n]
+    lines.append("RUN after")
+    insts = parse("\n".join(lines) + "\n")
+    assert [i.cmd for i in insts] == ["FROM", "COPY", "RUN"]
+    got = insts[1].heredocs
+    assert [h.name for h in got] == names
+    for h, body in zip(got, bodies, strict=True):
+        expected = [line.lstrip("\t") if strip else line for line in body]
+        assert h.content == "".join(line + "\n" for line in expected)
+        assert h.expand == (quote == "") and h.strip_tabs == strip
+    assert insts[2].line == len(lines)

@@ -19,7 +19,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import stat
 import sys
 import threading
@@ -36,6 +35,8 @@ from pyrun.build.parser import (
     expand,
     key_values,
     parse_lines,
+    split_lines,
+    split_words,
     used_names,
     words,
 )
@@ -237,6 +238,7 @@ class Builder:
         self.cancelled = threading.Event()
         self._images: dict[str, Any] = {}
         self._images_lock = threading.Lock()
+        self._image_locks: dict[str, threading.Lock] = {}
         # SOURCE_DATE_EPOCH (build arg, else environment): every time in the image (history,
         # created, file mtimes in the layers it makes) is clamped to it: reproducible digests.
         sde = self.build_args.get("SOURCE_DATE_EPOCH", os.environ.get("SOURCE_DATE_EPOCH", ""))
@@ -264,10 +266,10 @@ class Builder:
                 raise BuildError(f"open {self.dockerfile}: {e.strerror}") from None
         d, first = directives(text, self.name)
         self.escape = d.escape
-        insts = parse_lines(text.splitlines(), first, d.escape, self.name)
+        insts = parse_lines(split_lines(text), first, d.escape, self.name)
         from pyrun.build.checks import lint
 
-        self.warnings = lint(insts, d.check_skip)
+        self.warnings = lint(insts, d.check_skip, split_lines(text), d.escape)
         if d.check_error and self.warnings:
             w = self.warnings[0]
             raise DockerfileError(f"{self.name}:{w.line}: {w.rule}: {w.message} (check=error=true)")
@@ -351,8 +353,14 @@ class Builder:
                         "on an earlier one"
                     )
                 stage.deps.add(base.index)
+            local = dict(scope)  # the stage's ARG defaults count in --from=$NAME too
             for inst in stage.instructions:
-                for src in self._stage_refs(inst, scope):
+                if inst.cmd == "ARG":
+                    with contextlib.suppress(DockerfileError):
+                        for k, v in self._arg_pairs(inst, local, ""):
+                            if k not in self.build_args and v is not None:
+                                local[k] = v
+                for src in self._stage_refs(inst, local):
                     dep = self._find_stage(src, stages, by_name)
                     if dep is None:
                         continue
@@ -381,6 +389,17 @@ class Builder:
             self._run_stages(stages, needed)
             self.context.save()
             digest = self.finish(target)
+        declared = set(self.global_args) | {
+            k for st in stages for i in st.instructions if i.cmd == "ARG"
+            for k in (w.partition("=")[0] for w in split_words(i.args))
+        }  # fmt: skip
+        unused = sorted(
+            k for k in self.build_args
+            if k not in declared and k not in PROXY_ARGS and k != "SOURCE_DATE_EPOCH"
+            and not k.startswith("BUILDKIT_")
+        )  # fmt: skip
+        if unused:
+            self.progress.note(f"[Warning] One or more build-args {unused} were not consumed")
         if self.warnings:
             n = len(self.warnings)
             self.progress.note(f"{n} warning{'s' if n > 1 else ''} found:")
@@ -409,8 +428,9 @@ class Builder:
 
         while (pending and not errors) or running:
             ready = [i for i in sorted(pending) if stages[i].deps <= set(self.built)]
-            if not errors and ready and not running and len(ready) == 1 and len(pending) == 1:
-                pending.discard(ready[0])  # the last stage: no thread needed
+            if not errors and not running and len(ready) == 1:
+                # Alone: nothing else can start before it ends, no thread needed.
+                pending.discard(ready[0])
                 self.build_stage(stages[ready[0]])
                 self.built[ready[0]] = stages[ready[0]]
                 continue
@@ -519,7 +539,9 @@ class Builder:
             stage.config = json.loads(json.dumps(rec.config))
             stage.layers = [dict(d) for d in rec.layers]
             stage.key = _sha("image", rec.manifest_digest)
-            stage.config.setdefault("config", {})
+            base_shell = stage.config.setdefault("config", {}).get("Shell")
+            if isinstance(base_shell, list) and base_shell:
+                stage.shell = [str(x) for x in base_shell]  # a SHELL the base image set
         stage.config.pop("created", None)
         # ONBUILD triggers of the base run first, and are not inherited further.
         cfg = stage.config.setdefault("config", {})
@@ -527,7 +549,7 @@ class Builder:
         added = []
         for trigger in triggers:
             try:
-                added += parse_lines(str(trigger).splitlines(), 0, self.escape, self.name)
+                added += parse_lines(split_lines(str(trigger)), 0, self.escape, self.name)
             except DockerfileError as e:
                 raise DockerfileError(f"{where}ONBUILD trigger of {stage.base}: {e}") from None
         stage.instructions = [i._replace(line=stage.line) for i in added] + stage.instructions
@@ -537,7 +559,9 @@ class Builder:
         build."""
         from pyrun.errors import ImageNotFound
 
-        with self._images_lock:
+        with self._images_lock:  # one lock per name: stages pull different bases in parallel
+            lock = self._image_locks.setdefault(ref, threading.Lock())
+        with lock:
             if ref in self._images:
                 return self._images[ref]
             try:
@@ -945,6 +969,8 @@ class Builder:
     def _run_mounts(self, stack: contextlib.ExitStack, stage: Stage, inst: Instruction,
                     env: dict[str, str], where: str, tmp: Path,
                     run_env: list[str]) -> list[dict[str, Any]]:  # fmt: skip
+        import shutil
+
         out: list[dict[str, Any]] = []
         seen: set[str] = set()
         for n, raw in enumerate(inst.flags.get("mount", [])):
@@ -1065,6 +1091,8 @@ class Builder:
                    scratch: Path) -> Path:  # fmt: skip
         """The root a mount's source is read from: the context (only what .dockerignore
         keeps), a built stage, or an image."""
+        import shutil
+
         if src is None:
             if not self.context.ignore:
                 return self.context_dir
@@ -1138,11 +1166,25 @@ class Builder:
             rel = os.path.normpath(pattern.lstrip("/")) if pattern not in ("", ".", "/") else "."
             while rel.startswith("../") or rel == "..":
                 rel = rel[3:] or "."  # clamped to the context, as Docker does
-            globbed = any(ch in rel for ch in "*?[")
-            if globbed:
-                found = sorted(Path(p) for p in glob.glob(str(root / rel), recursive="**" in rel))
-                hits = [p for p in found if not self._dropped(kind, root, p, excludes)]
-                if not hits:
+            pairs: list[tuple[Path, str]] = []  # (the path to read, its name as written)
+            if any(ch in rel for ch in "*?["):
+                # The part before the first wildcard is resolved inside the root (links there
+                # followed as the image sees them), the rest globbed from it; a hit whose
+                # directory a link took out of the root is dropped.
+                parts = rel.split("/")
+                k = next(i for i, part in enumerate(parts) if any(c in part for c in "*?["))
+                prefix = "/".join(parts[:k])
+                base = resolve_in_root(root, prefix) if k else root
+                real_root = os.path.realpath(root).rstrip("/") + "/"
+                pattern_rest = os.path.join(glob.escape(str(base)), "/".join(parts[k:]))
+                for found in sorted(glob.glob(pattern_rest, recursive="**" in pattern_rest)):
+                    h = Path(found)
+                    if not (os.path.realpath(h.parent) + "/").startswith(real_root):
+                        continue
+                    if self._dropped(kind, root, h, excludes):
+                        continue
+                    pairs.append((h, os.path.join(prefix, os.path.relpath(h, base))))
+                if not pairs:
                     continue  # BuildKit: a wildcard with no match is not an error
             else:
                 # A source that is a link is followed (inside the root), as Docker does; it
@@ -1156,9 +1198,8 @@ class Builder:
                         if kind == "context"
                         else f"{where}{inst.cmd} failed: {pattern} not found in --from source"
                     )
-                hits = [p]
-            for h in hits:
-                r = str(h.relative_to(root)) if globbed else rel
+                pairs.append((p, rel))
+            for h, r in pairs:
                 if pivot:
                     r = os.path.relpath(r, os.path.normpath(pivot.lstrip("/") or "."))
                 out.append((h, r))
@@ -1239,6 +1280,8 @@ class Builder:
         return self._downloads[url]
 
     def copy(self, stage: Stage, inst: Instruction, env: dict[str, str], where: str) -> None:
+        import shutil
+
         patterns, dest = self._copy_args(inst, env, where)
         cfg = stage.config.get("config", {})
         workdir = cfg.get("WorkingDir") or "/"
@@ -1295,7 +1338,7 @@ class Builder:
                     for hit in self._select(src_root, [pattern], inst, where, kind, excludes):
                         items.append(("path", hit))
             if not items:
-                self._history(stage, f"{inst.cmd} {inst.args} # buildkit", True)
+                self._history(stage, f"{_as_written(inst)} # buildkit", True)
                 return
             into_dir = dest_slash or len(items) > 1
             target = resolve_in_root(lookup_root, dest_abs)
@@ -1324,7 +1367,9 @@ class Builder:
                     to = target / name if into_dir else target
                     _replace_path(to)
                     if unpack_flag is not None and _truthy(unpack_flag) and _archive(path):
-                        _extract(path, target, uid if chown else None, gid if chown else None)
+                        _extract(
+                            path, target, uid if chown else None, gid if chown else None, where
+                        )
                         continue
                     shutil.copyfile(path, to)
                     os.chown(to, uid, gid)
@@ -1340,10 +1385,11 @@ class Builder:
                         and (unpack_flag is None or _truthy(unpack_flag))
                         and _archive(p)
                     ):
-                        _extract(p, target, uid if chown else None, gid if chown else None)
+                        _extract(p, target, uid if chown else None, gid if chown else None, where)
                         continue
-                    if parents:
-                        to = target / rel
+                    if parents:  # links in the image on the way are followed inside it
+                        where_to = os.path.join(dest_abs, rel)
+                        to = resolve_in_root(lookup_root, where_to, follow_last=False)
                         made = _makedirs(lookup_root, to.parent, 0o755)
                         for d in made:
                             os.chown(d, uid, gid)
@@ -1358,7 +1404,7 @@ class Builder:
                     )
                     copier.copy(p, to, walker)
             added = self._add_layer(stage, upper, overlay_upper=not link)
-        self._history(stage, f"{inst.cmd} {inst.args} # buildkit", not added)
+        self._history(stage, f"{_as_written(inst)} # buildkit", not added)
 
     # --- cache -----------------------------------------------------------------------------
     def _load_cache(self, stage: Stage, key: str) -> bool:
@@ -1407,7 +1453,12 @@ class Builder:
         with self.store.writing():
             self.store.put_blob_bytes(config_bytes)
             digest = self.store.put_blob_bytes(manifest)
-            self.store.add_image(digest, self.tags)
+            # A rebuild that changes nothing leaves refs.json alone (no durable rewrite).
+            refs = self.store.load_refs()
+            if digest not in refs["images"] or any(
+                refs["tags"].get(str(t)) != digest for t in self.tags
+            ):
+                self.store.add_image(digest, self.tags)
         return digest
 
 
@@ -1422,6 +1473,8 @@ class _Copier:
         self.epoch = epoch
 
     def copy(self, src: Path, dst: Path, walker: list[Path]) -> None:
+        import shutil
+
         for p in walker:
             to = dst if p == src else dst / p.relative_to(src)
             st = p.lstat()
@@ -1563,7 +1616,7 @@ def _archive(path: Path) -> bool:
     return len(head) >= 262 and head[257:262] == b"ustar"
 
 
-def _extract(path: Path, dest: Path, uid: int | None, gid: int | None) -> None:
+def _extract(path: Path, dest: Path, uid: int | None, gid: int | None, where: str = "") -> None:
     """ADD's extraction of a local tar (plain, gzip, bzip2, xz): owners and modes as in the
     archive (or --chown), nothing outside `dest`."""
     import tarfile
@@ -1576,12 +1629,20 @@ def _extract(path: Path, dest: Path, uid: int | None, gid: int | None) -> None:
             member.uid, member.gid = uid, gid if gid is not None else uid
         return member
 
-    with tarfile.open(path, "r:*") as tf:
-        tf.extractall(dest, numeric_owner=True, filter=keep)
+    try:
+        with tarfile.open(path, "r:*") as tf:
+            tf.extractall(dest, numeric_owner=True, filter=keep)
+    except (tarfile.TarError, OSError) as e:
+        raise BuildError(f"{where}ADD: cannot extract {path.name}: {e}") from None
 
 
 def _is_url(s: str) -> bool:
     return s.startswith(("http://", "https://", "git@", "git://"))
+
+
+def _as_written(inst: Instruction) -> str:
+    """The instruction with its flags, as BuildKit's history shows it."""
+    return inst.cmd + inst.original[len(inst.original.split(" ", 1)[0]) :]
 
 
 def _flag(inst: Instruction, name: str) -> str | None:

@@ -20,11 +20,24 @@ class Warning_(NamedTuple):
         return f"{self.rule}: {self.message} (line {self.line})"
 
 
-def lint(insts: list[Instruction], skip: frozenset[str] = frozenset()) -> list[Warning_]:
-    """The warnings for these instructions (in order), without the skipped rules."""
+def lint(
+    insts: list[Instruction],
+    skip: frozenset[str] = frozenset(),
+    lines: list[str] | None = None,
+    escape: str = "\\",
+) -> list[Warning_]:
+    """The warnings for these instructions (in order), without the skipped rules; `lines`
+    (the file's) for the rules about lines."""
     if "all" in skip:
         return []
     out: list[Warning_] = []
+    continued = False
+    for n, text in enumerate(lines or [], 1):
+        if continued and not text.strip():
+            out.append(Warning_("NoEmptyContinuation", n,
+                                "Empty continuation line"))  # fmt: skip
+        elif not text.lstrip().startswith("#"):
+            continued = text.rstrip(" \t").endswith(escape)
     upper = sum(1 for i in insts if i.original.split(" ", 1)[0].isupper())
     majority_upper = upper * 2 >= len(insts)
     seen_absolute_workdir = False
@@ -85,4 +98,5 @@ def lint(insts: list[Instruction], skip: frozenset[str] = frozenset()) -> list[W
                                     f"Multiple {inst.cmd} instructions should not be used in "
                                     "the same stage because only the last one will be "
                                     "used"))  # fmt: skip
+    out.sort(key=lambda w: w.line)
     return [w for w in out if w.rule not in skip]

@@ -95,7 +95,7 @@ def read_ignore_file(path: Path) -> list[str] | None:
     except FileNotFoundError:
         return None
     out = []
-    for line in text.splitlines():
+    for line in text.split("\n"):
         if line.startswith("#"):
             continue
         line = line.strip()

@@ -59,9 +59,15 @@ def _suggest(word: str, choices: tuple[str, ...] = INSTRUCTIONS) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
+def split_lines(text: str) -> list[str]:
+    r"""Lines as BuildKit reads them: split at \n only (a \r before it dropped), not at the
+    other characters str.splitlines() breaks at."""
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
 def directives(text: str, path: str = "Dockerfile") -> tuple[Directives, int]:
     """The parser directives at the top of the file and the index of the first other line."""
-    lines = text.splitlines()
+    lines = split_lines(text)
     found: dict[str, str] = {}
     i = 0
     while i < len(lines):
@@ -99,7 +105,7 @@ def directives(text: str, path: str = "Dockerfile") -> tuple[Directives, int]:
 
 def parse(text: str, path: str = "Dockerfile") -> list[Instruction]:
     d, i = directives(text, path)
-    return parse_lines(text.splitlines(), i, d.escape, path)
+    return parse_lines(split_lines(text), i, d.escape, path)
 
 
 def parse_lines(lines: list[str], i: int, escape: str, path: str) -> list[Instruction]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -149,6 +148,8 @@ def cmd_build(args: argparse.Namespace) -> int:
             with tempfile.TemporaryDirectory(dir=store.root / "tmp") as d:
                 path = os.path.join(d, "image.tar")
                 client.images.copy(digest, f"{transport}:{path}{ref}")
+                import shutil
+
                 with open(path, "rb") as f:
                     shutil.copyfileobj(f, sys.stdout.buffer)
                 sys.stdout.buffer.flush()
