@@ -904,10 +904,92 @@ class SystemAPI:
 
             networks = Networks(self.client.store).prune()  # releases crash leftovers first
             purge_orphans()  # and what deleted stores left in the kernel
-        return {**containers, "NetworksDeleted": networks, **self.client.images.prune(all=all)}
+        cache = 0
+        if (self.client.store.root / "build-cache").is_dir():
+            from pyrun.build.builder import prune_cache
+
+            # The records no tagged image is made of (-a: all, with the cache mounts), before
+            # the image prune whose collection then frees the layers only they held.
+            cache = prune_cache(self.client.store, all_entries=all)
+        return {
+            **containers,
+            "NetworksDeleted": networks,
+            "BuildCacheDeleted": cache,
+            **self.client.images.prune(all=all),
+        }
 
     def df(self) -> dict[str, Any]:
-        return self.client.store.disk_usage()
+        """Disk use in docker-py's shape: `Images`, `Containers`, `Volumes`, `BuildCache` (a
+        list each) and `LayersSize`. An image's `Size` counts its blobs and unpacked layers,
+        `SharedSize` the unpacked layers other images share too; `Containers` and a volume's
+        `UsageData.RefCount` count the containers using it."""
+        from pyrun.runtime.containers import list_containers
+        from pyrun.store.fsutil import tree_size
+        from pyrun.volumes import Volumes
+
+        store = self.client.store
+        usage = store.disk_usage()
+        layer_size: dict[str, int] = {}
+
+        def layer(d: str) -> int:
+            if d not in layer_size:
+                layer_size[d] = tree_size(store.layer_path(d))
+            return layer_size[d]
+
+        found = list_containers(store)
+        users: dict[str, int] = {}
+        for c in found:
+            image = str(c.record.get("image"))
+            users[image] = users.get(image, 0) + 1
+        images = store.images()
+        layer_refs: dict[str, int] = {}
+        for img in images:
+            for d in set(img.diff_ids):
+                layer_refs[d] = layer_refs.get(d, 0) + 1
+        out_images = []
+        for img in images:
+            blobs = sum(int(x.get("size", 0)) for x in img.manifest.get("layers", []))
+            blobs += int(img.manifest.get("config", {}).get("size", 0))
+            unpacked = sum(layer(d) for d in set(img.diff_ids))
+            shared = sum(layer(d) for d in set(img.diff_ids) if layer_refs[d] > 1)
+            out_images.append(
+                {
+                    "Id": img.id,
+                    "RepoTags": img.tags,
+                    "Size": blobs + unpacked,
+                    "SharedSize": shared,
+                    "Containers": users.get(img.manifest_digest, 0),
+                }
+            )
+        containers = [
+            {
+                "Id": c.id,
+                "Names": [f"/{c.name}"],
+                "State": c.status,
+                "SizeRw": tree_size(c.dir / "upper"),
+            }
+            for c in found
+        ]
+        vols = Volumes(store)
+        volumes = []
+        for info in vols.list():
+            size = tree_size(vols.data(info["Name"]))
+            volumes.append(
+                {**info, "UsageData": {"Size": size, "RefCount": len(vols.users(info["Name"]))}}
+            )
+        cache_dir = store.root / "build-cache"
+        records_n = len(list(cache_dir.glob("*.json"))) if cache_dir.is_dir() else 0
+        cache = [
+            {"Type": "regular", "Count": records_n, "Size": tree_size(cache_dir), "InUse": False}
+        ] if cache_dir.is_dir() else []  # fmt: skip
+        return {
+            "LayersSize": usage["layers"],
+            "BlobsSize": usage["blobs"],
+            "Images": out_images,
+            "Containers": containers,
+            "Volumes": volumes,
+            "BuildCache": cache,
+        }
 
 
 class Client:

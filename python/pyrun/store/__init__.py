@@ -34,6 +34,7 @@ from pyrun.store.fsutil import (
     flocked,
     fsync_dir,
     remove_tree,
+    tree_size,
 )
 
 DEFAULT_ROOT = "/var/lib/pyrun"
@@ -540,13 +541,5 @@ class Store:
         return problems
 
     def disk_usage(self) -> dict[str, int]:
-        def size(p: Path) -> int:
-            total = 0
-            for dirpath, _dirs, files in os.walk(p):
-                for f in files:
-                    with contextlib.suppress(OSError):
-                        total += os.lstat(os.path.join(dirpath, f)).st_blocks * 512
-            return total
-
         self.ensure()
-        return {"blobs": size(self.root / "blobs"), "layers": size(self.root / "layers")}
+        return {"blobs": tree_size(self.root / "blobs"), "layers": tree_size(self.root / "layers")}

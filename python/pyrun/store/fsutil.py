@@ -84,3 +84,19 @@ def remove_tree(path: Path) -> None:
             path.unlink()
     except FileNotFoundError:
         pass
+
+
+def tree_size(path: Path) -> int:
+    """Bytes a tree takes on disk (allocated blocks; hard links counted once)."""
+    total = 0
+    seen: set[tuple[int, int]] = set()
+    for dirpath, _dirs, files in os.walk(path):
+        for f in files:
+            with contextlib.suppress(OSError):
+                st = os.lstat(os.path.join(dirpath, f))
+                if st.st_nlink > 1:
+                    if (st.st_dev, st.st_ino) in seen:
+                        continue
+                    seen.add((st.st_dev, st.st_ino))
+                total += st.st_blocks * 512
+    return total
