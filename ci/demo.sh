@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The main job, on a fresh Debian 12 machine as root: set everything up, then walk through what
 # pyrun does: import a rootfs as an image, inspect it, save it, remove it, load it back, copy
-# it to an OCI layout that skopeo reads; build the example image (examples/hello) on it, push
-# it to a local registry, remove it, pull it back and run it; run containers (foreground and
+# it to an OCI layout that skopeo reads; build the example image (examples/compiled: a C
+# program compiled by gcc in a Debian stage, copied alone into a busybox stage), push it to a
+# local registry, remove it, pull it back and run it; build examples/hello and serve it on a
+# user network with a published port reached from the host; run containers (foreground and
 # detached: logs, exec, stop, restart policy, a volume, commit), and verify the store.
 set -euo pipefail
 # shellcheck source=ci/lib.sh
@@ -10,14 +12,14 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
 
 bash ci/setup.sh
-bash ci/test-images.sh busybox
+bash ci/test-images.sh busybox debian
 ci_venv_env
 
 export PYRUN_ROOT="${PYRUN_ROOT:-/var/lib/pyrun}"
 work="$(mktemp -d /tmp/pyrun-demo.XXXXXX)"
 registry_pid=""
 cleanup() {
-    pyrun rm -f hello-svc >/dev/null 2>&1 || true
+    pyrun rm -f hello-svc demo-web demo-writer >/dev/null 2>&1 || true
     pyrun network rm demo-net >/dev/null 2>&1 || true
     if [[ -n "$registry_pid" ]]; then
         kill "$registry_pid" 2>/dev/null || true
@@ -54,17 +56,26 @@ show pyrun image copy demo/busybox:1 "oci:$work/layout:1"
 if command -v skopeo >/dev/null; then
     show skopeo inspect "oci:$work/layout:1"
 fi
-# Build the example image (examples/hello: two stages on the busybox image), push it to the
-# local registry, remove it here, pull it back and run it.
+# Build the example image (examples/compiled: gcc from Debian's mirror in a Debian stage, the
+# static binary alone in a busybox stage), push it to the local registry, remove it here, pull
+# it back and run it.
+show pyrun import -m "debootstrap --variant=minbase bookworm" "$PYRUN_TEST_DEBIAN_TAR" demo/debian:12
+show pyrun build -t "$REG/demo/compiled:1" examples/compiled
+show pyrun images "$REG/demo/compiled"
+show pyrun push "$REG/demo/compiled:1"
+show pyrun rmi "$REG/demo/compiled:1"
+show pyrun pull "$REG/demo/compiled:1"
+show pyrun run --rm "$REG/demo/compiled:1"
+show pyrun run --rm "$REG/demo/compiled:1" pyrun
+# examples/hello (two stages on the busybox image) through the registry too, then as a
+# service: on a user network of its own, reached by name from another container and from the
+# host through a published port.
 show pyrun build -t demo/hello:1 examples/hello
 show pyrun tag demo/hello:1 "$REG/demo/hello:1"
 show pyrun push "$REG/demo/hello:1"
 show pyrun rmi "$REG/demo/hello:1" demo/hello:1
 show pyrun pull "$REG/demo/hello:1"
-show pyrun run --rm "$REG/demo/hello:1"
 show pyrun run --rm "$REG/demo/hello:1" pyrun
-# The example as a service: on a user network of its own, reached by name from another
-# container and from the host through a published port.
 show pyrun network create demo-net
 web_port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])')"
 show pyrun run -d --name hello-svc --network demo-net -p "127.0.0.1:$web_port:8080" "$REG/demo/hello:1" serve
