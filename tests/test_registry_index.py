@@ -91,8 +91,10 @@ def test_pull_all_platforms_keeps_the_index(
     fresh = Client(fresh_root)
     r = pyrun("--root", str(fresh_root), "pull", "--all-platforms", name)
     assert r.returncode == 0, r.stderr
+    assert f"Digest: {ix['index']}" in r.stdout, r.stdout  # what the tag names, as Docker
     (img,) = fresh.images.list()
     assert img.record.manifest_digest == ix["host"] and img.tags == [name]
+    assert img.attrs["RepoDigests"] == [f"{reg.addr}/ix/multi@{ix['index']}"]
     store = fresh.store
     # The other platform's blobs are kept, not unpacked; the index is kept.
     assert store.has_blob(ix["index"]) and store.has_blob(ix["other"])
@@ -132,6 +134,10 @@ def test_pull_all_platforms_keeps_the_index(
     assert r.returncode == 0, r.stderr
     assert fresh.images.pull(name).record.manifest_digest == ix["host"]
     assert "index" not in store.load_refs()["images"][ix["host"]]
+    # (By this host's platform from the index: RepoDigests still names the index; the push
+    # above added where it went.)
+    assert fresh.images.get(name).attrs["RepoDigests"] == [
+        f"{reg.addr}/ix/again@{ix['index']}", f"{reg.addr}/ix/multi@{ix['index']}"]  # fmt: skip
     store.gc()
     assert not store.has_blob(ix["other_layer"]) and store.check() == []
     # The API: images.pull(all_platforms=True), and image copy --all into the store.

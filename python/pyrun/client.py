@@ -62,7 +62,14 @@ class Image:
                         "uncompressed_size"
                     ]
                 )
-        repo_digests = sorted({f"{parse(t).name}@{rec.manifest_digest}" for t in rec.tags})
+        # As the registry named it when pulled (an index's digest, for a multi-platform
+        # image), else this manifest's digest under each tag's name.
+        known = store.load_refs()["images"].get(rec.manifest_digest, {}).get("repoDigests", [])
+        names = {d.split("@")[0] for d in known}
+        repo_digests = sorted(
+            {*known, *(f"{parse(t).name}@{rec.manifest_digest}" for t in rec.tags
+                       if parse(t).name not in names)}
+        )  # fmt: skip
         return {
             "Id": rec.id,
             "RepoTags": self.tags,
@@ -283,6 +290,7 @@ class ImageCollection:
                     if record is not None:
                         record(self.client.store.ensure().root)
                     dest, names = open_destination(destination, self.client.store)
+                    self._note_repo_digest(src, dest)
                     children = [oci.sha256_bytes(c.manifest) for c in index[2] if c.manifest]
                     extra = self._referrers_copier(src, dest, children, progress, referrers)
                     return self._copy_index(index, dest, names, progress, destination, extra)
@@ -290,6 +298,7 @@ class ImageCollection:
             if len(images) != 1:
                 raise ImageNotFound(f"{source}: holds {len(images)} images; name one")
             dest, names = open_destination(destination, self.client.store)
+            self._note_repo_digest(src, dest)
             if hasattr(dest, "origins_root"):  # a registry: mounts from repos known to hold blobs
                 dest.origins_root = self.client.store.root
             if record is not None:
@@ -298,6 +307,14 @@ class ImageCollection:
             return self._copy_all(images, dest, names, progress, extra)[0]
         finally:
             src.close()
+
+    @staticmethod
+    def _note_repo_digest(src: ImageSource, dest: ImageDestination) -> None:
+        """A pull: the store keeps NAME@DIGEST as the registry named the image (for an
+        index, the index's digest: Docker's RepoDigests and `Digest:` line)."""
+        resolved = getattr(src, "resolved", None)
+        if resolved and hasattr(dest, "repo_digest"):
+            dest.repo_digest = f"{src.ref.name}@{resolved}"  # type: ignore[attr-defined]
 
     def _copy_index(
         self,
@@ -447,8 +464,14 @@ class ImageCollection:
         ref = parse(f"{repository}:{tag}" if tag else repository)
         if ref.tag is None and ref.digest is None:
             ref = ref._replace(tag="latest")
-        self.client.store.get(str(ref))  # ImageNotFound before any network traffic
-        return self.copy(str(ref), f"docker://{ref}", progress=progress)
+        rec = self.client.store.get(str(ref))  # ImageNotFound before any network traffic
+        digest = self.copy(str(ref), f"docker://{ref}", progress=progress)
+        with self.client.store.update_refs() as refs:  # Docker's RepoDigests gains the push
+            entry = refs["images"].get(rec.manifest_digest)
+            if entry is not None:
+                old = [d for d in entry.get("repoDigests", []) if d.split("@")[0] != ref.name]
+                entry["repoDigests"] = sorted([*old, f"{ref.name}@{digest}"])
+        return digest
 
     def list_tags(self, repository: str) -> builtins.list[str]:
         """The tags of REGISTRY/REPOSITORY in its registry, sorted (`skopeo list-tags`)."""
