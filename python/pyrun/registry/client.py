@@ -96,9 +96,14 @@ def credential_key(domain: str) -> str:
     return DOCKER_HUB_KEY if domain in _HUB_NAMES else domain
 
 
-def is_insecure(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     name = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
-    if name in ("localhost", "[::1]") or re.fullmatch(r"127(\.\d{1,3}){3}", name):
+    return name in ("localhost", "[::1]") or bool(re.fullmatch(r"127(\.\d{1,3}){3}", name))
+
+
+def is_insecure(host: str) -> bool:
+    """Loopback, or named in $PYRUN_INSECURE_REGISTRIES (--insecure-registry)."""
+    if is_loopback(host):
         return True
     extra = os.environ.get("PYRUN_INSECURE_REGISTRIES", "")
     return host in {h.strip() for h in extra.split(",") if h.strip()}
@@ -227,7 +232,11 @@ class Registry:
     def __init__(self, domain: str) -> None:
         self.domain = server_domain(domain)
         self.host = api_host(self.domain)
-        self.scheme = "http" if is_insecure(self.host) else "https"
+        # Loopback: plain HTTP. An --insecure-registry: TLS without verification where it
+        # speaks TLS, else plain HTTP (Docker's order); found by the first request.
+        self.scheme = "http" if is_loopback(self.host) else "https"
+        self.verify = not is_insecure(self.host)
+        self._probe = not self.verify and self.scheme == "https"
         self._local = threading.local()
         self._tokens: dict[str, tuple[str, float]] = {}  # scope -> (token, expires at)
         self._challenge: str | None = None
@@ -257,8 +266,12 @@ class Registry:
             if scheme == "https":
                 import ssl
 
+                context = ssl.create_default_context()
+                if not self.verify:
+                    context.check_hostname = False
+                    context.verify_mode = ssl.CERT_NONE
                 conn = http.client.HTTPSConnection(
-                    host, timeout=60, context=ssl.create_default_context(), blocksize=1 << 20
+                    host, timeout=60, context=context, blocksize=1 << 20
                 )
             else:  # 1 MiB blocks: a streamed upload body is read (and counted) in big pieces
                 conn = http.client.HTTPConnection(host, timeout=60, blocksize=1 << 20)
@@ -297,6 +310,21 @@ class Registry:
                 if attempt == 2 or not retriable:
                     raise TransportError(f"{parts.netloc}: {method} {parts.path}: {e}") from None
         raise AssertionError("unreachable")
+
+    def _probe_scheme(self) -> None:
+        """An insecure registry that does not speak TLS (the handshake fails) is plain HTTP."""
+        import ssl
+
+        self._probe = False
+        conn = self._conn(self.host, "https")
+        try:
+            conn.connect()
+        except ssl.SSLError:
+            self.scheme = "http"
+        except OSError:
+            pass  # unreachable: the request itself says so
+        finally:
+            conn.close()
 
     # --- auth ------------------------------------------------------------------------------
     def _auth_header(self, scope: str) -> dict[str, str]:
@@ -394,6 +422,8 @@ class Registry:
     ) -> Response:
         """`method` on /v2/...; a 401 triggers the auth flow once; redirects are followed
         (Authorization is only sent to the registry's own host)."""
+        if self._probe:
+            self._probe_scheme()
         url = path if path.startswith("http") else f"{self.scheme}://{self.host}{path}"
         retries = 0
         attempt = 0
