@@ -274,7 +274,9 @@ class ImageCollection:
         from pyrun.transports.names import open_destination, open_source
 
         if all and platform:
-            raise InvalidReference("--all copies every platform: it cannot go with --platform")
+            raise InvalidReference(
+                "--all (--all-platforms) copies every platform: it cannot go with --platform"
+            )
         plat = oci.parse_platform(platform) if platform else None
         src, ref = open_source(source, self.client.store, plat)
         try:  # open until the copy is done: a registry source streams its layers meanwhile
