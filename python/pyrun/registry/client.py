@@ -243,6 +243,7 @@ class Registry:
         self._basic: str | None = None
         self._lock = threading.Lock()
         self._all: list[http.client.HTTPConnection] = []
+        self._warned: set[str] = set()
 
     def close(self) -> None:
         """Close every connection (of every thread); a later request opens a new one."""
@@ -460,10 +461,31 @@ class Registry:
                 retries += 1
                 time.sleep(min(0.25 * 2**retries, 4.0))  # 0.5, 1, 2, 4 s
                 continue
+            self._warnings(resp)
             if resp.status not in ok:
                 raise _error(resp, method, path, self.host)
             return resp
         raise _error(resp, method, path, self.host)
+
+    def _warnings(self, resp: Response) -> None:
+        """`Warning: 299 - "text"` headers (a deprecation, a quota) go to the user, each
+        once per registry, through `on_warning` (default: a line on stderr)."""
+        for value in resp.resp.headers.get_all("Warning") or []:
+            m = re.match(r'\s*299\s+\S+\s+"((?:[^"\\]|\\.)*)"', value)
+            if m is None:
+                continue
+            text = m.group(1).replace('\\"', '"')
+            with self._lock:
+                if text in self._warned:
+                    continue
+                self._warned.add(text)
+            self.on_warning(f"{self.host}: {text}")
+
+    @staticmethod
+    def on_warning(text: str) -> None:
+        import sys
+
+        print(f"Warning: {text}", file=sys.stderr)
 
     # --- the API ---------------------------------------------------------------------------
     def check_login(self, user: str, password: str) -> None:
