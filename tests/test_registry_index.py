@@ -140,6 +140,13 @@ def test_pull_all_platforms_keeps_the_index(
         f"{reg.addr}/ix/again@{ix['index']}", f"{reg.addr}/ix/multi@{ix['index']}"]  # fmt: skip
     store.gc()
     assert not store.has_blob(ix["other_layer"]) and store.check() == []
+    # Pinned by the index's digest: `run` pulls it once, then finds it by that digest.
+    pinned = f"{reg.addr}/ix/multi@{ix['index']}"
+    pin_root = tmp_path / "pinned"
+    for _ in range(2):
+        r = pyrun("--root", str(pin_root), "run", "--rm", "--network", "none", pinned)
+        assert r.returncode == 0 and r.stdout == "host\n", r.stderr
+    assert Client(pin_root).images.get(pinned).record.manifest_digest == ix["host"]
     # The API: images.pull(all_platforms=True), and image copy --all into the store.
     api_img = Client(tmp_path / "api").images.pull(name, all_platforms=True)
     assert api_img.record.manifest_digest == ix["host"]
