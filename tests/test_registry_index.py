@@ -37,6 +37,13 @@ def tiny_rootfs(path: Path, text: str) -> Path:
     return path
 
 
+def member(archive: Path, name: str) -> bytes:
+    with tarfile.open(archive) as tf:
+        f = tf.extractfile(name)
+        assert f is not None
+        return f.read()
+
+
 def one_line(r: subprocess.CompletedProcess[str]) -> str:
     assert r.returncode != 0, r.stdout
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
@@ -129,9 +136,20 @@ def test_pull_all_platforms_keeps_the_index(
     line = one_line(pyrun("image", "copy", "--all", "--platform", "linux/arm64",
                           f"docker://{name}", "x:1"))  # fmt: skip
     assert "--all" in line and "--platform" in line
-    # `save` to a docker-archive takes this host's image; a plain pull of the tag names it alone.
+    # `save` to a docker-archive takes this host's image, to an OCI archive the index whole;
+    # a plain pull of the tag names it alone.
     r = pyrun("--root", str(fresh_root), "save", "-o", str(tmp_path / "one.tar"), name)
     assert r.returncode == 0, r.stderr
+    (entry,) = json.loads(member(tmp_path / "one.tar", "manifest.json"))
+    assert entry["RepoTags"] == [name]
+    r = pyrun("--root", str(fresh_root), "save", "--format", "oci-archive",
+              "-o", str(tmp_path / "whole.tar"), name)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    index = json.loads(member(tmp_path / "whole.tar", "index.json"))
+    (entry,) = index["manifests"]
+    assert entry["digest"] == ix["index"] and entry["mediaType"] == oci.OCI_INDEX
+    loaded = Client(tmp_path / "loaded").images.load(tmp_path / "whole.tar")
+    assert [img.record.manifest_digest for img in loaded] == [ix["host"]]
     assert fresh.images.pull(name).record.manifest_digest == ix["host"]
     assert "index" not in store.load_refs()["images"][ix["host"]]
     # (By this host's platform from the index: RepoDigests still names the index; the push

@@ -233,27 +233,46 @@ class ImageCollection:
         *,
         format: str = "docker-archive",
     ) -> None:
-        """`docker save`: the images, with the tags they were named by, into one tar (atomic)."""
+        """`docker save`: the images, with the tags they were named by, into one tar (atomic).
+        An image pulled with its index (`--all-platforms`) goes into an OCI archive whole; a
+        docker-archive holds this host's image."""
+        from pyrun.transports.copy import copy_image
         from pyrun.transports.layout import docker_archive_destination, oci_archive_destination
         from pyrun.transports.local import StoreSource
 
         if format not in ("docker-archive", "oci-archive", "oci"):
             raise InvalidReference(f"unknown save format {format!r}: use docker-archive or oci")
         src = StoreSource(self.client.store)
-        images: builtins.list[SourceImage] = []
+        todo: builtins.list[SourceImage | tuple[bytes, str, builtins.list[SourceImage]]] = []
+        named: builtins.list[builtins.list[Reference]] = []
         for name in names:
             (img,) = src.images(name)
             with contextlib.suppress(InvalidReference):
                 ref = parse(name)
                 rec_tags = [str(n) for n in img.names]
                 img.names = [ref] if str(ref) in rec_tags else img.names
-            images.append(img)
+            index = src.index(name) if format != "docker-archive" else None
+            todo.append(index if index is not None else img)
+            named.append(img.names)
         dest = (
             docker_archive_destination(Path(path))
             if format == "docker-archive"
             else oci_archive_destination(Path(path))
         )
-        self._copy_all(images, dest)
+        try:
+            for item, item_names in zip(todo, named, strict=True):
+                if isinstance(item, tuple):  # an index: its images by digest, then itself
+                    dest.in_index = True
+                    for child in item[2]:
+                        copy_image(child, dest, [])
+                    dest.in_index = False
+                    dest.put_manifest(item[0], item[1], item_names)
+                else:
+                    copy_image(item, dest)
+            dest.commit()
+        except BaseException:
+            dest.abort()
+            raise
 
     def copy(
         self,
