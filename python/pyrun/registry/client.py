@@ -564,6 +564,7 @@ class Registry:
         scope = f"repository:{repo}:pull,push"
         opened: list[Any] = []  # bodies reopened here, closed here
         try:
+            min_chunk = 0
             for attempt in range(3):
                 if location is None:
                     resp = self.request("POST", f"/v2/{repo}/blobs/uploads/", scope=scope,
@@ -571,8 +572,10 @@ class Registry:
                                         body=b"")  # fmt: skip
                     resp.read()
                     location = self._location(resp, repo)
+                    least = resp.header("OCI-Chunk-Min-Length") or ""
+                    min_chunk = int(least) if least.isdigit() else 0
                 try:
-                    self._upload(repo, scope, location, digest, size, body)
+                    self._upload(repo, scope, location, digest, size, body, min_chunk)
                     return
                 except RegistryError as e:
                     # A 401 after the bytes went, a lost connection, or a 5xx answer to a
@@ -593,9 +596,16 @@ class Registry:
                     b.close()
 
     def _upload(
-        self, repo: str, scope: str, location: str, digest: str, size: int, body: Any
+        self,
+        repo: str,
+        scope: str,
+        location: str,
+        digest: str,
+        size: int,
+        body: Any,
+        min_chunk: int = 0,
     ) -> None:
-        chunk = upload_chunk_size()
+        chunk = max(upload_chunk_size(), min_chunk)  # the registry's OCI-Chunk-Min-Length
         if size <= chunk or not getattr(body, "seekable", lambda: False)():
             url = _with_digest(location, digest)
             resp = self.request(
