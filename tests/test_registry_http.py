@@ -269,3 +269,18 @@ def test_registry_warnings_are_shown_once(servers: str, capsys: pytest.CaptureFi
         f"Warning: {servers}: this repository is deprecated",
         f'Warning: {servers}: quota: 90% used, "soon" full',
     ]
+
+
+def test_a_challenge_with_several_scopes_asks_for_all_of_them(servers: str) -> None:
+    """A mount's challenge names two repositories, space-separated: the token request repeats
+    `scope` once for each (distribution's token.md; what Debian's registry sends)."""
+    api = Registry(servers)
+    challenge = (f'Bearer realm="{_Handler.token_url}",service="fake",'
+                 'scope="repository:r/y:pull,push repository:r/x:pull"')  # fmt: skip
+    try:
+        api._authenticate(challenge, "repository:r/y:pull,push repository:r/x:pull")
+    finally:
+        api.close()
+    (query,) = [p for s, p, _ in _Handler.seen if s == "token"]
+    scopes = urllib.parse.parse_qs(urllib.parse.urlsplit(query).query)["scope"]
+    assert scopes == ["repository:r/y:pull,push", "repository:r/x:pull"]
