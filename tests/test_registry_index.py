@@ -158,6 +158,16 @@ def test_pull_all_platforms_keeps_the_index(
         f"{reg.addr}/ix/again@{ix['index']}", f"{reg.addr}/ix/multi@{ix['index']}"]  # fmt: skip
     store.gc()
     assert not store.has_blob(ix["other_layer"]) and store.check() == []
+    assert ix["host"] not in store.load_refs().get("indexes", {})
+    # Pulled whole again, removed, pulled alone: nothing of the index is kept alive.
+    fresh.images.pull(name, all_platforms=True)
+    fresh.images.remove(f"{reg.addr}/ix/again:1")
+    fresh.images.remove(name)
+    assert fresh.images.list() == [] and ix["host"] in store.load_refs()["indexes"]
+    assert fresh.images.pull(name).record.manifest_digest == ix["host"]
+    assert ix["host"] not in store.load_refs().get("indexes", {})
+    store.gc()
+    assert not store.has_blob(ix["other_layer"]) and not store.has_blob(ix["index"])
     # Pinned by the index's digest: `run` pulls it once, then finds it by that digest.
     pinned = f"{reg.addr}/ix/multi@{ix['index']}"
     pin_root = tmp_path / "pinned"

@@ -206,9 +206,11 @@ class StoreDestination:
         if media_type in oci.INDEX_TYPES:
             return self._put_index(data, digest, media_type, names)
         self.store.add_image(digest, names)
-        entry = self.store.load_refs()["images"].get(digest, {})
-        if "index" in entry or (self.repo_digest and self.repo_digest not in entry.get(
-                "repoDigests", [])):  # fmt: skip
+        refs = self.store.load_refs()
+        entry = refs["images"].get(digest, {})
+        # (An `indexes` entry without `index`: left by an rmi of the image pulled whole.)
+        if "index" in entry or digest in refs.get("indexes", {}) or (
+                self.repo_digest and self.repo_digest not in entry.get("repoDigests", [])):  # fmt: skip
             with self.store.update_refs() as refs:  # named alone now: no longer the index's
                 refs["images"][digest].pop("index", None)
                 refs.get("indexes", {}).pop(digest, None)
