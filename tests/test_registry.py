@@ -135,6 +135,14 @@ def test_skopeo_interop(bb: Client, registry: str, tmp_path: Path) -> None:
     assert img.record.layers[0]["mediaType"].endswith("gzip")
     assert img.record.diff_ids == bb.images.get("bb:ship").record.diff_ids
     assert fresh.containers.run(f"{registry}/other/bb:gz", remove=True) == b"shipped\n"
+    # Into the store that has the layer unpacked (uncompressed blob): the gzip blob is kept,
+    # the layer (same DiffID) is not unpacked again.
+    layers = sorted((bb.store.root / "layers" / "sha256").iterdir())
+    stamp = [(p / "layer.json").stat().st_mtime_ns for p in layers]
+    again = bb.images.pull(f"{registry}/other/bb:gz")
+    assert sorted((bb.store.root / "layers" / "sha256").iterdir()) == layers
+    assert [(p / "layer.json").stat().st_mtime_ns for p in layers] == stamp
+    assert bb.store.has_blob(again.record.layers[0]["digest"]) and bb.system.check() == []
     # skopeo also copies what pyrun pushed whole (checking every blob), and the copy runs here.
     # (Last: root's skopeo blob cache, /var/lib/containers/cache, would have had the copy
     # above mount this layer instead of compressing it.)

@@ -130,6 +130,17 @@ def test_corrupt_blob_fails_cleanly_and_the_next_pull_succeeds(
     assert [p for p in (root / "tmp").iterdir()] == []
     assert fresh.system.check() == []
 
+    # Into an OCI layout or archive: the same one line, and no blob with other bytes in it.
+    layout = tmp_path / "layout"
+    msg = one_line(cli(root, "image", "copy", "-q", f"docker://{name}", f"oci:{layout}:1"))
+    assert "mismatch" in msg and rec.layers[0]["digest"] in msg, msg
+    assert not (layout / "blobs" / "sha256" / rec.layers[0]["digest"][7:]).exists()
+    assert not (layout / "index.json").exists()
+    msg = one_line(
+        cli(root, "image", "copy", "-q", f"docker://{name}", f"oci-archive:{layout}.tar")
+    )
+    assert "mismatch" in msg and not Path(f"{layout}.tar").exists(), msg
+
     blob.write_bytes(good)  # the registry repaired: the next pull succeeds
     r = cli(root, "pull", "-q", name)
     assert r.returncode == 0, r.stderr

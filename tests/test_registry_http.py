@@ -78,6 +78,16 @@ class _Registry(_Handler):
             self._send(401, b"{}", {"WWW-Authenticate": challenge})
         elif self.path == f"/v2/r/x/blobs/{DIGEST}":
             self._send(307, b"", {"Location": f"http://{self.storage}/bucket/{DIGEST}?sig=1"})
+        elif self.path == "/v2/r/x/manifests/warned":  # a registry's Warning headers
+            body = json.dumps({"schemaVersion": 2, "mediaType": oci.OCI_MANIFEST}).encode()
+            self.send_response(200)
+            self.send_header("Warning", '299 - "this repository is deprecated"')
+            self.send_header("Warning", '299 - "quota: 90% used, \\"soon\\" full"')
+            self.send_header("Warning", '199 - "not for users"')
+            self.send_header("Content-Type", oci.OCI_MANIFEST)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
         elif self.path == "/v2/r/x/manifests/mismatch":  # Content-Type says another type
             body = json.dumps({"schemaVersion": 2, "mediaType": oci.OCI_MANIFEST}).encode()
             self._send(200, body, {"Content-Type": oci.DOCKER_MANIFEST})
@@ -246,3 +256,31 @@ def test_identity_token_is_a_refresh_token_grant(servers: str, tmp_path: Path) -
     form = json.loads(post[1])
     assert form["grant_type"] == ["refresh_token"] and form["service"] == ["fake"]
     assert form["scope"] == ["repository:r/x:pull"] and form["client_id"] == ["pyrun"]
+
+
+def test_registry_warnings_are_shown_once(servers: str, capsys: pytest.CaptureFixture[str]) -> None:
+    api = Registry(servers)
+    try:
+        for _ in range(2):
+            api.get_manifest("r/x", "warned")
+    finally:
+        api.close()
+    assert capsys.readouterr().err.splitlines() == [
+        f"Warning: {servers}: this repository is deprecated",
+        f'Warning: {servers}: quota: 90% used, "soon" full',
+    ]
+
+
+def test_a_challenge_with_several_scopes_asks_for_all_of_them(servers: str) -> None:
+    """A mount's challenge names two repositories, space-separated: the token request repeats
+    `scope` once for each (distribution's token.md; what Debian's registry sends)."""
+    api = Registry(servers)
+    challenge = (f'Bearer realm="{_Handler.token_url}",service="fake",'
+                 'scope="repository:r/y:pull,push repository:r/x:pull"')  # fmt: skip
+    try:
+        api._authenticate(challenge, "repository:r/y:pull,push repository:r/x:pull")
+    finally:
+        api.close()
+    (query,) = [p for s, p, _ in _Handler.seen if s == "token"]
+    scopes = urllib.parse.parse_qs(urllib.parse.urlsplit(query).query)["scope"]
+    assert scopes == ["repository:r/y:pull,push", "repository:r/x:pull"]

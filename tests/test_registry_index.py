@@ -37,6 +37,13 @@ def tiny_rootfs(path: Path, text: str) -> Path:
     return path
 
 
+def member(archive: Path, name: str) -> bytes:
+    with tarfile.open(archive) as tf:
+        f = tf.extractfile(name)
+        assert f is not None
+        return f.read()
+
+
 def one_line(r: subprocess.CompletedProcess[str]) -> str:
     assert r.returncode != 0, r.stdout
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
@@ -91,8 +98,10 @@ def test_pull_all_platforms_keeps_the_index(
     fresh = Client(fresh_root)
     r = pyrun("--root", str(fresh_root), "pull", "--all-platforms", name)
     assert r.returncode == 0, r.stderr
+    assert f"Digest: {ix['index']}" in r.stdout, r.stdout  # what the tag names, as Docker
     (img,) = fresh.images.list()
     assert img.record.manifest_digest == ix["host"] and img.tags == [name]
+    assert img.attrs["RepoDigests"] == [f"{reg.addr}/ix/multi@{ix['index']}"]
     store = fresh.store
     # The other platform's blobs are kept, not unpacked; the index is kept.
     assert store.has_blob(ix["index"]) and store.has_blob(ix["other"])
@@ -127,13 +136,45 @@ def test_pull_all_platforms_keeps_the_index(
     line = one_line(pyrun("image", "copy", "--all", "--platform", "linux/arm64",
                           f"docker://{name}", "x:1"))  # fmt: skip
     assert "--all" in line and "--platform" in line
-    # `save` to a docker-archive takes this host's image; a plain pull of the tag names it alone.
+    # `save` to a docker-archive takes this host's image, to an OCI archive the index whole;
+    # a plain pull of the tag names it alone.
     r = pyrun("--root", str(fresh_root), "save", "-o", str(tmp_path / "one.tar"), name)
     assert r.returncode == 0, r.stderr
+    (entry,) = json.loads(member(tmp_path / "one.tar", "manifest.json"))
+    assert entry["RepoTags"] == [name]
+    r = pyrun("--root", str(fresh_root), "save", "--format", "oci-archive",
+              "-o", str(tmp_path / "whole.tar"), name)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    index = json.loads(member(tmp_path / "whole.tar", "index.json"))
+    (entry,) = index["manifests"]
+    assert entry["digest"] == ix["index"] and entry["mediaType"] == oci.OCI_INDEX
+    loaded = Client(tmp_path / "loaded").images.load(tmp_path / "whole.tar")
+    assert [img.record.manifest_digest for img in loaded] == [ix["host"]]
     assert fresh.images.pull(name).record.manifest_digest == ix["host"]
     assert "index" not in store.load_refs()["images"][ix["host"]]
+    # (By this host's platform from the index: RepoDigests still names the index; the push
+    # above added where it went.)
+    assert fresh.images.get(name).attrs["RepoDigests"] == [
+        f"{reg.addr}/ix/again@{ix['index']}", f"{reg.addr}/ix/multi@{ix['index']}"]  # fmt: skip
     store.gc()
     assert not store.has_blob(ix["other_layer"]) and store.check() == []
+    assert ix["host"] not in store.load_refs().get("indexes", {})
+    # Pulled whole again, removed, pulled alone: nothing of the index is kept alive.
+    fresh.images.pull(name, all_platforms=True)
+    fresh.images.remove(f"{reg.addr}/ix/again:1")
+    fresh.images.remove(name)
+    assert fresh.images.list() == [] and ix["host"] in store.load_refs()["indexes"]
+    assert fresh.images.pull(name).record.manifest_digest == ix["host"]
+    assert ix["host"] not in store.load_refs().get("indexes", {})
+    store.gc()
+    assert not store.has_blob(ix["other_layer"]) and not store.has_blob(ix["index"])
+    # Pinned by the index's digest: `run` pulls it once, then finds it by that digest.
+    pinned = f"{reg.addr}/ix/multi@{ix['index']}"
+    pin_root = tmp_path / "pinned"
+    for _ in range(2):
+        r = pyrun("--root", str(pin_root), "run", "--rm", "--network", "none", pinned)
+        assert r.returncode == 0 and r.stdout == "host\n", r.stderr
+    assert Client(pin_root).images.get(pinned).record.manifest_digest == ix["host"]
     # The API: images.pull(all_platforms=True), and image copy --all into the store.
     api_img = Client(tmp_path / "api").images.pull(name, all_platforms=True)
     assert api_img.record.manifest_digest == ix["host"]

@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,8 +82,10 @@ def test_docker_hub_names(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (reg.domain, reg.host, reg.scheme) == ("docker.io", "127.0.0.1:5999", "http")
     assert rc.Registry("quay.io").host == "quay.io"  # the override is Docker Hub's only
     monkeypatch.setenv("PYRUN_INSECURE_REGISTRIES", "r.example:5000, other")
-    assert rc.Registry("r.example:5000").scheme == "http"
-    assert rc.Registry("r.example").scheme == "https"
+    insecure = rc.Registry("r.example:5000")  # TLS unverified, or HTTP if it has no TLS
+    assert (insecure.scheme, insecure.verify, insecure._probe) == ("https", False, True)
+    assert rc.Registry("r.example").verify is True
+    assert rc.Registry("127.0.0.9:5000").verify is False
 
 
 def test_credential_lookup_order(
@@ -198,26 +201,55 @@ def test_busybox_through_a_stand_in_for_docker_hub(
 
 @needs_root
 @needs_tool("docker-registry")
+@needs_tool("openssl")
 def test_insecure_registry_flag(
-    client: Client, busybox_tar: Path, tmp_path: Path, pyrun: PyrunRunner
+    client: Client,
+    busybox_tar: Path,
+    tmp_path: Path,
+    pyrun: PyrunRunner,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A registry not on localhost/127.0.0.0/8 by name is spoken to over TLS: `127.1:PORT`
-    (the same loopback address, spelt so it is not recognised) fails the TLS handshake with
-    one line; --insecure-registry 127.1:PORT makes it plain HTTP."""
+    """A registry not on localhost/127.0.0.0/8 by name is spoken to over TLS, verified:
+    `127.1:PORT` (the same loopback address, spelt so it is not recognised) fails as one line,
+    against a plain-HTTP registry and against one with a self-signed certificate.
+    --insecure-registry: TLS without verification where the registry speaks TLS, else plain
+    HTTP (Docker's order)."""
     d = tmp_path / "reg"
     d.mkdir()
-    gen = start_registry(d)
-    host = next(gen)
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=pyrun-test-registry", "-keyout", str(d / "key.pem"),
+         "-out", str(d / "cert.pem")],
+        capture_output=True, check=True,
+    )  # fmt: skip
+    plain = start_registry(d)
+    hosts = [next(plain).replace("127.0.0.1", "127.1")]
+    tls_dir = tmp_path / "tls"
+    tls_dir.mkdir()
+    tls = start_registry(tls_dir)
+    with monkeypatch.context() as m:  # the registry's own override of http.tls
+        m.setenv("REGISTRY_HTTP_TLS_CERTIFICATE", str(d / "cert.pem"))
+        m.setenv("REGISTRY_HTTP_TLS_KEY", str(d / "key.pem"))
+        hosts.append(next(tls).replace("127.0.0.1", "127.1"))
     try:
-        other = host.replace("127.0.0.1", "127.1")
-        client.images.import_image(busybox_tar, f"{other}/tls/bb:1")
-        r = pyrun("push", f"{other}/tls/bb:1")
-        assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
-        assert "SSL" in r.stderr or "ssl" in r.stderr, r.stderr
-        r = pyrun("--insecure-registry", other, "push", f"{other}/tls/bb:1")
-        assert r.returncode == 0, r.stderr
-        r = pyrun("--insecure-registry", other, "--root", str(tmp_path / "fresh"), "pull",
-                  f"{other}/tls/bb:1")  # fmt: skip
-        assert r.returncode == 0, r.stderr
+        for other, why in zip(hosts, ("SSL", "CERTIFICATE_VERIFY_FAILED"), strict=True):
+            client.images.import_image(busybox_tar, f"{other}/tls/bb:1")
+            r = pyrun("push", f"{other}/tls/bb:1")
+            assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+            assert why in r.stderr, r.stderr
+            r = pyrun("--insecure-registry", other, "push", f"{other}/tls/bb:1")
+            assert r.returncode == 0, r.stderr
+            r = pyrun("--insecure-registry", other, "--root", str(tmp_path / "fresh"), "pull",
+                      f"{other}/tls/bb:1")  # fmt: skip
+            assert r.returncode == 0, r.stderr
+        # Which way each went: plain HTTP to the first, TLS (unverified) to the second.
+        monkeypatch.setenv("PYRUN_INSECURE_REGISTRIES", ",".join(hosts))
+        for other, scheme in zip(hosts, ("http", "https"), strict=True):
+            api = rc.Registry(other)
+            try:
+                assert api.tags("tls/bb") == ["1"] and api.scheme == scheme
+            finally:
+                api.close()
     finally:
-        gen.close()
+        plain.close()
+        tls.close()

@@ -284,6 +284,38 @@ def test_chunk_resume_from_the_session_range(monkeypatch: pytest.MonkeyPatch) ->
     assert log.count("POST /v2/x/y/blobs/uploads/") == 1 and log[-1].startswith("PUT /up/1?digest=")
 
 
+class _MinChunkUploads(_SpecUploads):
+    """The same sessions, never cut, asking for chunks of at least 100000 bytes."""
+
+    log: ClassVar[list[str]] = []
+    patches = -1000
+
+    def do_POST(self) -> None:
+        type(self).log.append(f"POST {self.path}")
+        type(self).data = bytearray()
+        self._reply(202, {"Location": "/up/1", "OCI-Chunk-Min-Length": "100000"})
+
+
+def test_chunks_honour_oci_chunk_min_length(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pyrun.registry.client import Registry
+
+    monkeypatch.setenv("PYRUN_UPLOAD_CHUNK", str(64 * 1024))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _MinChunkUploads)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    blob = os.urandom(250 * 1000)
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    reg = Registry(f"127.0.0.1:{server.server_address[1]}")
+    try:
+        reg.upload_blob("x/y", digest, len(blob), io.BytesIO(blob))
+    finally:
+        reg.close()
+        server.shutdown()
+        server.server_close()
+    assert _MinChunkUploads.done[digest] == blob
+    patches = [ln for ln in _MinChunkUploads.log if ln.startswith("PATCH")]
+    assert patches == ["PATCH 0-99999", "PATCH 100000-199999", "PATCH 200000-249999"], patches
+
+
 class _JWTServer(http.server.BaseHTTPRequestHandler):
     """A token server for the registry's `auth: token` mode: RS256 JWTs signed (with the
     openssl CLI) by a key whose self-signed certificate is the registry's root bundle, for

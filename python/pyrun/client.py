@@ -62,7 +62,14 @@ class Image:
                         "uncompressed_size"
                     ]
                 )
-        repo_digests = sorted({f"{parse(t).name}@{rec.manifest_digest}" for t in rec.tags})
+        # As the registry named it when pulled (an index's digest, for a multi-platform
+        # image), else this manifest's digest under each tag's name.
+        known = store.load_refs()["images"].get(rec.manifest_digest, {}).get("repoDigests", [])
+        names = {d.split("@")[0] for d in known}
+        repo_digests = sorted(
+            {*known, *(f"{parse(t).name}@{rec.manifest_digest}" for t in rec.tags
+                       if parse(t).name not in names)}
+        )  # fmt: skip
         return {
             "Id": rec.id,
             "RepoTags": self.tags,
@@ -226,27 +233,46 @@ class ImageCollection:
         *,
         format: str = "docker-archive",
     ) -> None:
-        """`docker save`: the images, with the tags they were named by, into one tar (atomic)."""
+        """`docker save`: the images, with the tags they were named by, into one tar (atomic).
+        An image pulled with its index (`--all-platforms`) goes into an OCI archive whole; a
+        docker-archive holds this host's image."""
+        from pyrun.transports.copy import copy_image
         from pyrun.transports.layout import docker_archive_destination, oci_archive_destination
         from pyrun.transports.local import StoreSource
 
         if format not in ("docker-archive", "oci-archive", "oci"):
             raise InvalidReference(f"unknown save format {format!r}: use docker-archive or oci")
         src = StoreSource(self.client.store)
-        images: builtins.list[SourceImage] = []
+        todo: builtins.list[SourceImage | tuple[bytes, str, builtins.list[SourceImage]]] = []
+        named: builtins.list[builtins.list[Reference]] = []
         for name in names:
             (img,) = src.images(name)
             with contextlib.suppress(InvalidReference):
                 ref = parse(name)
                 rec_tags = [str(n) for n in img.names]
                 img.names = [ref] if str(ref) in rec_tags else img.names
-            images.append(img)
+            index = src.index(name) if format != "docker-archive" else None
+            todo.append(index if index is not None else img)
+            named.append(img.names)
         dest = (
             docker_archive_destination(Path(path))
             if format == "docker-archive"
             else oci_archive_destination(Path(path))
         )
-        self._copy_all(images, dest)
+        try:
+            for item, item_names in zip(todo, named, strict=True):
+                if isinstance(item, tuple):  # an index: its images by digest, then itself
+                    dest.in_index = True
+                    for child in item[2]:
+                        copy_image(child, dest, [])
+                    dest.in_index = False
+                    dest.put_manifest(item[0], item[1], item_names)
+                else:
+                    copy_image(item, dest)
+            dest.commit()
+        except BaseException:
+            dest.abort()
+            raise
 
     def copy(
         self,
@@ -267,7 +293,9 @@ class ImageCollection:
         from pyrun.transports.names import open_destination, open_source
 
         if all and platform:
-            raise InvalidReference("--all copies every platform: it cannot go with --platform")
+            raise InvalidReference(
+                "--all (--all-platforms) copies every platform: it cannot go with --platform"
+            )
         plat = oci.parse_platform(platform) if platform else None
         src, ref = open_source(source, self.client.store, plat)
         try:  # open until the copy is done: a registry source streams its layers meanwhile
@@ -283,6 +311,7 @@ class ImageCollection:
                     if record is not None:
                         record(self.client.store.ensure().root)
                     dest, names = open_destination(destination, self.client.store)
+                    self._note_repo_digest(src, dest)
                     children = [oci.sha256_bytes(c.manifest) for c in index[2] if c.manifest]
                     extra = self._referrers_copier(src, dest, children, progress, referrers)
                     return self._copy_index(index, dest, names, progress, destination, extra)
@@ -290,6 +319,7 @@ class ImageCollection:
             if len(images) != 1:
                 raise ImageNotFound(f"{source}: holds {len(images)} images; name one")
             dest, names = open_destination(destination, self.client.store)
+            self._note_repo_digest(src, dest)
             if hasattr(dest, "origins_root"):  # a registry: mounts from repos known to hold blobs
                 dest.origins_root = self.client.store.root
             if record is not None:
@@ -298,6 +328,14 @@ class ImageCollection:
             return self._copy_all(images, dest, names, progress, extra)[0]
         finally:
             src.close()
+
+    @staticmethod
+    def _note_repo_digest(src: ImageSource, dest: ImageDestination) -> None:
+        """A pull: the store keeps NAME@DIGEST as the registry named the image (for an
+        index, the index's digest: Docker's RepoDigests and `Digest:` line)."""
+        resolved = getattr(src, "resolved", None)
+        if resolved and hasattr(dest, "repo_digest"):
+            dest.repo_digest = f"{src.ref.name}@{resolved}"  # type: ignore[attr-defined]
 
     def _copy_index(
         self,
@@ -474,8 +512,14 @@ class ImageCollection:
         ref = parse(f"{repository}:{tag}" if tag else repository)
         if ref.tag is None and ref.digest is None:
             ref = ref._replace(tag="latest")
-        self.client.store.get(str(ref))  # ImageNotFound before any network traffic
-        return self.copy(str(ref), f"docker://{ref}", progress=progress)
+        rec = self.client.store.get(str(ref))  # ImageNotFound before any network traffic
+        digest = self.copy(str(ref), f"docker://{ref}", progress=progress)
+        with self.client.store.update_refs() as refs:  # Docker's RepoDigests gains the push
+            entry = refs["images"].get(rec.manifest_digest)
+            if entry is not None:
+                old = [d for d in entry.get("repoDigests", []) if d.split("@")[0] != ref.name]
+                entry["repoDigests"] = sorted([*old, f"{ref.name}@{digest}"])
+        return digest
 
     def list_tags(self, repository: str) -> builtins.list[str]:
         """The tags of REGISTRY/REPOSITORY in its registry, sorted (`skopeo list-tags`)."""

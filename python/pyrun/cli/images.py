@@ -264,7 +264,11 @@ def cmd_pull(args: argparse.Namespace) -> int:
     if args.quiet:
         print(ref.familiar())
     else:
-        print(f"Digest: {img.record.manifest_digest}")
+        digest = next(
+            (d.rsplit("@", 1)[1] for d in img.attrs["RepoDigests"] if parse(d).name == ref.name),
+            img.record.manifest_digest,
+        )
+        print(f"Digest: {digest}")
         print(f"Status: Downloaded newer image for {ref.familiar()}")
         print(ref.familiar())
     return 0

@@ -96,9 +96,14 @@ def credential_key(domain: str) -> str:
     return DOCKER_HUB_KEY if domain in _HUB_NAMES else domain
 
 
-def is_insecure(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     name = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
-    if name in ("localhost", "[::1]") or re.fullmatch(r"127(\.\d{1,3}){3}", name):
+    return name in ("localhost", "[::1]") or bool(re.fullmatch(r"127(\.\d{1,3}){3}", name))
+
+
+def is_insecure(host: str) -> bool:
+    """Loopback, or named in $PYRUN_INSECURE_REGISTRIES (--insecure-registry)."""
+    if is_loopback(host):
         return True
     extra = os.environ.get("PYRUN_INSECURE_REGISTRIES", "")
     return host in {h.strip() for h in extra.split(",") if h.strip()}
@@ -227,13 +232,18 @@ class Registry:
     def __init__(self, domain: str) -> None:
         self.domain = server_domain(domain)
         self.host = api_host(self.domain)
-        self.scheme = "http" if is_insecure(self.host) else "https"
+        # Loopback: plain HTTP. An --insecure-registry: TLS without verification where it
+        # speaks TLS, else plain HTTP (Docker's order); found by the first request.
+        self.scheme = "http" if is_loopback(self.host) else "https"
+        self.verify = not is_insecure(self.host)
+        self._probe = not self.verify and self.scheme == "https"
         self._local = threading.local()
         self._tokens: dict[str, tuple[str, float]] = {}  # scope -> (token, expires at)
         self._challenge: str | None = None
         self._basic: str | None = None
         self._lock = threading.Lock()
         self._all: list[http.client.HTTPConnection] = []
+        self._warned: set[str] = set()
 
     def close(self) -> None:
         """Close every connection (of every thread); a later request opens a new one."""
@@ -257,8 +267,12 @@ class Registry:
             if scheme == "https":
                 import ssl
 
+                context = ssl.create_default_context()
+                if not self.verify:
+                    context.check_hostname = False
+                    context.verify_mode = ssl.CERT_NONE
                 conn = http.client.HTTPSConnection(
-                    host, timeout=60, context=ssl.create_default_context(), blocksize=1 << 20
+                    host, timeout=60, context=context, blocksize=1 << 20
                 )
             else:  # 1 MiB blocks: a streamed upload body is read (and counted) in big pieces
                 conn = http.client.HTTPConnection(host, timeout=60, blocksize=1 << 20)
@@ -297,6 +311,21 @@ class Registry:
                 if attempt == 2 or not retriable:
                     raise TransportError(f"{parts.netloc}: {method} {parts.path}: {e}") from None
         raise AssertionError("unreachable")
+
+    def _probe_scheme(self) -> None:
+        """An insecure registry that does not speak TLS (the handshake fails) is plain HTTP."""
+        import ssl
+
+        self._probe = False
+        conn = self._conn(self.host, "https")
+        try:
+            conn.connect()
+        except ssl.SSLError:
+            self.scheme = "http"
+        except OSError:
+            pass  # unreachable: the request itself says so
+        finally:
+            conn.close()
 
     # --- auth ------------------------------------------------------------------------------
     def _auth_header(self, scope: str) -> dict[str, str]:
@@ -394,6 +423,8 @@ class Registry:
     ) -> Response:
         """`method` on /v2/...; a 401 triggers the auth flow once; redirects are followed
         (Authorization is only sent to the registry's own host)."""
+        if self._probe:
+            self._probe_scheme()
         url = path if path.startswith("http") else f"{self.scheme}://{self.host}{path}"
         retries = 0
         attempt = 0
@@ -430,10 +461,31 @@ class Registry:
                 retries += 1
                 time.sleep(min(0.25 * 2**retries, 4.0))  # 0.5, 1, 2, 4 s
                 continue
+            self._warnings(resp)
             if resp.status not in ok:
                 raise _error(resp, method, path, self.host)
             return resp
         raise _error(resp, method, path, self.host)
+
+    def _warnings(self, resp: Response) -> None:
+        """`Warning: 299 - "text"` headers (a deprecation, a quota) go to the user, each
+        once per registry, through `on_warning` (default: a line on stderr)."""
+        for value in resp.resp.headers.get_all("Warning") or []:
+            m = re.match(r'\s*299\s+\S+\s+"((?:[^"\\]|\\.)*)"', value)
+            if m is None:
+                continue
+            text = m.group(1).replace('\\"', '"')
+            with self._lock:
+                if text in self._warned:
+                    continue
+                self._warned.add(text)
+            self.on_warning(f"{self.host}: {text}")
+
+    @staticmethod
+    def on_warning(text: str) -> None:
+        import sys
+
+        print(f"Warning: {text}", file=sys.stderr)
 
     # --- the API ---------------------------------------------------------------------------
     def check_login(self, user: str, password: str) -> None:
@@ -512,6 +564,7 @@ class Registry:
         scope = f"repository:{repo}:pull,push"
         opened: list[Any] = []  # bodies reopened here, closed here
         try:
+            min_chunk = 0
             for attempt in range(3):
                 if location is None:
                     resp = self.request("POST", f"/v2/{repo}/blobs/uploads/", scope=scope,
@@ -519,8 +572,10 @@ class Registry:
                                         body=b"")  # fmt: skip
                     resp.read()
                     location = self._location(resp, repo)
+                    least = resp.header("OCI-Chunk-Min-Length") or ""
+                    min_chunk = int(least) if least.isdigit() else 0
                 try:
-                    self._upload(repo, scope, location, digest, size, body)
+                    self._upload(repo, scope, location, digest, size, body, min_chunk)
                     return
                 except RegistryError as e:
                     # A 401 after the bytes went, a lost connection, or a 5xx answer to a
@@ -541,9 +596,16 @@ class Registry:
                     b.close()
 
     def _upload(
-        self, repo: str, scope: str, location: str, digest: str, size: int, body: Any
+        self,
+        repo: str,
+        scope: str,
+        location: str,
+        digest: str,
+        size: int,
+        body: Any,
+        min_chunk: int = 0,
     ) -> None:
-        chunk = upload_chunk_size()
+        chunk = max(upload_chunk_size(), min_chunk)  # the registry's OCI-Chunk-Min-Length
         if size <= chunk or not getattr(body, "seekable", lambda: False)():
             url = _with_digest(location, digest)
             resp = self.request(

@@ -341,6 +341,11 @@ class Store:
         if ref.digest is not None:
             if ref.digest in images:
                 return ref.digest
+            # NAME@DIGEST as the registry named it when pulled (an index's digest).
+            pulled_as = f"{ref.name}@{ref.digest}"
+            for mdigest, entry in images.items():
+                if pulled_as in entry.get("repoDigests", ()):
+                    return str(mdigest)
             raise ImageNotFound(f"No such image: {text}")
         digest = refs["tags"].get(str(ref))
         if digest is None:

@@ -255,6 +255,34 @@ class DockerArchiveSource:
 
 
 # -- destinations --------------------------------------------------------------------------------
+class _Checked:
+    """A blob's bytes on their way into a layout, hashed: `verify` raises unless they match
+    the digest the path names (a registry or an archive may serve other bytes)."""
+
+    def __init__(self, f: Any, name: str) -> None:
+        import hashlib
+
+        self.f = f
+        self.name = name
+        self.hash = hashlib.sha256() if name.startswith("blobs/sha256/") else None
+
+    def read(self, n: int = -1) -> bytes:
+        data: bytes = self.f.read(n)
+        if self.hash is not None:
+            self.hash.update(data)
+        return data
+
+    def verify(self) -> None:
+        if self.hash is None:
+            return
+        want = "sha256:" + self.name.rsplit("/", 1)[1]
+        got = "sha256:" + self.hash.hexdigest()
+        if got != want:
+            from pyrun.errors import DigestMismatch
+
+            raise DigestMismatch(f"digest mismatch: expected {want}, got {got}")
+
+
 class _LayoutWriter:
     """Collects blobs and manifests, then writes an OCI layout (plus Docker's manifest.json when
     `docker` is set) into a directory or a tar file. Nothing is visible before `commit`."""
@@ -415,7 +443,9 @@ class _LayoutWriter:
                     else:
                         ti.size = content.size()
                         with content.open() as f:
-                            tf.addfile(ti, f)
+                            checked = _Checked(f, name)
+                            tf.addfile(ti, checked)
+                            checked.verify()
                 raw.flush()
                 os.fsync(raw.fileno())
             os.replace(tmp, self.target)
@@ -430,7 +460,9 @@ class _LayoutWriter:
         import tempfile
 
         self.target.mkdir(parents=True, exist_ok=True)
-        for name, content in self._files():
+        # Blobs first (each checked, then renamed in), index.json last: a copy that fails
+        # leaves no index naming what is not there.
+        for name, content in sorted(self._files(), key=lambda f: not f[0].startswith("blobs/")):
             dest = self.target / name
             if name.startswith("blobs/") and dest.exists():
                 continue
@@ -442,7 +474,9 @@ class _LayoutWriter:
                         out.write(content)
                     else:
                         with content.open() as f:
-                            shutil.copyfileobj(f, out, 1 << 20)
+                            checked = _Checked(f, name)
+                            shutil.copyfileobj(checked, out, 1 << 20)
+                            checked.verify()
                     out.flush()
                     os.fsync(out.fileno())
                 os.chmod(tmp, 0o644)

@@ -116,6 +116,7 @@ class StoreDestination:
         self._lease = store.writing()
         self._lease.__enter__()
         self.added: list[str] = []
+        self.repo_digest: str | None = None  # NAME@DIGEST the registry knows the image by
         self._blobs_only = False  # the image being copied is another platform's: not unpacked
         self._children: dict[str, list[str]] = {}  # image of an index -> its blobs
 
@@ -205,12 +206,23 @@ class StoreDestination:
         if media_type in oci.INDEX_TYPES:
             return self._put_index(data, digest, media_type, names)
         self.store.add_image(digest, names)
-        if "index" in self.store.load_refs()["images"].get(digest, {}):
+        refs = self.store.load_refs()
+        entry = refs["images"].get(digest, {})
+        # (An `indexes` entry without `index`: left by an rmi of the image pulled whole.)
+        if "index" in entry or digest in refs.get("indexes", {}) or (
+                self.repo_digest and self.repo_digest not in entry.get("repoDigests", [])):  # fmt: skip
             with self.store.update_refs() as refs:  # named alone now: no longer the index's
                 refs["images"][digest].pop("index", None)
                 refs.get("indexes", {}).pop(digest, None)
+                self._note_repo_digest(refs["images"][digest])
         self.added.append(digest)
         return digest
+
+    def _note_repo_digest(self, entry: dict[str, Any]) -> None:
+        if self.repo_digest:
+            name = self.repo_digest.split("@")[0]
+            old = [d for d in entry.get("repoDigests", []) if d.split("@")[0] != name]
+            entry["repoDigests"] = sorted([*old, self.repo_digest])
 
     def _put_index(self, data: bytes, digest: str, media_type: str, names: list[Reference]) -> str:
         host = host_image_of(oci.load_json(data, "image index"))
@@ -223,6 +235,7 @@ class StoreDestination:
         with self.store.update_refs() as refs:
             refs["images"][host]["index"] = digest
             refs["images"][host]["indexMediaType"] = media_type
+            self._note_repo_digest(refs["images"][host])
             refs.setdefault("indexes", {})[host] = sorted(set(extra))
         self.added.append(host)
         return digest

@@ -230,11 +230,12 @@ class RegistrySource:
         self.registry = Registry(ref.domain)
         self.platform = platform
         self.digests: list[str] = []
+        self.resolved: str | None = None  # the digest the reference named (an index's, too)
 
     def images(self, ref: str | None = None) -> list[SourceImage]:
         repo = self.ref.path
         target = self.ref.digest or self.ref.tag or "latest"
-        data, media_type, _digest = self.registry.get_manifest(repo, target)
+        data, media_type, self.resolved = self.registry.get_manifest(repo, target)
         if media_type in oci.INDEX_TYPES:
             chosen = oci.select_manifest(oci.load_json(data, "image index"), self.platform)
             data, media_type, _digest = self.registry.get_manifest(repo, chosen["digest"])
@@ -245,7 +246,7 @@ class RegistrySource:
     def index(self, ref: str | None = None) -> tuple[bytes, str, list[SourceImage]] | None:
         """The image index the reference names (every image in it), or None for an image."""
         repo = self.ref.path
-        data, media_type, _ = self.registry.get_manifest(
+        data, media_type, self.resolved = self.registry.get_manifest(
             repo, self.ref.digest or self.ref.tag or "latest"
         )
         if media_type not in oci.INDEX_TYPES:
