@@ -21,10 +21,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from helpers import PyrunRunner, needs_root, until
 from pyrun.client import Client
-from pyrun.network import Networks, netns_path, store_tag
+from pyrun.network import Networks, int_to_ip, ip_to_int, mac_for, netns_path, store_tag
 from pyrun.store import Store
 
 pytestmark = [
@@ -562,3 +564,19 @@ def test_iptables_backend_publishes_and_isolates(
     tag = store_tag(Store(store_root))
     rules = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
     assert f"PYRUN-{tag}" not in rules
+
+
+@given(st.integers(min_value=0, max_value=0xFFFFFFFF))
+def test_ipv4_arithmetic_matches_the_socket_module(n: int) -> None:
+    text = socket.inet_ntoa(n.to_bytes(4, "big"))
+    assert int_to_ip(n) == text
+    assert ip_to_int(text) == n
+    assert mac_for(text) == b"\x02\x42" + socket.inet_aton(text)
+
+
+@pytest.mark.parametrize(
+    "bad", ["1.2.3", "1.2.3.256", "0x1.1.1.1", "1.2.3.4.5", "", "1.2.3.²", "1..2.3"]
+)
+def test_ipv4_parser_takes_dotted_quads_only(bad: str) -> None:
+    with pytest.raises(ValueError):
+        ip_to_int(bad)

@@ -26,8 +26,7 @@ import builtins
 import contextlib
 import json
 import os
-import socket
-import struct
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,20 +56,19 @@ class NetworkNotFound(NotFound):
     pass
 
 
-# --- IPv4 arithmetic without the ipaddress module (it is on the `run` path) ------------------
+# --- IPv4 arithmetic without ipaddress or socket (imports on the `run` path) --------------
 def ip_to_int(ip: str) -> int:
-    try:
-        packed = socket.inet_aton(ip)
-    except OSError:
-        raise ValueError(f"{ip!r} is not an IPv4 address") from None
-    if ip.count(".") != 3:
+    """A dotted quad of decimal octets (no inet_aton shorthands, hex or octal) -> int."""
+    parts = ip.split(".")
+    if len(parts) != 4 or not all(
+        p.isascii() and p.isdigit() and len(p) <= 3 and int(p) <= 255 for p in parts
+    ):
         raise ValueError(f"{ip!r} is not an IPv4 address")
-    value: int = struct.unpack("!I", packed)[0]
-    return value
+    return int.from_bytes(bytes(int(p) for p in parts), "big")
 
 
 def int_to_ip(n: int) -> str:
-    return socket.inet_ntoa(struct.pack("!I", n))
+    return ".".join(str(b) for b in n.to_bytes(4, "big"))
 
 
 def parse_subnet(text: str) -> tuple[int, int]:
@@ -104,8 +102,9 @@ def host_routes() -> list[tuple[int, int, str]]:
             fields = line.split()
             if len(fields) < 8:
                 continue
-            dest = socket.ntohl(int(fields[1], 16))
-            mask = socket.ntohl(int(fields[7], 16))
+            # The kernel's network-order words printed as host-order numbers (ntohl).
+            dest = int.from_bytes(int(fields[1], 16).to_bytes(4, sys.byteorder), "big")
+            mask = int.from_bytes(int(fields[7], 16).to_bytes(4, sys.byteorder), "big")
             prefix = bin(mask).count("1")
             if prefix:
                 out.append((dest, prefix, fields[0]))
@@ -115,7 +114,7 @@ def host_routes() -> list[tuple[int, int, str]]:
 def mac_for(ip: str) -> bytes:
     """Docker's MAC from the address (02:42 + the four octets): a reused address keeps its
     MAC, so neighbours' ARP caches never point at a departed container."""
-    return b"\x02\x42" + socket.inet_aton(ip)
+    return b"\x02\x42" + ip_to_int(ip).to_bytes(4, "big")
 
 
 def mac_text(mac: bytes) -> str:
@@ -126,12 +125,23 @@ def mac_text(mac: bytes) -> str:
 def store_tag(store: Store) -> str:
     """'' for the default store, else 8 hex of its path: kernel-wide names (bridges, netns
     directory, firewall table) differ between stores so they never step on each other."""
-    root = os.path.realpath(store.root)
-    if root == DEFAULT_ROOT:
-        return ""
-    import hashlib
+    key = str(store.root)
+    tag = _TAGS.get(key)
+    if tag is None:
+        root = os.path.realpath(store.root)
+        if root == DEFAULT_ROOT:
+            tag = ""
+        else:
+            try:  # the builtin module: hashlib's OpenSSL import costs a `run` ~3 ms
+                from _sha256 import sha256  # type: ignore[import-not-found]
+            except ImportError:
+                from hashlib import sha256
+            tag = sha256(root.encode()).hexdigest()[:8]
+        _TAGS[key] = tag
+    return tag
 
-    return hashlib.sha256(root.encode()).hexdigest()[:8]
+
+_TAGS: dict[str, str] = {}
 
 
 def netns_dir(store: Store) -> Path:

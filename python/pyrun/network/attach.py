@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -110,7 +109,7 @@ def setup(
 
     host_mode = mode == "host"
     if host_mode and not options.get("hostname"):
-        hostname = socket.gethostname()
+        hostname = os.uname().nodename
     lines: list[str] = []
     result: dict[str, Any] = {"namespace": None, "mounts": etc_mounts(cdir), "hostname": hostname}
     try:

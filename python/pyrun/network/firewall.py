@@ -19,13 +19,14 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import subprocess
 from typing import TYPE_CHECKING, Any
 
 from pyrun.errors import APIError
 from pyrun.store.fsutil import flocked
 
 if TYPE_CHECKING:
+    import subprocess
+
     from pyrun.network import Network
     from pyrun.store import Store
 
@@ -148,6 +149,8 @@ def render_iptables_nat(store: Store, nets: list[Network]) -> str:
 
 
 def _run(argv: list[str], stdin: str = "") -> subprocess.CompletedProcess[str]:
+    import subprocess  # lazily: a `run` whose rules did not change never calls nft
+
     return subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
 
 
