@@ -237,22 +237,16 @@ def test_kill_9_during_import(store_root: Path, tmp_path: Path, delay: float) ->
 def test_timestamps_are_go_rfc3339nano(monkeypatch: pytest.MonkeyPatch) -> None:
     """Go drops trailing zeros when it re-marshals a time; pyrun writes the same bytes so a
     config passed through skopeo or Docker keeps its digest."""
-    import datetime as dt
+    import calendar
 
     import pyrun.store as store_mod
 
-    class Frozen(dt.datetime):
-        micro = 0
-
-        @classmethod
-        def now(cls, tz: dt.tzinfo | None = None) -> Frozen:
-            return cls(2026, 11, 27, 22, 5, 9, cls.micro, tzinfo=tz)
-
-    monkeypatch.setattr(store_mod._dt, "datetime", Frozen)
+    base = calendar.timegm((2026, 11, 27, 22, 5, 9)) * 1_000_000_000
     for micro, text in [
         (0, "2026-11-27T22:05:09Z"),
         (120_000, "2026-11-27T22:05:09.12Z"),
         (123_456, "2026-11-27T22:05:09.123456Z"),
     ]:
-        Frozen.micro = micro
+        ns = base + micro * 1000 + 789  # nanoseconds below the microsecond are dropped
+        monkeypatch.setattr(store_mod.time, "time_ns", lambda ns=ns: ns)
         assert store_mod.now_rfc3339() == text

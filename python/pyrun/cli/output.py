@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import sys
 from typing import Any
@@ -20,6 +19,8 @@ def human_size(n: float) -> str:
 def human_ago(rfc3339: str) -> str:
     if not rfc3339:
         return "N/A"
+    import datetime as _dt  # lazily: only listings print ages
+
     try:
         t = _dt.datetime.fromisoformat(rfc3339.replace("Z", "+00:00"))
     except ValueError:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import sys
 import time
@@ -303,6 +302,8 @@ class Container:
         # A volatile (--rm) upper mounted before: overlayfs wants its marker gone before it
         # mounts that upper again (`cp`/`export` in the moment before removal).
         if (self.dir / "work" / "work" / "incompat").exists():
+            import shutil
+
             shutil.rmtree(self.dir / "work" / "work" / "incompat", ignore_errors=True)
         lowers = [str(self.store.layer_diff(d)) for d in reversed(image.diff_ids)]
         if not lowers:

@@ -17,10 +17,10 @@ written to tmp/ and renamed into place, so a kill -9 at any point leaves a consi
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import fcntl
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,9 +53,14 @@ def _hex(digest: str) -> str:
 def now_rfc3339() -> str:
     """The time as Go's RFC3339Nano writes it (no trailing zeros in the fraction), so configs
     that Go tools (skopeo, Docker) parse and write back keep their bytes and digests."""
-    t = _dt.datetime.now(_dt.UTC)
-    frac = f"{t.microsecond:06d}".rstrip("0")
-    return t.strftime("%Y-%m-%dT%H:%M:%S") + (f".{frac}" if frac else "") + "Z"
+    # time rather than datetime: one import less on every CLI start.
+    ns = time.time_ns()
+    frac = f"{ns % 1_000_000_000 // 1000:06d}".rstrip("0")
+    return (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 1_000_000_000))
+        + (f".{frac}" if frac else "")
+        + "Z"
+    )
 
 
 class ImageRecord:
