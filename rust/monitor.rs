@@ -125,6 +125,8 @@ struct RunEnd {
     exit_code: i32,
     oom_killed: bool,
     cgroup: String,
+    /// Started in its cgroup by clone3 (cgroup v2) rather than moved into it.
+    cgroup_clone: bool,
     error: Option<String>,
     ran_for: Duration,
 }
@@ -143,6 +145,7 @@ fn run_once(
         exit_code: code,
         oom_killed: false,
         cgroup: String::new(),
+        cgroup_clone: false,
         error: Some(msg),
         ran_for: began.elapsed(),
     };
@@ -197,6 +200,7 @@ fn run_once(
         "pid_start" => start_time(pid).unwrap_or(0),
         "started_at" => started_at.as_str(),
         "restart_count" => restarts,
+        "cgroup_clone" => started.cloned_into_cgroup,
     });
     if let Some(r) = report.take() {
         let _ = rustix::io::write(&r, format!("ok {pid}\n").as_bytes());
@@ -205,12 +209,14 @@ fn run_once(
     let Some(status) = runtime::reap(started.pid) else {
         return fail(125, "wait for the container process failed".into());
     };
+    let cgroup_clone = started.cloned_into_cgroup;
     let out = started.finish(status);
     RunEnd {
         started_at: Some(started_at),
         exit_code: out.exit_code,
         oom_killed: out.oom_killed,
         cgroup: out.cgroup,
+        cgroup_clone,
         error: None,
         ran_for: began.elapsed(),
     }
@@ -306,6 +312,7 @@ pub fn monitor(cfg: &Config, mut report: Option<OwnedFd>) -> i32 {
             "exit_code" => end.exit_code,
             "oom_killed" => end.oom_killed,
             "cgroup" => end.cgroup.as_str(),
+            "cgroup_clone" => end.cgroup_clone,
             "finished_at" => timefmt::now(),
             "restart_count" => restarts,
         };

@@ -222,6 +222,8 @@ def test_guest_is_pure_cgroup_v2(guest: dict[str, Any]) -> None:
 def test_limits_reach_the_v2_files(guest: dict[str, Any]) -> None:
     case = guest["limits"]
     assert case["state"]["exit_code"] == 0, case
+    # Started inside its cgroup by clone3's CLONE_INTO_CGROUP, not moved in afterwards.
+    assert case["state"]["cgroup_clone"] is True
     lines = case["output"].split("\n")
     assert lines[0] == str(64 * 1024 * 1024)  # memory.max
     assert lines[1] == str(32 * 1024 * 1024)  # memory.swap.max: swap beyond memory

@@ -1,5 +1,6 @@
 //! cgroup v1: one hierarchy per controller, /sys/fs/cgroup/<controller>/<path>.
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use super::{
@@ -113,9 +114,13 @@ impl V1Manager {
 }
 
 impl Manager for V1Manager {
-    fn apply(&mut self, pid: i32, res: &Resources) -> Result<(), String> {
+    fn prepare(&mut self, res: &Resources) -> Result<Option<OwnedFd>, String> {
         self.create(res)?;
         self.limit(res)?;
+        Ok(None) // clone3 puts a child into one v2 cgroup only
+    }
+
+    fn add(&mut self, pid: i32) -> Result<(), String> {
         for (_, d) in &self.dirs {
             write_file(d, "cgroup.procs", &pid.to_string())?;
         }

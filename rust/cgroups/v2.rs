@@ -1,7 +1,10 @@
 //! cgroup v2: the unified hierarchy, /sys/fs/cgroup/<path>, with the controllers enabled in
 //! each parent's cgroup.subtree_control.
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{Mode, OFlags};
 
 use super::{
     keyed_value, mkdirs, pids_max, read_file, rmdir_retry, shares_to_weight, write_file, Manager,
@@ -133,11 +136,18 @@ impl V2Manager {
 }
 
 impl Manager for V2Manager {
-    fn apply(&mut self, pid: i32, res: &Resources) -> Result<(), String> {
+    fn prepare(&mut self, res: &Resources) -> Result<Option<OwnedFd>, String> {
         self.enable_controllers(res)?;
         mkdirs(&self.root, &self.path)?;
         self.created = true;
         self.limit(res)?;
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        rustix::fs::open(&self.dir, flags, Mode::empty())
+            .map(Some)
+            .map_err(|e| format!("cgroup: open {}: {e}", self.dir.display()))
+    }
+
+    fn add(&mut self, pid: i32) -> Result<(), String> {
         write_file(&self.dir, "cgroup.procs", &pid.to_string())
     }
 

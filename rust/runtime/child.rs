@@ -898,7 +898,7 @@ fn setup(p: &Plan, pipes: &ChildPipes<'_>) -> Res<Infallible> {
 /// signal killed it), as docker-init (tini) does. It holds no fd but stdio once forked.
 fn become_init() -> Res<()> {
     let mask = sys::block_all_signals();
-    let child = match sys::clone_fork(0) {
+    let child = match sys::clone_fork(0, None) {
         Ok(0) => {
             sys::restore_signal_mask(&mask);
             return Ok(());

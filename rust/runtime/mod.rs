@@ -202,6 +202,9 @@ pub struct Started {
     cgroup: Option<CgroupGuard>,
     /// The pty master when process.terminal is set.
     pub console: Option<OwnedFd>,
+    /// Whether the child was cloned straight into its cgroup (v2's CLONE_INTO_CGROUP) rather
+    /// than moved in.
+    pub cloned_into_cgroup: bool,
 }
 
 impl Started {
@@ -340,6 +343,21 @@ pub fn start_plan(
         None
     };
 
+    // The cgroup is made and its limits written before the clone. On v2 the child is cloned
+    // straight into it (CLONE_INTO_CGROUP: no process is moved, which saves the RCU grace
+    // period a move costs); otherwise it is moved in while it still waits on the sync pipe.
+    // Either way the container never runs outside its limits.
+    let mut cgroup = None;
+    let mut cgroup_fd = None;
+    if let Some(cg) = &plan.cgroup {
+        let mut guard = crate::cgroups::manager(Path::new(crate::cgroups::ROOT), &cg.path)
+            .map(CgroupGuard)
+            .map_err(start)?;
+        // On an error the guard's drop removes what was created.
+        cgroup_fd = guard.0.prepare(&cg.resources).map_err(start)?;
+        cgroup = Some(guard);
+    }
+
     let pidns = match &plan.join_pid {
         Some(j) => Some(PidNsGuard::enter(j)?),
         None => None,
@@ -347,7 +365,14 @@ pub fn start_plan(
     // All signals stay blocked across clone: the child resets every handler before it
     // unblocks them, so the forwarding handler never runs in the child.
     let mask = sys::block_all_signals();
-    let cloned = sys::clone_fork(plan.clone_flags);
+    let mut into_cgroup = cgroup_fd.is_some();
+    let mut cloned = sys::clone_fork(plan.clone_flags, cgroup_fd.as_ref().map(|f| f.as_fd()));
+    if cloned.is_err() && into_cgroup {
+        // Before 5.7, or a cgroup clone3 cannot start a process in: move the child instead.
+        into_cgroup = false;
+        cloned = sys::clone_fork(plan.clone_flags, None);
+    }
+    drop(cgroup_fd);
     if let Ok(0) = cloned {
         let pipes = ChildPipes {
             sync_r: sync_r.as_fd(),
@@ -381,20 +406,12 @@ pub fn start_plan(
             return fail(forwarder, e);
         }
     }
-    // The cgroup is set up and the child moved in while it still waits on the sync pipe: the
-    // container never runs outside its limits.
-    let mut cgroup = None;
-    if let Some(cg) = &plan.cgroup {
-        let mut guard = match crate::cgroups::manager(Path::new(crate::cgroups::ROOT), &cg.path) {
-            Ok(m) => CgroupGuard(m),
-            Err(msg) => return fail(forwarder, start(msg)),
-        };
-        if let Err(msg) = guard.0.apply(pid.as_raw_nonzero().get(), &cg.resources) {
+    if let (Some(guard), false) = (cgroup.as_mut(), into_cgroup) {
+        if let Err(msg) = guard.0.add(pid.as_raw_nonzero().get()) {
             let r = fail(forwarder, start(msg));
-            drop(guard); // removes what was created, now that the child is gone
+            drop(cgroup); // removes the cgroup, now that the child is gone
             return r;
         }
-        cgroup = Some(guard);
     }
     if let Some(target) = plan.exec_into {
         let root = Path::new(crate::cgroups::ROOT);
@@ -443,6 +460,7 @@ pub fn start_plan(
         pid,
         cgroup,
         console: master,
+        cloned_into_cgroup: into_cgroup,
     })
 }
 
