@@ -186,6 +186,15 @@ pub fn update(g: &Global, args: &[String]) -> Res<i32> {
         }
         None => crate::cgroups::Resources::default(),
     };
+    // Docker sends every field, 0 meaning "unchanged" (runc writes no file for a 0).
+    let nonzero_i = |v: &mut Option<i64>| *v = v.filter(|n| *n != 0);
+    let nonzero_u = |v: &mut Option<u64>| *v = v.filter(|n| *n != 0);
+    nonzero_i(&mut res.memory_limit);
+    nonzero_i(&mut res.memory_swap);
+    nonzero_i(&mut res.cpu_quota);
+    nonzero_i(&mut res.pids_limit);
+    nonzero_u(&mut res.cpu_shares);
+    nonzero_u(&mut res.cpu_period);
     let num = |name: &str| -> Res<Option<i64>> {
         match p.get(name) {
             None => Ok(None),
