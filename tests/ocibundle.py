@@ -123,11 +123,14 @@ class Runtime:
             **kw,
         )
 
-    def create(self, cid: str, bundle: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    def create(
+        self, cid: str, bundle: Path, *flags: str, global_flags: tuple[str, ...] = ()
+    ) -> subprocess.CompletedProcess[str]:
         """`create`, the container's stdout and stderr (and the runtime's) going to
         bundle/out and bundle/err: a pipe would stay open as long as the container runs."""
         with (bundle / "out").open("w") as out, (bundle / "err").open("w") as err:
-            r = self("create", "--bundle", str(bundle), *flags, cid, stdout=out, stderr=err)
+            args = (*global_flags, "create", "--bundle", str(bundle), *flags, cid)
+            r = self(*args, stdout=out, stderr=err)
         r.stderr = (bundle / "err").read_text()
         return r
 

@@ -379,3 +379,38 @@ def test_runtime_binary_is_out_of_the_containers_reach(
     r = rt("run", "--bundle", str(b), "cve")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "refused", r.stderr
+
+
+def test_systemd_cgroup_paths_without_systemd(
+    rt: Runtime, master_rootfs: Path, tmp_path: Path
+) -> None:
+    """--systemd-cgroup: cgroupsPath "slice:prefix:name" becomes systemd's cgroup
+    (/<slice path>/<prefix>-<name>.scope); where systemd is not PID 1 it is made on cgroupfs."""
+    if Path("/run/systemd/system").is_dir():
+        pytest.skip("systemd runs here: the scope would be a real unit")
+    b = make_bundle(
+        master_rootfs,
+        tmp_path / "b",
+        ["sleep", "1000"],
+        {
+            "linux": {
+                "cgroupsPath": "pyrun-test.slice:pyrunt:sd1",
+                "resources": {"pids": {"limit": 9}},
+            }
+        },
+    )
+    r = rt.create("sd1", b, global_flags=("--systemd-cgroup",))
+    assert r.returncode == 0, r.stderr
+    pid = rt.state("sd1")["pid"]
+    want = "/pyrun.slice/pyrun-test.slice/pyrunt-sd1.scope"
+    assert f":{want}\n" in Path(f"/proc/{pid}/cgroup").read_text()
+    base = Path("/sys/fs/cgroup")
+    pids_dir = (
+        base / want[1:] if (base / "cgroup.controllers").exists() else base / "pids" / want[1:]
+    )
+    assert (pids_dir / "pids.max").read_text().strip() == "9"
+    rt.ok("delete", "--force", "sd1")
+    assert not pids_dir.exists()
+    # Without --systemd-cgroup the same path is refused with the reason.
+    line = one_line_error(rt.create("sd2", b))
+    assert "pass --systemd-cgroup" in line

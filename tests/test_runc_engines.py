@@ -97,6 +97,9 @@ def test_docker_run_rm_with_pyrun(docker_pyrun: str, docker_busybox: str) -> Non
     assert r.returncode == 3
     out = sh("docker", "run", "--rm", "--runtime", docker_pyrun, docker_busybox, "ip", "-4", "addr")
     assert "eth0" in out and "inet 172." in out
+    # -t: the pty master reaches containerd's shim through the console socket.
+    out = sh("docker", "run", "--rm", "-t", "--runtime", docker_pyrun, docker_busybox, "tty")
+    assert out.strip() == "/dev/pts/0"
     r = subprocess.run(
         ["docker", "run", "--rm", "--runtime", docker_pyrun, docker_busybox, "nope"],
         capture_output=True,
