@@ -1,7 +1,7 @@
 """pyrun against its peers, side by side, in one run.
 
     .venv/bin/python benches/compare.py [--quick] [--out DIR]
-                                        [--only extract,sha256,import,start,bridge,vm,scale,pull,push,build]
+                                        [--only extract,sha256,import,start,oci,bridge,vm,scale,pull,push,build]
                                         [--vm-accel auto|kvm|tcg]
 
 Capabilities and contenders (the first of each case is the baseline of its ratios):
@@ -18,6 +18,11 @@ Capabilities and contenders (the first of each case is the baseline of its ratio
               and `docker run --rm --network none` (images imported once from the same tar and
               removed at the end); pyrun's Client.containers.run and _core.run_container (the
               runtime alone, on the bundle runc runs) as info
+    oci       the runc command line, youki's method: `create` + `start` + `delete -f` of a bundle
+              running busybox `true` (the start capability's bundle, runc's default config), three
+              processes per run: pyrun-runtime vs runc vs crun, each with its state root on the
+              scratch fs and a unique id per run (goal, issue 7: <= 1.0x runc). And the per-call
+              start-up of each binary: `state` of a container that does not exist (exit 1).
     bridge    the start case on each engine's default bridge network: `pyrun run --rm` (netns,
               veth, address, NAT) vs `podman --runtime runc run --rm` and `docker run --rm`;
               Client.containers.run as info (goal, issue 6: <= 0.3x podman's time). And TCP
@@ -129,7 +134,7 @@ REPO: Final = Path(__file__).resolve().parent.parent
 PYTHON_SRC: Final = REPO / "python"
 TESTS_DIR: Final = REPO / "tests"
 CAPABILITIES: Final = (
-    "extract", "sha256", "import", "start", "bridge", "vm", "scale", "pull", "push", "build"
+    "extract", "sha256", "import", "start", "oci", "bridge", "vm", "scale", "pull", "push", "build"
 )  # fmt: skip
 # Timed rounds by default: (full, --quick); --rounds overrides them all.
 DEFAULT_ROUNDS: Final = {
@@ -137,6 +142,7 @@ DEFAULT_ROUNDS: Final = {
     "sha256": (5, 2),
     "import": (5, 2),
     "start": (20, 3),
+    "oci": (20, 3),
     "bridge": (10, 2),
     "vm": (5, 1),
     "scale": (1, 2),
@@ -1432,6 +1438,129 @@ def vm_cases(ctx: Context) -> list[Case]:
             setup_error=error,
             finish=finish,
         )
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# capability: oci
+
+
+def _pyrun_runtime_path() -> str:
+    """pyrun-runtime as pyrun finds it: $PYRUN_RUNTIME, the package's _bin, else PATH."""
+    env = os.environ.get("PYRUN_RUNTIME")
+    if env:
+        return env
+    here = PYTHON_SRC / "pyrun" / "_bin" / "pyrun-runtime"
+    if here.exists():
+        return str(here)
+    return tool_path("pyrun-runtime")
+
+
+def _oci_lifecycle(ctx: Context, tool: str, exe: str | None, bundle: Path, role: str) -> Contender:
+    """`TOOL create --bundle B ID`, `TOOL start ID`, `TOOL delete -f ID` (youki's method)."""
+    c = Contender(f"{tool} create+start+delete", "CLI", role=role)
+    try:
+        exe = exe or tool_path(tool)
+    except Unavailable as e:
+        c.unavailable = str(e)
+        return c
+    state = ctx.work / f"oci-{tool}-state"
+    state.mkdir(exist_ok=True)
+    base = [exe, "--root", str(state)]
+    prefix = f"pyrun-oci-{os.getpid()}"
+    c.note = "state root on the scratch fs; container stdio /dev/null"
+
+    errors = ctx.work / f"oci-{tool}.stderr"
+
+    def lifecycle(cid: str) -> None:
+        # The created container keeps create's stdio: /dev/null and a file, never a pipe that
+        # would be waited on until the container exits.
+        for args in (
+            ["create", "--bundle", str(bundle), cid],
+            ["start", cid],
+            ["delete", "-f", cid],
+        ):
+            with errors.open("wb") as err:
+                proc = subprocess.run(
+                    [*base, *args],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
+                    timeout=120,
+                    check=False,
+                )
+            if proc.returncode != 0:
+                raise CommandFailed(
+                    f"{tool} {args[0]} exited {proc.returncode}: {_tail(errors.read_bytes())}"
+                )
+
+    try:
+        lifecycle(f"{prefix}-probe")
+    except (CommandFailed, OSError, subprocess.TimeoutExpired) as e:
+        c.unavailable = str(e)
+        subprocess.run([*base, "delete", "-f", f"{prefix}-probe"], capture_output=True, check=False)
+        return c
+    c.run = lambda _wd, n: lifecycle(f"{prefix}-{n}")
+    c.after = lambda _wd, n: subprocess.run(
+        [*base, "delete", "-f", f"{prefix}-{n}"], capture_output=True, check=False
+    )
+    return c
+
+
+def _oci_startup(ctx: Context, tool: str, exe: str | None, role: str) -> Contender:
+    """One call that does no container work: `TOOL state <missing id>` (exits 1)."""
+    c = Contender(f"{tool} state (missing)", "CLI", role=role, note="process start + one lookup")
+    try:
+        exe = exe or tool_path(tool)
+    except Unavailable as e:
+        c.unavailable = str(e)
+        return c
+    state = ctx.work / f"oci-{tool}-state"
+    state.mkdir(exist_ok=True)
+    argv = [exe, "--root", str(state), "state", "pyrun-oci-missing"]
+
+    def call(_wd: Path, _n: int) -> object:
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+        if proc.returncode != 1:
+            raise CommandFailed(f"{tool} state exited {proc.returncode}, not 1")
+        return proc
+
+    c.run = call
+    return c
+
+
+def oci_cases(ctx: Context) -> list[Case]:
+    """Issue 7: the runc command line's create + start + delete, and its per-call start-up."""
+    images = _images_module()
+    error: str | None = None
+    bundle = ctx.work / "oci-bundle"
+    try:
+        src: Path = images.busybox_tar()
+        warm(src)
+        origin = start_bundle(ctx, src, bundle)
+        ctx.inputs["oci bundle"] = f"{bundle}: config.json from {origin}, command `true`"
+    except Exception as e:
+        error = f"cannot prepare the OCI bundle: {_tail(str(e), 2)}"
+    try:
+        pyrt: str | None = _pyrun_runtime_path()
+    except Unavailable:
+        pyrt = None
+    tools: list[tuple[str, str | None, str]] = [
+        ("pyrun-runtime", pyrt, "pyrun"),
+        ("runc", None, "peer"),
+        ("crun", None, "peer"),
+    ]
+    if error is not None:
+        life = [Contender(f"{t} create+start+delete", "CLI", role=r) for t, _, r in tools]
+        boot = [Contender(f"{t} state (missing)", "CLI", role=r) for t, _, r in tools]
+    else:
+        life = [_oci_lifecycle(ctx, t, exe, bundle, r) for t, exe, r in tools]
+        boot = [_oci_startup(ctx, t, exe, r) for t, exe, r in tools]
+        if pyrt is None:
+            life[0].unavailable = boot[0].unavailable = "pyrun-runtime not built (ci/setup.sh)"
+    return [
+        Case("oci", "busybox `true`: create + start + delete -f", life, setup_error=error),
+        Case("oci", "per-call start-up: state of a missing container", boot, setup_error=error),
     ]
 
 
@@ -3105,6 +3234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sha256": sha256_cases,
         "import": import_cases,
         "start": start_cases,
+        "oci": oci_cases,
         "bridge": bridge_cases,
         "vm": vm_cases,
         "pull": pull_cases,

@@ -18,6 +18,7 @@ pkgs=(
     build-essential pkg-config ca-certificates curl git tar gzip xz-utils util-linux
     busybox-static debootstrap zstd pigz
     skopeo umoci podman buildah runc crun docker-registry
+    containerd
     hyperfine
     iproute2 nftables iptables
 )

@@ -8,6 +8,7 @@ pub mod layers;
 pub mod logfile;
 pub mod monitor;
 pub mod net;
+pub mod runc;
 pub mod runtime;
 pub mod sys;
 pub mod timefmt;

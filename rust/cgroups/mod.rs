@@ -28,6 +28,8 @@ pub struct Resources {
     pub mems: Option<String>,
     /// pids.limit; -1 (or 0 from Docker's CLI, mapped before) = unlimited.
     pub pids_limit: Option<i64>,
+    /// Device cgroup rules (allow, "c 1:3 rwm") in order; v1 only (v2 needs an eBPF program).
+    pub device_rules: Vec<(bool, String)>,
 }
 
 impl Resources {
@@ -66,6 +68,50 @@ pub trait Manager {
     fn destroy(&mut self) -> Result<(), String>;
     /// The cgroup path (relative to the hierarchy roots, with a leading /).
     fn path(&self) -> &str;
+    /// Freeze (`pause`) or thaw (`resume`) every process of the cgroup.
+    fn freeze(&self, frozen: bool) -> Result<(), String>;
+    /// Whether the cgroup is frozen.
+    fn frozen(&self) -> bool;
+    /// The pids of every process in the cgroup.
+    fn pids(&self) -> Vec<i32>;
+    /// Usage counters for `events --stats`: (memory bytes, memory limit, cpu ns, pids).
+    fn stats(&self) -> Stats;
+}
+
+/// A cgroup's usage (`events --stats`).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Stats {
+    pub memory_usage: u64,
+    pub memory_limit: u64,
+    pub memory_max_usage: u64,
+    pub cpu_usage_ns: u64,
+    pub pids_current: u64,
+    pub pids_limit: u64,
+}
+
+/// The manager of an existing cgroup (no directory is created): `pause`, `ps`, `delete`.
+pub fn existing(root: &Path, path: &str) -> Result<Box<dyn Manager>, String> {
+    let path = normalize(path)?;
+    if is_unified(root) {
+        Ok(Box::new(v2::V2Manager::existing(root, &path)))
+    } else {
+        Ok(Box::new(v1::V1Manager::existing(root, &path)))
+    }
+}
+
+/// The pids listed in a cgroup.procs file.
+pub(crate) fn read_pids(dir: &Path) -> Vec<i32> {
+    read_file(dir, "cgroup.procs")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+pub(crate) fn read_u64(dir: &Path, name: &str) -> u64 {
+    read_file(dir, name)
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// The default cgroupfs root.

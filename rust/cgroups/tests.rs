@@ -45,6 +45,7 @@ fn full() -> Resources {
         cpus: Some("0".into()),
         mems: None,
         pids_limit: Some(10),
+        device_rules: Vec::new(),
     }
 }
 
@@ -82,7 +83,7 @@ fn v1_writes_limits_and_joins_every_controller() {
     assert_eq!(read(&root.join("cpuset/pyrun/cpuset.cpus")), "0-1");
     assert_eq!(read(&d("cpuset").join("cpuset.mems")), "0");
     assert_eq!(read(&d("pids").join("pids.max")), "10");
-    for c in v1::CONTROLLERS {
+    for c in v1::CONTROLLERS.iter().filter(|c| **c != "devices") {
         assert_eq!(read(&d(c).join("cgroup.procs")), "4242", "{c}");
     }
     assert_eq!(m.path(), "/pyrun/c1");
@@ -180,14 +181,14 @@ fn v1_destroy_removes_the_leaf_dirs() {
     .unwrap();
     assert_eq!(read(&root.join("pids/pyrun/c6/pids.max")), "max");
     // rmdir on a real cgroupfs removes the kernel's files with it; here remove them first.
-    for c in v1::CONTROLLERS {
+    for c in v1::CONTROLLERS.iter().filter(|c| **c != "devices") {
         let d = root.join(c).join("pyrun/c6");
         for e in fs::read_dir(&d).unwrap() {
             fs::remove_file(e.unwrap().path()).unwrap();
         }
     }
     m.destroy().unwrap();
-    for c in v1::CONTROLLERS {
+    for c in v1::CONTROLLERS.iter().filter(|c| **c != "devices") {
         assert!(!root.join(c).join("pyrun/c6").exists(), "{c}");
         assert!(root.join(c).join("pyrun").exists(), "{c}");
     }
@@ -352,4 +353,27 @@ fn dirs_of_process_maps_v1_and_unified_lines() {
             root.join("unified/pyrun/abc"),
         ]
     );
+}
+
+#[test]
+fn v1_device_rules_freezer_and_existing() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    v1_tree(root, false);
+    v1_dir(root, "freezer", "/c7", &[("freezer.state", "THAWED")]);
+    let mut m = V1Manager::new(root, "/c7");
+    let res = Resources {
+        device_rules: vec![(false, "a *:* rwm".into()), (true, "c 1:3 rwm".into())],
+        ..Default::default()
+    };
+    m.apply(7, &res).unwrap();
+    // A plain file keeps only the last write: the allow rule came after the deny.
+    assert_eq!(read(&root.join("devices/c7/devices.allow")), "c 1:3 rwm");
+    assert_eq!(read(&root.join("devices/c7/devices.deny")), "a *:* rwm");
+    let e = super::existing(root, "/c7").unwrap();
+    assert_eq!(e.pids(), vec![7]);
+    e.freeze(true).unwrap();
+    assert!(e.frozen());
+    e.freeze(false).unwrap();
+    assert!(!e.frozen());
 }

@@ -4,11 +4,15 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use super::{
-    keyed_value, mkdirs, pids_max, read_file, rmdir_retry, write_file, Manager, Resources,
+    keyed_value, mkdirs, pids_max, read_file, read_pids, read_u64, rmdir_retry, write_file,
+    Manager, Resources, Stats,
 };
 
-/// The controllers a container joins (when their hierarchy is mounted).
-pub const CONTROLLERS: [&str; 4] = ["memory", "cpu", "cpuset", "pids"];
+/// The controllers a container joins (when their hierarchy is mounted): the limits', the
+/// freezer (`pause`), cpuacct (`events --stats`) and devices (`linux.resources.devices`).
+pub const CONTROLLERS: [&str; 7] = [
+    "memory", "cpu", "cpuset", "pids", "freezer", "cpuacct", "devices",
+];
 
 pub struct V1Manager {
     root: PathBuf,
@@ -26,6 +30,18 @@ impl V1Manager {
         }
     }
 
+    /// A cgroup that exists already: every mounted hierarchy that has its directory.
+    pub fn existing(root: &Path, path: &str) -> V1Manager {
+        let mut m = V1Manager::new(root, path);
+        for ctrl in CONTROLLERS {
+            let dir = root.join(ctrl).join(path.trim_start_matches('/'));
+            if dir.join("cgroup.procs").exists() && !m.dirs.iter().any(|(_, d)| *d == dir) {
+                m.dirs.push((ctrl, dir));
+            }
+        }
+        m
+    }
+
     pub fn dir(&self, controller: &str) -> Option<&Path> {
         self.dirs
             .iter()
@@ -40,7 +56,9 @@ impl V1Manager {
                 "memory" => res.wants_memory(),
                 "cpu" => res.wants_cpu(),
                 "cpuset" => res.wants_cpuset(),
-                _ => res.wants_pids(),
+                "pids" => res.wants_pids(),
+                "devices" => !res.device_rules.is_empty(),
+                _ => false,
             };
             if !base.join("cgroup.procs").exists() {
                 if wanted {
@@ -51,8 +69,20 @@ impl V1Manager {
                 }
                 continue;
             }
-            mkdirs(&base, &self.path)?;
+            if ctrl == "devices" && !wanted {
+                continue;
+            }
             let dir = base.join(self.path.trim_start_matches('/'));
+            // cpu and cpuacct are often one hierarchy ("cpu,cpuacct" with two links to it).
+            if self
+                .dirs
+                .iter()
+                .any(|(_, d)| d.canonicalize().ok() == dir.canonicalize().ok())
+                && dir.exists()
+            {
+                continue;
+            }
+            mkdirs(&base, &self.path)?;
             self.dirs.push((ctrl, dir));
             if ctrl == "cpuset" {
                 // A new cpuset has empty cpus and mems, and no task may join it until both are
@@ -109,6 +139,16 @@ impl V1Manager {
                 write_file(d, "pids.max", &pids_max(limit))?;
             }
         }
+        if let Some(d) = self.dir("devices") {
+            for (allow, rule) in &res.device_rules {
+                let file = if *allow {
+                    "devices.allow"
+                } else {
+                    "devices.deny"
+                };
+                write_file(d, file, rule)?;
+            }
+        }
         Ok(())
     }
 }
@@ -158,5 +198,59 @@ impl Manager for V1Manager {
 
     fn path(&self) -> &str {
         &self.path
+    }
+
+    fn freeze(&self, frozen: bool) -> Result<(), String> {
+        let d = self
+            .dir("freezer")
+            .ok_or_else(|| "cgroup: the freezer controller is not mounted".to_string())?;
+        let want = if frozen { "FROZEN" } else { "THAWED" };
+        for _ in 0..500 {
+            write_file(d, "freezer.state", want)?;
+            if read_file(d, "freezer.state").is_some_and(|v| v.trim() == want) {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        Err(format!(
+            "cgroup: {} did not become {want} within a second",
+            d.display()
+        ))
+    }
+
+    fn frozen(&self) -> bool {
+        self.dir("freezer")
+            .and_then(|d| read_file(d, "freezer.state"))
+            .is_some_and(|v| v.trim() == "FROZEN")
+    }
+
+    fn pids(&self) -> Vec<i32> {
+        let mut pids = Vec::new();
+        for ctrl in ["pids", "memory", "freezer", "cpu"] {
+            if let Some(d) = self.dir(ctrl) {
+                pids = read_pids(d);
+                break;
+            }
+        }
+        pids
+    }
+
+    fn stats(&self) -> Stats {
+        let mut st = Stats::default();
+        if let Some(d) = self.dir("memory") {
+            st.memory_usage = read_u64(d, "memory.usage_in_bytes");
+            st.memory_limit = read_u64(d, "memory.limit_in_bytes");
+            st.memory_max_usage = read_u64(d, "memory.max_usage_in_bytes");
+        }
+        if let Some(d) = self.dir("cpuacct").or(self.dir("cpu")) {
+            st.cpu_usage_ns = read_u64(d, "cpuacct.usage");
+        }
+        if let Some(d) = self.dir("pids") {
+            st.pids_current = read_u64(d, "pids.current");
+            st.pids_limit = read_file(d, "pids.max")
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(u64::MAX);
+        }
+        st
     }
 }

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{Mode, OFlags};
 
 use super::{
-    keyed_value, mkdirs, pids_max, read_file, rmdir_retry, shares_to_weight, write_file, Manager,
-    Resources,
+    keyed_value, mkdirs, pids_max, read_file, read_pids, read_u64, rmdir_retry, shares_to_weight,
+    write_file, Manager, Resources, Stats,
 };
 
 pub struct V2Manager {
@@ -25,6 +25,14 @@ impl V2Manager {
             path: path.to_string(),
             dir: root.join(path.trim_start_matches('/')),
             created: false,
+        }
+    }
+
+    /// A cgroup that exists already (removed by destroy).
+    pub fn existing(root: &Path, path: &str) -> V2Manager {
+        V2Manager {
+            created: true,
+            ..V2Manager::new(root, path)
         }
     }
 
@@ -167,5 +175,49 @@ impl Manager for V2Manager {
 
     fn path(&self) -> &str {
         &self.path
+    }
+
+    fn freeze(&self, frozen: bool) -> Result<(), String> {
+        write_file(&self.dir, "cgroup.freeze", if frozen { "1" } else { "0" })?;
+        // cgroup.events says "frozen 1" once every task stopped.
+        for _ in 0..500 {
+            let events = read_file(&self.dir, "cgroup.events").unwrap_or_default();
+            if keyed_value(&events, "frozen") == Some(frozen as u64) {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        Err(format!(
+            "cgroup: {} did not become {} within a second",
+            self.dir.display(),
+            if frozen { "frozen" } else { "thawed" }
+        ))
+    }
+
+    fn frozen(&self) -> bool {
+        read_file(&self.dir, "cgroup.freeze").is_some_and(|v| v.trim() == "1")
+    }
+
+    fn pids(&self) -> Vec<i32> {
+        read_pids(&self.dir)
+    }
+
+    fn stats(&self) -> Stats {
+        let cpu = read_file(&self.dir, "cpu.stat")
+            .and_then(|t| keyed_value(&t, "usage_usec"))
+            .unwrap_or(0);
+        let max = |name: &str| {
+            read_file(&self.dir, name)
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(u64::MAX)
+        };
+        Stats {
+            memory_usage: read_u64(&self.dir, "memory.current"),
+            memory_limit: max("memory.max"),
+            memory_max_usage: read_u64(&self.dir, "memory.peak"),
+            cpu_usage_ns: cpu * 1000,
+            pids_current: read_u64(&self.dir, "pids.current"),
+            pids_limit: max("pids.max"),
+        }
     }
 }

@@ -19,7 +19,7 @@ use rustix::mount::{
 };
 use rustix::process::{Gid, Rlimit, Uid};
 
-use super::plan::{FsParam, MountKind, MountPlan, PathPlan, Plan};
+use super::plan::{DevicePlan, FsParam, MountKind, MountPlan, PathPlan, Plan};
 use super::sys;
 
 /// Size of the free-text detail in a failure record (a filesystem's own error message).
@@ -77,9 +77,10 @@ pub enum Step {
     Seccomp,
     Init,
     Console,
+    LinuxDevice,
 }
 
-const STEPS: [Step; 43] = [
+const STEPS: [Step; 44] = [
     Step::Sync,
     Step::Prctl,
     Step::UserNsRoot,
@@ -123,6 +124,7 @@ const STEPS: [Step; 43] = [
     Step::Seccomp,
     Step::Init,
     Step::Console,
+    Step::LinuxDevice,
 ];
 
 impl Step {
@@ -541,6 +543,89 @@ fn make_devices(root: BorrowedFd<'_>) -> Res<()> {
     Ok(())
 }
 
+/// A `linux.devices` node: mknod (replacing whatever is there), or where mknod is refused
+/// (a user namespace) a bind of the host's node over an empty file; then its owner.
+fn linux_device(root: BorrowedFd<'_>, d: &DevicePlan) -> Result<(), Errno> {
+    let dir = resolve_create(root, &d.dir, Leaf::Dir)?;
+    match rfs::unlinkat(&dir, d.name.as_c_str(), AtFlags::empty()) {
+        Ok(()) | Err(Errno::NOENT) => {}
+        Err(e) => return Err(e),
+    }
+    match rfs::mknodat(
+        &dir,
+        d.name.as_c_str(),
+        d.kind,
+        Mode::from_raw_mode(d.mode),
+        d.rdev,
+    ) {
+        Ok(()) => {}
+        Err(Errno::PERM) if d.kind != FileType::Fifo => {
+            rfs::openat(
+                &dir,
+                d.name.as_c_str(),
+                OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o644),
+            )?;
+            let target = rfs::openat(
+                &dir,
+                d.name.as_c_str(),
+                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            let tree = clone_host(d.host.as_c_str())?;
+            return move_onto(tree.as_fd(), target.as_fd());
+        }
+        Err(e) => return Err(e),
+    }
+    rfs::chownat(
+        &dir,
+        d.name.as_c_str(),
+        Some(Uid::from_raw(d.uid)),
+        Some(Gid::from_raw(d.gid)),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
+}
+
+/// A terminal container's /dev/console: a bind of its pty (runtime-spec), on a file of the
+/// container's own /dev (never through a symlink, CVE-2025-52565 class).
+fn bind_console(slave: BorrowedFd<'_>) -> Result<(), Errno> {
+    let dev = match rfs::open(
+        c"/dev",
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    match rfs::openat(
+        &dev,
+        c"console",
+        OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    ) {
+        Ok(_) | Err(Errno::EXIST) => {}
+        Err(e) => return Err(e),
+    }
+    let target = rfs::openat(
+        &dev,
+        c"console",
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    if is_symlink(target.as_fd())? {
+        return Err(Errno::LOOP);
+    }
+    let tree = rmount::open_tree(
+        slave,
+        c"",
+        OpenTreeFlags::OPEN_TREE_CLONE
+            | OpenTreeFlags::OPEN_TREE_CLOEXEC
+            | OpenTreeFlags::AT_EMPTY_PATH,
+    )?;
+    move_onto(tree.as_fd(), target.as_fd())
+}
+
 fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> Result<(), Errno> {
     while !data.is_empty() {
         match rustix::io::write(fd, data) {
@@ -696,6 +781,9 @@ fn setup_root(p: &Plan) -> Res<()> {
     if p.dev_tmpfs {
         make_devices(root.as_fd())?;
     }
+    for (i, d) in p.devices.iter().enumerate() {
+        linux_device(root.as_fd(), d).map_err(at(Step::LinuxDevice, i as u32))?;
+    }
     if let Some(v) = &p.oom_score_adj {
         let fd = rfs::open(
             c"/proc/self/oom_score_adj",
@@ -746,7 +834,9 @@ fn setup_root(p: &Plan) -> Res<()> {
 }
 
 fn setup(p: &Plan, pipes: &ChildPipes<'_>) -> Res<Infallible> {
-    sys::set_pdeathsig(libc::SIGKILL).map_err(at(Step::Prctl, 0))?;
+    if !p.detached {
+        sys::set_pdeathsig(libc::SIGKILL).map_err(at(Step::Prctl, 0))?;
+    }
     // Not dumpable: no container process can ptrace us or open our /proc/PID/exe or fds
     // while we still hold the host's view (CVE-2016-9962, CVE-2019-5736 class).
     sys::set_dumpable(false).map_err(at(Step::Prctl, 1))?;
@@ -796,6 +886,9 @@ fn setup(p: &Plan, pipes: &ChildPipes<'_>) -> Res<Infallible> {
         }
         sys::send_fd(sock, master.as_fd()).map_err(at(Step::Console, 1))?;
         drop(master);
+        if p.exec_into.is_none() {
+            bind_console(slave.as_fd()).map_err(at(Step::Console, 3))?;
+        }
         for fd in 0..3 {
             sys::dup2(slave.as_fd(), fd).map_err(at(Step::Console, 2))?;
         }
@@ -816,6 +909,22 @@ fn setup(p: &Plan, pipes: &ChildPipes<'_>) -> Res<Infallible> {
         Err(Errno::ACCESS) | Err(Errno::PERM) => true,
         Err(e) => return Err(Failure::new(Step::Cwd, 1, e)),
     };
+
+    if let Some(gate) = &p.gate {
+        // `create`: the container is set up. A missing executable fails the create (as
+        // runc's does), then EOF on the error pipe tells the caller it is created, and the
+        // process waits for `start` to write a byte into the exec fifo.
+        exec_check(p)?;
+        sys::close_raw(pipes.err_w.as_raw_fd());
+        let mut byte = [0u8; 1];
+        loop {
+            match rustix::io::read(gate, &mut byte) {
+                Ok(1) => break,
+                Err(Errno::INTR) => {}
+                _ => sys::exit_now(125),
+            }
+        }
+    }
 
     // Without no_new_privs, seccomp(2) needs CAP_SYS_ADMIN: install the filter while the
     // process still has it, before the credentials change (runc's order). The calls that
@@ -870,7 +979,9 @@ fn setup(p: &Plan, pipes: &ChildPipes<'_>) -> Res<Infallible> {
     }
     rustix::process::umask(Mode::from_raw_mode(p.umask));
     // Changing credentials cleared the parent-death signal.
-    sys::set_pdeathsig(libc::SIGKILL).map_err(at(Step::Prctl, 0))?;
+    if !p.detached {
+        sys::set_pdeathsig(libc::SIGKILL).map_err(at(Step::Prctl, 0))?;
+    }
     if let (Some(input), None) = (&p.stdin, pipes.console) {
         sys::dup2(input.as_fd(), 0).map_err(at(Step::Stdio, 0))?;
     }
@@ -882,7 +993,7 @@ fn setup(p: &Plan, pipes: &ChildPipes<'_>) -> Res<Infallible> {
         sys::dup2(err.as_fd(), 2).map_err(at(Step::Stdio, 2))?;
     }
     // Nothing of the host's beyond stdio survives exec; the error pipe stays usable until then.
-    sys::cloexec_from(3).map_err(at(Step::CloseFds, 0))?;
+    sys::cloexec_from(3 + p.preserve_fds).map_err(at(Step::CloseFds, 0))?;
     if p.no_new_privs {
         install_seccomp(p)?;
     }
@@ -928,6 +1039,37 @@ fn install_seccomp(p: &Plan) -> Res<()> {
         Some(f) => sys::seccomp_set_filter(&f.program, f.flags).map_err(at(Step::Seccomp, 0)),
         None => Ok(()),
     }
+}
+
+/// Whether the executable exists and may be executed (`create` checks before it waits, as
+/// runc does), with exec's PATH search.
+fn exec_check(p: &Plan) -> Res<()> {
+    let e = &p.exec;
+    let Some(name) = e.argv_c.first() else {
+        return Err(Failure::new(Step::Exec, 0, Errno::INVAL));
+    };
+    let ok = |path: &CStr| rfs::access(path, rfs::Access::EXEC_OK);
+    if e.has_slash {
+        return ok(name).map_err(at(Step::Exec, 0));
+    }
+    let name = name.to_bytes();
+    let mut buf = [0u8; 4096];
+    for dir in e.search_path.split(|b| *b == b':') {
+        let len = dir.len() + 1 + name.len();
+        if dir.is_empty() || len + 1 > buf.len() {
+            continue;
+        }
+        buf[..dir.len()].copy_from_slice(dir);
+        buf[dir.len()] = b'/';
+        buf[dir.len() + 1..len].copy_from_slice(name);
+        buf[len] = 0;
+        if let Ok(path) = CStr::from_bytes_with_nul(&buf[..len + 1]) {
+            if ok(path).is_ok() {
+                return Ok(());
+            }
+        }
+    }
+    Err(Failure::new(Step::ExecNotFound, 0, Errno::NOENT))
 }
 
 /// Exec the process, searching PATH inside the container when args[0] has no slash (in a

@@ -106,7 +106,7 @@ pub fn run_container(
 
 /// Run a built plan in the foreground with the caller's stdio, or `stdio` = (stdout, stderr)
 /// fds; `interactive` copies the caller's stdin into a terminal container's pty.
-fn run_foreground(
+pub fn run_foreground(
     mut plan: Plan,
     pid_file: Option<&Path>,
     stdio: Option<(i32, i32)>,
@@ -212,6 +212,15 @@ impl Started {
         self.pid.as_raw_nonzero().get()
     }
 
+    /// Leave the container running past this call (`pyrun-runtime create`, `exec --detach`):
+    /// its cgroup stays; returns the pty master when there is one.
+    pub fn detach(mut self) -> Option<OwnedFd> {
+        if let Some(g) = self.cgroup.take() {
+            std::mem::forget(g);
+        }
+        self.console.take()
+    }
+
     /// The outcome once the process has exited and `status` was reaped; removes the cgroup.
     pub fn finish(mut self, status: rustix::process::WaitStatus) -> Outcome {
         let (oom_killed, cgroup_path) = match self.cgroup.as_mut() {
@@ -262,7 +271,7 @@ pub struct TerminalIo {
 
 impl TerminalIo {
     /// The pty's first size: config.json's consoleSize, else the caller's terminal's.
-    fn fill_size(&self, plan: &mut Plan) {
+    pub fn fill_size(&self, plan: &mut Plan) {
         if !plan.terminal || plan.console_size.is_some() {
             return;
         }
@@ -418,6 +427,13 @@ pub fn start_plan(
         if let Err(msg) = crate::cgroups::join_cgroups_of(root, target, pid.as_raw_nonzero().get())
         {
             return fail(forwarder, start(msg));
+        }
+    }
+    if let Some(hook) = &plan.on_created {
+        if let Err(msg) = hook(pid.as_raw_nonzero().get()) {
+            let r = fail(forwarder, start(msg));
+            drop(cgroup);
+            return r;
         }
     }
     // Release the child. If it already died, the error pipe says why (or is empty).
@@ -667,13 +683,18 @@ pub fn describe(plan: &Plan, f: &Failure) -> String {
         Step::Stdio => format!("redirect fd {} of the container: {err}", f.index),
         Step::ExecNotFound => format!("exec: {name:?}: executable file not found in $PATH"),
         Step::Exec => format!("exec: {name:?}: {}", err.to_lowercase()),
+        Step::LinuxDevice => format!(
+            "create device {}: {err}",
+            plan.devices.get(i).map_or("?", |d| &d.display)
+        ),
         Step::Init => format!("--init: fork the command under the init process: {err}"),
         Step::Console => format!(
             "set up the terminal: {} failed: {err}",
             [
                 "open a pty on the container's /dev/ptmx",
                 "send the pty",
-                "make the pty stdio"
+                "make the pty stdio",
+                "bind the pty to /dev/console"
             ]
             .get(i)
             .unwrap_or(&"pty")

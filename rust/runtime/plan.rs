@@ -187,6 +187,37 @@ pub struct Plan {
     /// The pty's first window size (rows, columns), set by the child before exec so even a
     /// command that asks at once sees it; the runtime's caller fills it in.
     pub console_size: Option<(u16, u16)>,
+    /// `linux.devices`: nodes created in the container after its mounts.
+    pub devices: Vec<DevicePlan>,
+    /// The container outlives the caller (`pyrun-runtime create`/`exec --detach`): no
+    /// parent-death signal.
+    pub detached: bool,
+    /// `pyrun-runtime create`: the exec fifo (opened read-write by the caller). The child sets
+    /// everything up, checks that the executable exists, closes its error pipe (the caller's
+    /// "created") and then blocks reading one byte from it until `start` writes it.
+    pub gate: Option<OwnedFd>,
+    /// Fds 3..3+N stay open in the container (`--preserve-fds`).
+    pub preserve_fds: u32,
+    /// Called by [`super::start_plan`] with the child's pid once its namespaces and cgroup
+    /// exist, before it is released (the runc CLI's prestart/createRuntime hooks); an error
+    /// fails the start.
+    pub on_created: Option<OnCreated>,
+}
+
+pub type OnCreated = Box<dyn Fn(i32) -> Result<(), String> + Send + Sync>;
+
+/// One `linux.devices` entry: `dir`/`name` in the container, made with mknod (or, where
+/// mknod is not allowed, a bind of the host's node at the same path).
+pub struct DevicePlan {
+    pub display: String,
+    pub dir: PathPlan,
+    pub name: CString,
+    pub kind: rustix::fs::FileType,
+    pub rdev: u64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub host: CString,
 }
 
 pub struct CgroupPlan {
@@ -222,8 +253,20 @@ fn cgroup_plan(
             "config.json: linux.cgroupsPath: invalid path {path:?}"
         ))
     })?;
+    let res = match &linux.resources {
+        Some(r) => resources(r)?,
+        None => crate::cgroups::Resources::default(),
+    };
+    Ok(Some(CgroupPlan {
+        path,
+        resources: res,
+    }))
+}
+
+/// `linux.resources` in the cgroup managers' terms.
+pub fn resources(r: &spec::Resources) -> Result<crate::cgroups::Resources, Error> {
     let mut res = crate::cgroups::Resources::default();
-    if let Some(r) = &linux.resources {
+    {
         if let Some(m) = &r.memory {
             res.memory_limit = m.limit;
             res.memory_swap = m.swap;
@@ -238,11 +281,110 @@ fn cgroup_plan(
         if let Some(p) = &r.pids {
             res.pids_limit = Some(p.limit);
         }
+        res.device_rules = device_rules(&r.devices)?;
     }
-    Ok(Some(CgroupPlan {
-        path,
-        resources: res,
-    }))
+    Ok(res)
+}
+
+/// `linux.resources.devices` as v1 rules: (allow, "c 1:3 rwm").
+pub fn device_rules(rules: &[spec::DeviceRule]) -> Result<Vec<(bool, String)>, Error> {
+    let mut out = Vec::with_capacity(rules.len());
+    for (i, r) in rules.iter().enumerate() {
+        let kind = r.kind.as_deref().unwrap_or("a");
+        if !matches!(kind, "a" | "c" | "b") {
+            return Err(value(format!(
+                "config.json: linux.resources.devices[{i}].type: {kind:?} is not a, b or c"
+            )));
+        }
+        let num = |n: Option<i64>| match n {
+            Some(n) if n >= 0 => n.to_string(),
+            _ => "*".to_string(),
+        };
+        let access = r.access.as_deref().unwrap_or("rwm");
+        if access.is_empty() || !access.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) {
+            return Err(value(format!(
+                "config.json: linux.resources.devices[{i}].access: {access:?} is not made of r, w and m"
+            )));
+        }
+        let rule = if kind == "a" {
+            "a *:* rwm".to_string()
+        } else {
+            format!("{kind} {}:{} {access}", num(r.major), num(r.minor))
+        };
+        out.push((r.allow, rule));
+    }
+    Ok(out)
+}
+
+/// The device cgroup rules runc always adds after the spec's (when it has any): mknod of
+/// anything, the standard nodes, ptys, /dev/net/tun, and each `linux.devices` node.
+fn with_default_devices(rules: &mut Vec<(bool, String)>, devices: &[spec::Device]) {
+    if rules.is_empty() {
+        return;
+    }
+    for r in [
+        "c *:* m",
+        "b *:* m",
+        "c 1:3 rwm",
+        "c 1:8 rwm",
+        "c 1:7 rwm",
+        "c 5:0 rwm",
+        "c 1:5 rwm",
+        "c 1:9 rwm",
+        "c 5:1 rwm",
+        "c 136:* rwm",
+        "c 5:2 rwm",
+        "c 10:200 rwm",
+    ] {
+        rules.push((true, r.to_string()));
+    }
+    for d in devices {
+        let kind = match d.kind.as_str() {
+            "b" => "b",
+            "p" => continue,
+            _ => "c",
+        };
+        rules.push((true, format!("{kind} {}:{} rwm", d.major, d.minor)));
+    }
+}
+
+fn device_plan(i: usize, d: &spec::Device) -> Result<DevicePlan, Error> {
+    use rustix::fs::FileType;
+    let field = format!("linux.devices[{i}]");
+    let target = path_plan(&format!("{field}.path"), &d.path)?;
+    let Some((dir, name)) = target.parents.last() else {
+        return Err(value(format!("config.json: {field}.path: cannot be /")));
+    };
+    let kind = match d.kind.as_str() {
+        "c" | "u" => FileType::CharacterDevice,
+        "b" => FileType::BlockDevice,
+        "p" => FileType::Fifo,
+        other => {
+            return Err(value(format!(
+                "config.json: {field}.type: {other:?} is not c, u, b or p"
+            )))
+        }
+    };
+    if kind != FileType::Fifo && (d.major < 0 || d.minor < 0) {
+        return Err(value(format!(
+            "config.json: {field}: a device needs its major and minor numbers"
+        )));
+    }
+    let dir_path = match dir.to_bytes() {
+        b"." => "/".to_string(),
+        other => format!("/{}", String::from_utf8_lossy(other)),
+    };
+    Ok(DevicePlan {
+        display: d.path.clone(),
+        dir: path_plan(&format!("{field}.path"), &dir_path)?,
+        name: name.clone(),
+        kind,
+        rdev: rustix::fs::makedev(d.major as u32, d.minor as u32),
+        mode: d.file_mode.unwrap_or(0o666) & 0o7777,
+        uid: d.uid.unwrap_or(0),
+        gid: d.gid.unwrap_or(0),
+        host: cstring(&format!("{field}.path"), d.path.as_bytes())?,
+    })
 }
 
 fn value(msg: impl Into<String>) -> Error {
@@ -1006,6 +1148,13 @@ pub fn from_spec(spec: &Spec, bundle: &Path, exec_into: Option<i32>) -> Result<P
         None => None,
     };
 
+    let mut devices = Vec::new();
+    if exec_into.is_none() {
+        for (i, d) in linux.devices.iter().enumerate() {
+            devices.push(device_plan(i, d)?);
+        }
+    }
+
     let parent_is_root = rustix::process::geteuid().is_root();
     Ok(Plan {
         rootfs_display: rootfs.display().to_string(),
@@ -1050,7 +1199,10 @@ pub fn from_spec(spec: &Spec, bundle: &Path, exec_into: Option<i32>) -> Result<P
         stdin: None,
         cgroup: match exec_into {
             Some(_) => None,
-            None => cgroup_plan(spec, linux, bundle)?,
+            None => cgroup_plan(spec, linux, bundle)?.map(|mut cg| {
+                with_default_devices(&mut cg.resources.device_rules, &linux.devices);
+                cg
+            }),
         },
         exec_into,
         terminal: process.terminal,
@@ -1060,6 +1212,11 @@ pub fn from_spec(spec: &Spec, bundle: &Path, exec_into: Option<i32>) -> Result<P
             .map(|c| (c.height as u16, c.width as u16)),
         init: exec_into.is_none()
             && spec.annotations.get("io.pyrun.init").map(String::as_str) == Some("true"),
+        devices,
+        detached: false,
+        gate: None,
+        preserve_fds: 0,
+        on_created: None,
     })
 }
 

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// `null` reads as the default value, like an omitted field.
 fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
@@ -31,6 +31,38 @@ pub struct Spec {
     pub linux: Option<Linux>,
     #[serde(default, deserialize_with = "null_default")]
     pub annotations: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub hooks: Hooks,
+}
+
+/// `hooks`: commands the runtime runs at points of the container's lifecycle (the runc CLI
+/// runs them; `pyrun run` has none).
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Hooks {
+    #[serde(default, deserialize_with = "null_default")]
+    pub prestart: Vec<Hook>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub create_runtime: Vec<Hook>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub create_container: Vec<Hook>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub start_container: Vec<Hook>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub poststart: Vec<Hook>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub poststop: Vec<Hook>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Hook {
+    pub path: String,
+    #[serde(default, deserialize_with = "null_default")]
+    pub args: Vec<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub timeout: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,6 +173,27 @@ pub struct Linux {
     pub cgroups_path: Option<String>,
     #[serde(default)]
     pub resources: Option<Resources>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub devices: Vec<Device>,
+}
+
+/// `linux.devices`: a device node the runtime creates in the container.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Device {
+    pub path: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, deserialize_with = "null_default")]
+    pub major: i64,
+    #[serde(default, deserialize_with = "null_default")]
+    pub minor: i64,
+    #[serde(default)]
+    pub file_mode: Option<u32>,
+    #[serde(default)]
+    pub uid: Option<u32>,
+    #[serde(default)]
+    pub gid: Option<u32>,
 }
 
 /// `linux.resources`: the memory, cpu and pids limits (others are ignored).
@@ -153,6 +206,22 @@ pub struct Resources {
     pub cpu: Option<CpuResources>,
     #[serde(default)]
     pub pids: Option<PidsResources>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub devices: Vec<DeviceRule>,
+}
+
+/// `linux.resources.devices`: a device cgroup rule (v1 devices.allow/deny).
+#[derive(Debug, Deserialize)]
+pub struct DeviceRule {
+    pub allow: bool,
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub major: Option<i64>,
+    #[serde(default)]
+    pub minor: Option<i64>,
+    #[serde(default)]
+    pub access: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
