@@ -265,6 +265,26 @@ fn exec_container(
     Ok(out.exit_code)
 }
 
+/// Freeze or thaw the cgroup `path` (v1 freezer.state, v2 cgroup.freeze): `pause`.
+#[pyfunction]
+fn freeze_cgroup(py: Python<'_>, path: String, frozen: bool) -> PyResult<()> {
+    py.detach(|| {
+        let m = crate::cgroups::existing(std::path::Path::new(crate::cgroups::ROOT), &path)?;
+        m.freeze(frozen)
+    })
+    .map_err(PyOSError::new_err)
+}
+
+/// Whether the cgroup `path` is frozen (false when it does not exist).
+#[pyfunction]
+fn cgroup_frozen(py: Python<'_>, path: String) -> bool {
+    py.detach(|| {
+        crate::cgroups::existing(std::path::Path::new(crate::cgroups::ROOT), &path)
+            .map(|m| m.frozen())
+            .unwrap_or(false)
+    })
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
@@ -279,6 +299,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(unmount, m)?)?;
     m.add_function(wrap_pyfunction!(run_container, m)?)?;
     m.add_function(wrap_pyfunction!(exec_container, m)?)?;
+    m.add_function(wrap_pyfunction!(freeze_cgroup, m)?)?;
+    m.add_function(wrap_pyfunction!(cgroup_frozen, m)?)?;
     crate::python_net::register(m)?;
     Ok(())
 }

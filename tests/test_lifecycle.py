@@ -363,3 +363,49 @@ def test_foreground_run_is_logged_too(bb: Client, pyrun: PyrunRunner) -> None:
     # API: the same through stdio fds.
     assert bb.containers.run("bb:life", ["echo", "api"], name="api-run") == b"api\n"
     assert bb.containers.get("api-run").logs() == b"api\n"
+
+
+def test_pause_unpause_and_commit_pause(bb: Client, pyrun: PyrunRunner) -> None:
+    script = "i=0; while :; do i=$((i+1)); echo $i > /count; sleep 0.05; done"
+    assert pyrun("run", "-d", "--name", "ticker", "bb:life", "sh", "-c", script).returncode == 0
+    c = bb.containers.get("ticker")
+    until(lambda: pyrun("exec", "ticker", "cat", "/count").stdout.strip() not in ("", "1"))
+    r = pyrun("pause", "ticker")
+    assert (r.returncode, r.stdout) == (0, "ticker\n")
+    assert c.paused and c.attrs["State"]["Status"] == "paused" and c.attrs["State"]["Paused"]
+    assert "(Paused)" in pyrun("ps").stdout
+    assert pyrun("ps", "-q", "-f", "status=paused").stdout.strip() == c.short_id
+    ps = json.loads(pyrun("ps", "--format", "json").stdout.splitlines()[0])
+    assert ps["State"] == "paused"
+    # Frozen: the counter in the container's file does not move.
+    count = (c.dir / "upper" / "count").read_text()
+    time.sleep(0.3)
+    assert (c.dir / "upper" / "count").read_text() == count
+    r = pyrun("exec", "ticker", "true")
+    assert r.returncode == 1 and "is paused, unpause the container before exec" in r.stderr
+    r = pyrun("pause", "ticker")
+    assert r.returncode == 1 and "already paused" in r.stderr
+    # Committing a paused container leaves it paused.
+    assert pyrun("commit", "ticker", "ticked:1").returncode == 0
+    assert c.paused
+    assert pyrun("unpause", "ticker").stdout == "ticker\n"
+    assert not c.paused and c.attrs["State"]["Status"] == "running"
+    r = pyrun("unpause", "ticker")
+    assert r.returncode == 1 and "is not paused" in r.stderr
+    until(lambda: (c.dir / "upper" / "count").read_text() != count)
+    # commit pauses a running container by default and thaws it afterwards; --pause=false not.
+    assert pyrun("commit", "ticker", "ticked:2").returncode == 0
+    assert not c.paused
+    assert pyrun("commit", "--pause=false", "ticker", "ticked:3").returncode == 0
+    r = pyrun("commit", "--pause=maybe", "ticker", "ticked:4")
+    assert r.returncode == 125 and "--pause" in r.stderr
+    # The API, and stop of a paused container (thawed to act on SIGTERM, then killed).
+    c.pause()
+    assert c.paused
+    t0 = time.monotonic()
+    c.stop(timeout=1)
+    assert time.monotonic() - t0 < 5
+    assert c.status == "exited" and not c.paused
+    with pytest.raises(ContainerNotRunning):
+        c.pause()
+    assert pyrun("unpause", "nope").returncode == 1

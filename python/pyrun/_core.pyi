@@ -148,7 +148,7 @@ def run_container(
     afterwards. A mount namespace is required. When config.json has linux.resources or
     linux.cgroupsPath (default "/pyrun/<io.pyrun.container.id annotation or bundle dir name>"),
     the parent creates that cgroup (v2 when /sys/fs/cgroup is cgroup2, else the v1 memory, cpu,
-    cpuset and pids hierarchies), writes the memory/cpu/pids limits and moves the process in
+    cpuset, pids, freezer and cpuacct hierarchies, and devices when it has device rules), writes the memory/cpu/pids limits and moves the process in
     before it runs; the cgroup is removed after the exit. With details=True the result is
     {"exit_code": int, "oom_killed": bool, "cgroup": str ("" without a cgroup)}. `stdio` = (stdout fd, stderr fd) sends the container's output
     there instead of the caller's fds 1 and 2 (stdin stays the caller's). Raises StartError (one
@@ -211,3 +211,11 @@ def net_attach_veth(
     """A veth pair: `inner` in the namespace at `netns` with address `cidr`, up, and a default
     route via `gateway` when given; `host` on the host, enslaved to `bridge`, up. Nothing is
     left behind when it fails."""
+
+def freeze_cgroup(path: str, frozen: bool) -> None:
+    """Freeze (`pause`) or thaw every process of the cgroup `path` ("/pyrun/<id>"): v1
+    freezer.state FROZEN/THAWED, v2 cgroup.freeze, waiting (up to a second) until the kernel
+    reports it done. Raises OSError with one line when the cgroup or the freezer is missing."""
+
+def cgroup_frozen(path: str) -> bool:
+    """Whether the cgroup `path` is frozen (False when it does not exist)."""

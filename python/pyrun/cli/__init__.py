@@ -340,8 +340,28 @@ def _commit(sub: Any, name: str) -> None:
     p.add_argument(
         "-c", "--change", action="append", default=[], help="apply a Dockerfile instruction"
     )
-    p.add_argument("-p", "--pause", action="store_true", help="(accepted; pause: not yet)")
+    p.add_argument(
+        "-p",
+        "--pause",
+        nargs="?",
+        const="true",
+        default="true",
+        metavar="BOOL",
+        help="pause the container during the commit (default true; --pause=false)",
+    )
     p.set_defaults(func=_cmd("containers", "cmd_commit"))
+
+
+def _pause(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="pause all processes within containers (cgroup freezer)")
+    p.add_argument("containers", nargs="+")
+    p.set_defaults(func=_cmd("containers", "cmd_pause"))
+
+
+def _unpause(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="unpause all processes within containers")
+    p.add_argument("containers", nargs="+")
+    p.set_defaults(func=_cmd("containers", "cmd_unpause"))
 
 
 def _cp(sub: Any, name: str) -> None:
@@ -651,6 +671,8 @@ CONTAINER_COMMANDS: dict[str, Adder] = {
     "stop": _stop,
     "restart": _restart,
     "kill": _kill,
+    "pause": _pause,
+    "unpause": _unpause,
     "wait": _wait,
     "logs": _logs,
     "exec": _exec,

@@ -221,6 +221,22 @@ def cmd_kill(args: argparse.Namespace) -> int:
     return _each(args.containers, kill)
 
 
+def cmd_pause(args: argparse.Namespace) -> int:
+    def pause(c: Container, ref: str) -> None:
+        c.pause()
+        print(ref)
+
+    return _each(args.containers, pause)
+
+
+def cmd_unpause(args: argparse.Namespace) -> int:
+    def unpause(c: Container, ref: str) -> None:
+        c.unpause()
+        print(ref)
+
+    return _each(args.containers, unpause)
+
+
 def cmd_wait(args: argparse.Namespace) -> int:
     def wait(c: Container, ref: str) -> None:
         print(c.wait_exit(), flush=True)
@@ -370,7 +386,17 @@ def cmd_commit(args: argparse.Namespace) -> int:
     client = Client()
     c = client.containers.get(args.container)
     names = [parse(args.repository)] if args.repository else []
-    digest = commit(c, names, message=args.message, author=args.author, changes=args.change)
+    pause = str(args.pause).lower()
+    if pause not in ("true", "false", "1", "0"):
+        raise UsageError(f"invalid value {args.pause!r} for --pause: true or false")
+    digest = commit(
+        c,
+        names,
+        message=args.message,
+        author=args.author,
+        changes=args.change,
+        pause=pause in ("true", "1"),
+    )
     print(client.store.get(digest).id)
     return 0
 
@@ -508,7 +534,8 @@ def _status_text(c: Container) -> str:
     st = c.state
     status = c.status
     if status == "running":
-        return "Up " + human_ago(str(st.get("started_at", ""))).removesuffix(" ago")
+        up = "Up " + human_ago(str(st.get("started_at", ""))).removesuffix(" ago")
+        return f"{up} (Paused)" if c.paused else up
     if status == "restarting":
         return f"Restarting ({st.get('exit_code', 0)}) {human_ago(str(st.get('finished_at', '')))}"
     if status == "exited":
@@ -558,7 +585,8 @@ def _ps_filter(containers: list[Container], filters: list[str]) -> list[Containe
                     for k, eq, v in (x.partition("=") for x in values)
                 )
             elif key == "status":
-                ok = c.status in values
+                shown = "paused" if c.paused else c.status
+                ok = shown in values
             elif key == "exited":
                 ok = c.status == "exited" and str(c.state.get("exit_code", 0)) in values
             elif key == "ancestor":
@@ -592,7 +620,7 @@ def _ps_fields(c: Container, no_trunc: bool) -> dict[str, str]:
         "CreatedAt": str(c.record.get("created", "")),
         "RunningFor": human_ago(str(c.record.get("created", ""))),
         "Status": _status_text(c),
-        "State": c.status,
+        "State": "paused" if c.paused else c.status,
         "Names": c.name,
         "Labels": labels,
         "Ports": _ports_text(c),

@@ -104,6 +104,12 @@ class ContainerNotRunning(APIError):
     exit_code = 1
 
 
+class ContainerPaused(ContainerConflict):
+    """Paused when it should not be, or not paused when it should be (Docker exits 1)."""
+
+    exit_code = 1
+
+
 class ContainerStartError(APIError):
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
@@ -233,6 +239,41 @@ class Container:
     @property
     def status(self) -> str:
         return str(self.state.get("status", "created"))
+
+    @property
+    def paused(self) -> bool:
+        """Whether the running container's cgroup is frozen (`pause`)."""
+        if self.state.get("status") != "running":
+            return False
+        from pyrun import _core
+
+        return _core.cgroup_frozen(self.cgroup_path)
+
+    @property
+    def cgroup_path(self) -> str:
+        return f"/pyrun/{self.id}"
+
+    def _freeze(self, frozen: bool) -> None:
+        from pyrun import _core
+
+        try:
+            _core.freeze_cgroup(self.cgroup_path, frozen)
+        except OSError as e:
+            verb = "pause" if frozen else "unpause"
+            raise APIError(f"cannot {verb} container {self.name}: {e}") from None
+
+    def pause(self) -> None:
+        """Freeze every process of the container (cgroup freezer), as `docker pause`."""
+        if self.state.get("status") != "running":
+            raise ContainerNotRunning(f"container {self.name} is not running")
+        if self.paused:
+            raise ContainerPaused(f"container {self.name} is already paused")
+        self._freeze(True)
+
+    def unpause(self) -> None:
+        if not self.paused:
+            raise ContainerPaused(f"container {self.name} is not paused")
+        self._freeze(False)
 
     @property
     def pid(self) -> int | None:
@@ -464,6 +505,11 @@ class Container:
         try:
             if _alive(pid, st.get("pid_start")):  # the pidfd now pins this very process
                 signal.pidfd_send_signal(fd, signum)
+                if signum in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, self.stop_signal()):
+                    # A paused container is thawed so that it can act on the signal (Docker's).
+                    with contextlib.suppress(APIError):
+                        if self.paused:
+                            self._freeze(False)
                 return True
         except ProcessLookupError:
             pass
@@ -651,8 +697,10 @@ class Container:
         message: str = "",
         author: str = "",
         changes: list[str] | str | None = None,
+        pause: bool = True,
     ) -> ImageRecord:
-        """docker-py's commit: a new image from the container's changes."""
+        """docker-py's commit: a new image from the container's changes (a running container
+        is paused meanwhile unless pause=False)."""
         from pyrun.reference import parse
         from pyrun.runtime.fs import commit
 
@@ -661,7 +709,7 @@ class Container:
             names.append(parse(f"{repository}:{tag}" if tag else repository))
         if isinstance(changes, str):
             changes = [changes]
-        digest = commit(self, names, message=message, author=author, changes=changes)
+        digest = commit(self, names, message=message, author=author, changes=changes, pause=pause)
         return self.store.get(digest)
 
     def top(self, ps_args: str | None = None) -> dict[str, Any]:
@@ -1058,6 +1106,8 @@ def exec_in(
     pid = c.pid if st.get("status") == "running" else None
     if pid is None or not _alive(pid, st.get("pid_start")):
         raise ContainerNotRunning(f"container {c.name} is not running")
+    if c.paused:
+        raise ContainerPaused(f"container {c.name} is paused, unpause the container before exec")
     spec = c.bundle_spec()
     process = dict(spec["process"])
     process["args"] = list(command)
@@ -1113,6 +1163,7 @@ def inspect(c: Container) -> dict[str, Any]:
     """Docker's `container inspect` shape, from the record and the state."""
     rec, st = c.record, c.state
     status = str(st.get("status", "created"))
+    paused = c.paused
     opts = c.options
     restart, max_retries = parse_restart(str(opts.get("restart") or "no"))
     spec_path = c.dir / "bundle" / "config.json"
@@ -1122,9 +1173,9 @@ def inspect(c: Container) -> dict[str, Any]:
         "Path": (rec.get("command") or [""])[0],
         "Args": list(rec.get("command") or [])[1:],
         "State": {
-            "Status": status,
+            "Status": "paused" if paused else status,
             "Running": status in ACTIVE,
-            "Paused": False,
+            "Paused": paused,
             "Restarting": status == "restarting",
             "OOMKilled": bool(st.get("oom_killed")),
             "Dead": False,

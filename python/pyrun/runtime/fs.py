@@ -80,9 +80,11 @@ def commit(
     message: str = "",
     author: str = "",
     changes: list[str] | None = None,
+    pause: bool = True,
 ) -> str:
     """`docker commit`: the container's upper dir as a new layer on top of its image's layers
-    (shared, not copied); returns the new manifest digest."""
+    (shared, not copied); returns the new manifest digest. A running container is frozen
+    while its changes are read (`pause`, Docker's default), so the layer is one moment."""
     from pyrun import _core
     from pyrun.transports.copy import copy_image
     from pyrun.transports.local import StoreDestination
@@ -93,7 +95,15 @@ def commit(
     apply_changes({}, changes or [])  # a bad --change fails before any work
     tmp = store.ensure().new_temp(".commit.tar.gz")
     try:
-        _core.create_layer(str(c.dir / "upper"), str(tmp), overlay_upper=True)
+        freeze = pause and c.state.get("status") == "running" and not c.paused
+        if freeze:
+            c.pause()
+        try:
+            _core.create_layer(str(c.dir / "upper"), str(tmp), overlay_upper=True)
+        finally:
+            if freeze:
+                with contextlib.suppress(PyrunError):
+                    c.unpause()
         layers = [
             SourceLayer(Blob(str(store.blob_path(d["digest"]))), d, diff)
             for d, diff in zip(base.layers, base.diff_ids, strict=False)
