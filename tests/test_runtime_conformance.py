@@ -361,9 +361,12 @@ def test_user_namespace_mappings(case: Case) -> None:
     from ocibundle import BASE_CONFIG
 
     mounts = [m for m in BASE_CONFIG["mounts"] if m["destination"] != "/sys"]
-    # The container's root (host uid 100000) must reach the rootfs.
-    for d in (case.tmp.parent, case.tmp):
-        d.chmod(0o755)
+    # The container's root (host uid 100000) must reach the rootfs: every directory above it
+    # lets others through (pytest makes /tmp/pytest-of-root 0700).
+    for d in (case.tmp, *case.tmp.parents):
+        mode = d.stat().st_mode
+        if not mode & 0o001:
+            d.chmod((mode & 0o7777) | 0o011)
     out = case.out(sh("cat /proc/self/uid_map; id -u"), {"linux": maps, "mounts": mounts})
     first, uid = out.splitlines()
     assert first.split() == ["0", "100000", "65536"]
