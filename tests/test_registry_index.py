@@ -102,6 +102,9 @@ def test_pull_all_platforms_keeps_the_index(
     (img,) = fresh.images.list()
     assert img.record.manifest_digest == ix["host"] and img.tags == [name]
     assert img.attrs["RepoDigests"] == [f"{reg.addr}/ix/multi@{ix['index']}"]
+    # `images --digests` shows the digest the registry knows it by, as Docker does.
+    r = pyrun("--root", str(fresh_root), "images", "--digests")
+    assert ix["index"] in r.stdout and ix["host"] not in r.stdout, r.stdout
     store = fresh.store
     # The other platform's blobs are kept, not unpacked; the index is kept.
     assert store.has_blob(ix["index"]) and store.has_blob(ix["other"])

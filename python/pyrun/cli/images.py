@@ -104,7 +104,12 @@ def cmd_images(args: argparse.Namespace) -> int:
         tags: list[str | None] = list(img.record.tags) or [None]
         for t in tags:
             repo, tag = ("<none>", "<none>") if t is None else parse(t).familiar().rsplit(":", 1)
-            digest = img.record.manifest_digest
+            # The digest the registry knows this repository's image by (an index's digest for
+            # a multi-platform pull, as Docker shows), else this manifest's.
+            digest = next(
+                (d.split("@", 1)[1] for d in attrs["RepoDigests"] if d.split("@", 1)[0] == repo),
+                img.record.manifest_digest,
+            )
             records.append(
                 {
                     "Repository": repo,
