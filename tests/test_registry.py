@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -235,6 +236,36 @@ def test_run_pulls_a_missing_image(
     assert r.returncode == 125 and "invalid choice" in r.stderr
 
 
+def login_on_a_terminal(host: str, tmp_path: Path, answers: list[str]) -> tuple[str, int]:
+    """`pyrun login HOST` on a pty, answering its prompts; (what the terminal showed, exit)."""
+    import pty
+    import select
+
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.environ["DOCKER_CONFIG"] = str(tmp_path / "docker-config")
+        os.execv(sys.executable, [sys.executable, "-m", "pyrun.cli", "login", host])
+    out = b""
+    pending = list(answers)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+        if pending and out.rstrip().endswith((b"Username:", b"Password:")):
+            os.write(fd, pending.pop(0).encode() + b"\n")
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return out.decode(errors="replace"), os.waitstatus_to_exitcode(status)
+
+
 def test_login_basic_auth_and_logout(
     bb: Client, tmp_path: Path, pyrun: PyrunRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -266,6 +297,14 @@ def test_login_basic_auth_and_logout(
         assert not (tmp_path / "docker-config" / "config.json").exists()
         r = pyrun("login", "-u", "docker", "--password-stdin", host, input=password + "\n")
         assert r.returncode == 0 and r.stdout == "Login Succeeded\n", r.stderr
+        # Without credentials: Docker's prompts on a terminal, one line elsewhere.
+        r = pyrun("login", host, input="")
+        assert r.returncode == 1 and "interactive login from a non TTY" in r.stderr, r.stderr
+        r = pyrun("login", "--password-stdin", host, input=password + "\n")
+        assert r.returncode == 1 and "Must provide --username" in r.stderr, r.stderr
+        out, code = login_on_a_terminal(host, tmp_path, ["docker", password])
+        assert code == 0 and "Username: " in out and "Password: " in out, out
+        assert "Login Succeeded" in out and password not in out.split("Password: ", 1)[1]
         cfg_file = tmp_path / "docker-config" / "config.json"
         assert oct(cfg_file.stat().st_mode & 0o777) == "0o600"
         assert host in json.loads(cfg_file.read_text())["auths"]

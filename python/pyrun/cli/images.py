@@ -302,10 +302,25 @@ def cmd_login(args: argparse.Namespace) -> int:
     if args.password_stdin:
         if password is not None:
             raise PyrunError("--password and --password-stdin are mutually exclusive")
+        if user is None:
+            raise PyrunError("Must provide --username with --password-stdin")
         password = sys.stdin.read().rstrip("\n")
-    if user is None or password is None:
-        raise PyrunError("login needs -u USER and a password (-p or --password-stdin)")
     domain = server_domain(args.server)
+    if user is None or password is None:
+        # Docker's prompts, on a terminal only.
+        if not sys.stdin.isatty():
+            raise PyrunError("Cannot perform an interactive login from a non TTY device")
+        print(f"Login with your username and password for {credential_key(domain)}")
+        if user is None:
+            user = input("Username: ").strip()
+            if not user:
+                raise PyrunError("Username is required")
+        if password is None:
+            import getpass
+
+            password = getpass.getpass("Password: ")
+            if not password:
+                raise PyrunError("Password is required")
     reg = Registry(domain)
     try:
         reg.check_login(user, password)
