@@ -121,6 +121,19 @@ def test_run_foreground_exit_status_and_cleanup(
     rt.ok("delete", "r1")
 
 
+def test_no_pivot_moves_the_root_and_chroots(
+    rt: Runtime, master_rootfs: Path, tmp_path: Path
+) -> None:
+    """--no-pivot (runc's, for roots pivot_root refuses): the container still sees only its
+    rootfs, with its mounts, hostname and masked paths."""
+    script = "ls /bin/busybox && hostname && cat /proc/kcore | wc -c && grep -c ' /proc ' /proc/self/mountinfo"
+    b = make_bundle(master_rootfs, tmp_path / "np", ["sh", "-c", script])
+    r = rt("run", "--no-pivot", "--bundle", str(b), "np")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["/bin/busybox", "oci", "0", "1"], r.stdout
+    assert rt.ok("list", "-q") == ""
+
+
 def test_run_detached_and_exec(rt: Runtime, master_rootfs: Path, tmp_path: Path) -> None:
     b = make_bundle(master_rootfs, tmp_path / "b", ["sleep", "1000"])
     with (b / "out").open("w") as out:

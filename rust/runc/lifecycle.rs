@@ -306,6 +306,7 @@ pub fn create(g: &Global, args: &[String]) -> Res<i32> {
         ));
     }
     prep.plan.preserve_fds = preserve_fds(&p)?;
+    prep.plan.no_pivot = p.has("no-pivot");
     let fifo = prep.dir.dir.join("exec.fifo");
     rustix::fs::mkfifoat(rustix::fs::CWD, &fifo, Mode::from_raw_mode(0o622))
         .map_err(|e| io_fail("create exec.fifo", e))?;
@@ -404,6 +405,7 @@ pub fn run(g: &Global, args: &[String]) -> Res<i32> {
     let mut prep = prepare(g, id, p.get("bundle"), true)?;
     let console_socket = p.get("console-socket");
     prep.plan.preserve_fds = preserve_fds(&p)?;
+    prep.plan.no_pivot = p.has("no-pivot");
     prep.plan.on_created = Some(on_created(g, &prep.saved));
     let mut forwarder = runtime::signals::Forwarder::install()
         .map_err(|e| io_fail("install signal handlers", e))?;

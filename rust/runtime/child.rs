@@ -719,6 +719,16 @@ fn pivot(root: BorrowedFd<'_>) -> Res<()> {
     rustix::process::chdir(c"/").map_err(at(Step::PivotRoot, 4))
 }
 
+/// `--no-pivot`: the root mount moved onto / (MS_MOVE) and the process chrooted into it, as
+/// runc does; the old root stays underneath, out of reach of a process without CAP_SYS_ADMIN
+/// (Docker's default set lacks it) or CAP_SYS_CHROOT.
+fn move_root(root: BorrowedFd<'_>) -> Res<()> {
+    rustix::process::fchdir(root).map_err(at(Step::PivotRoot, 0))?;
+    rmount::mount_move(c".", c"/").map_err(at(Step::PivotRoot, 1))?;
+    rustix::process::chroot(c".").map_err(at(Step::PivotRoot, 1))?;
+    rustix::process::chdir(c"/").map_err(at(Step::PivotRoot, 4))
+}
+
 fn limit(v: u64) -> Option<u64> {
     if v == u64::MAX {
         None
@@ -804,7 +814,11 @@ fn setup_root(p: &Plan) -> Res<()> {
     }
     // Create a missing working directory now, while the root may still be written.
     resolve_create(root.as_fd(), &p.cwd, Leaf::Dir).map_err(at(Step::Cwd, 0))?;
-    pivot(root.as_fd())?;
+    if p.no_pivot {
+        move_root(root.as_fd())?;
+    } else {
+        pivot(root.as_fd())?;
+    }
     drop(root);
 
     if p.root_readonly {

@@ -198,6 +198,9 @@ pub struct Plan {
     pub gate: Option<OwnedFd>,
     /// Fds 3..3+N stay open in the container (`--preserve-fds`).
     pub preserve_fds: u32,
+    /// `--no-pivot`: move the root onto / and chroot instead of pivot_root (for a root on a
+    /// filesystem pivot_root refuses, such as an initramfs).
+    pub no_pivot: bool,
     /// Called by [`super::start_plan`] with the child's pid once its namespaces and cgroup
     /// exist, before it is released (the runc CLI's prestart/createRuntime hooks); an error
     /// fails the start.
@@ -1216,6 +1219,7 @@ pub fn from_spec(spec: &Spec, bundle: &Path, exec_into: Option<i32>) -> Result<P
         detached: false,
         gate: None,
         preserve_fds: 0,
+        no_pivot: false,
         on_created: None,
     })
 }
