@@ -50,15 +50,15 @@ def cmd_df(args: argparse.Namespace) -> int:
     img_size = df["LayersSize"] + df["BlobsSize"]
     img_free = min(img_size, sum(i["Size"] - i["SharedSize"] for i in imgs if not i["Containers"]))
     ctr_size = sum(c["SizeRw"] for c in ctrs)
-    ctr_free = sum(c["SizeRw"] for c in ctrs if c["State"] not in ("running", "restarting"))
+    live = ("running", "restarting", "paused")  # what `container prune` leaves
+    ctr_free = sum(c["SizeRw"] for c in ctrs if c["State"] not in live)
     vol_size = sum(v["UsageData"]["Size"] for v in vols)
     vol_free = sum(v["UsageData"]["Size"] for v in vols if not v["UsageData"]["RefCount"])
     cache_n = sum(c["Count"] for c in cache)
     cache_size = sum(c["Size"] for c in cache)
     rows = [
         ["Images", len(imgs), sum(1 for i in imgs if i["Containers"]), img_size, img_free],
-        ["Containers", len(ctrs), len(ctrs) - sum(1 for c in ctrs if c["State"] not in
-                                                   ("running", "restarting")), ctr_size, ctr_free],
+        ["Containers", len(ctrs), sum(1 for c in ctrs if c["State"] in live), ctr_size, ctr_free],
         ["Local Volumes", len(vols), sum(1 for v in vols if v["UsageData"]["RefCount"]),
          vol_size, vol_free],
         ["Build Cache", cache_n, 0, cache_size, cache_size],
