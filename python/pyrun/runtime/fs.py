@@ -99,7 +99,23 @@ def commit(
         if freeze:
             c.pause()
         try:
-            _core.create_layer(str(c.dir / "upper"), str(tmp), overlay_upper=True)
+            # Running and not frozen (--pause=false), the container may change a file while it
+            # is read, and the layer writer refuses a file that shrank under it: read again,
+            # then say so in one line.
+            live = not freeze and c.state.get("status") == "running" and not c.paused
+            tries = 3 if live else 1
+            for attempt in range(tries):
+                try:
+                    _core.create_layer(str(c.dir / "upper"), str(tmp), overlay_upper=True)
+                    break
+                except _core.LayerError as e:
+                    if not live:
+                        raise
+                    if attempt == tries - 1:
+                        raise PyrunError(
+                            f"commit {c.name}: {e}: the container kept changing its files "
+                            "(commit with --pause, the default, to read it frozen)"
+                        ) from None
         finally:
             if freeze:
                 with contextlib.suppress(PyrunError):
