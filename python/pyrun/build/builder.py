@@ -158,27 +158,12 @@ def chmod_value(spec: str, current: int, is_dir: bool) -> int:
 def resolve_in_root(root: Path, path: str, follow_last: bool = True) -> Path:
     """`path` inside `root` with symlinks resolved as if `root` were `/` (they cannot leave it);
     missing components are kept as they are."""
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    done: list[str] = []
-    hops = 0
-    while parts:
-        name = parts.pop(0)
-        if name == "..":
-            if done:
-                done.pop()
-            continue
-        cur = root.joinpath(*done, name)
-        if (parts or follow_last) and cur.is_symlink():
-            hops += 1
-            if hops > 40:
-                raise BuildError(f"too many levels of symbolic links in {path}")
-            target = os.readlink(cur)
-            if target.startswith("/"):
-                done = []
-            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-            continue
-        done.append(name)
-    return root.joinpath(*done)
+    from pyrun.runtime.users import UserError, secure_join
+
+    try:
+        return Path(secure_join(str(root), path, follow_last=follow_last))
+    except UserError:
+        raise BuildError(f"too many levels of symbolic links in {path}") from None
 
 
 class Builder:

@@ -14,8 +14,9 @@ class UserError(PyrunError):
     exit_code = 125
 
 
-def secure_join(root: str, path: str, *, max_links: int = 40) -> str:
-    """Host path of `path` inside `root`, resolving symlinks as if `root` were `/`."""
+def secure_join(root: str, path: str, *, max_links: int = 40, follow_last: bool = True) -> str:
+    """Host path of `path` inside `root`, resolving symlinks as if `root` were `/` (they cannot
+    leave it); `follow_last=False` leaves a final symlink as it is. Missing components stay."""
     parts = [p for p in path.split("/") if p not in ("", ".")]
     resolved: list[str] = []
     links = 0
@@ -26,7 +27,7 @@ def secure_join(root: str, path: str, *, max_links: int = 40) -> str:
                 resolved.pop()
             continue
         candidate = os.path.join(root, *resolved, part)
-        if os.path.islink(candidate):
+        if (parts or follow_last) and os.path.islink(candidate):
             links += 1
             if links > max_links:
                 raise UserError(f"too many levels of symbolic links resolving {path} in the image")
