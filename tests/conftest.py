@@ -11,23 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import PyrunRunner
+from helpers import PyrunRunner, mounts_under
 from pyrun.client import Client
 from pyrun.errors import PyrunError
 
 LEAKED_MOUNTS: list[str] = []
-
-
-def mounts_under(path: Path) -> list[str]:
-    """Mount points at or below `path` in this mount namespace, deepest first."""
-    prefix = str(path.resolve())
-    found = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            target = line.split()[4].replace("\\040", " ")
-            if target == prefix or target.startswith(prefix + "/"):
-                found.append(target)
-    return sorted(set(found), key=len, reverse=True)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

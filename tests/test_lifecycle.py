@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import PyrunRunner, needs_root, until
+from helpers import PyrunRunner, mounts_under, needs_root, super_options, until
 from pyrun.client import Client
 from pyrun.runtime.containers import ContainerNotRunning
 
@@ -26,11 +26,6 @@ DOCKER_DEFAULT_CAPS = "00000000a80425fb"
 def bb(client: Client, busybox_tar: Path) -> Client:
     client.images.import_image(busybox_tar, "bb:life")
     return client
-
-
-def mounts_under(path: Path) -> list[str]:
-    with open("/proc/self/mountinfo") as f:
-        return [line for line in f if str(path) in line]
 
 
 def cgroup_dirs(cid: str) -> list[str]:
@@ -143,9 +138,7 @@ def test_restart_policies(bb: Client, pyrun: PyrunRunner) -> None:
 
 
 def _root_options(store_root: Path, cid: str) -> list[str]:
-    target = str(store_root / "containers" / cid / "rootfs")
-    with open("/proc/self/mountinfo") as f:
-        return next(ln.split()[-1].split(",") for ln in f if ln.split()[4] == target)
+    return super_options(store_root / "containers" / cid / "rootfs")
 
 
 def test_rm_detached_removes_itself(bb: Client, pyrun: PyrunRunner, store_root: Path) -> None:

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import pytest
 
-from helpers import needs_root
+from helpers import needs_root, super_options
 from pyrun import _core
 from pyrun.runtime.spec import DEFAULT_CAPS
 
@@ -759,15 +759,6 @@ def test_overlay_many_long_lowers(tmp_path: Path, method: Literal["new", "legacy
         _core.unmount(str(target))
 
 
-def _super_options(target: Path) -> list[str]:
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            if fields[4] == str(target):
-                return fields[-1].split(",")
-    raise AssertionError(f"{target} is not mounted")
-
-
 @pytest.mark.parametrize("method", ["legacy", "new"])
 def test_overlay_volatile(tmp_path: Path, method: Literal["new", "legacy"]) -> None:
     """`volatile` reaches the kernel on both paths; overlayfs then marks the work dir and refuses
@@ -778,7 +769,7 @@ def test_overlay_volatile(tmp_path: Path, method: Literal["new", "legacy"]) -> N
     opts = dict(upper=str(upper), work=str(work), method=method, links_dir=str(tmp_path / "ln"))
     assert _core.mount_overlay([str(lower)], str(target), volatile=True, **opts) == method  # type: ignore[arg-type]
     try:
-        assert "fsync=volatile" in _super_options(target)
+        assert "fsync=volatile" in super_options(target)
         (target / "f").write_text("kept in the page cache")
     finally:
         _core.unmount(str(target))
@@ -788,7 +779,7 @@ def test_overlay_volatile(tmp_path: Path, method: Literal["new", "legacy"]) -> N
     shutil.rmtree(work / "work" / "incompat")
     _core.mount_overlay([str(lower)], str(target), **opts)  # type: ignore[arg-type]
     try:
-        assert "fsync=volatile" not in _super_options(target)
+        assert "fsync=volatile" not in super_options(target)
         assert (target / "f").read_text() == "kept in the page cache"
     finally:
         _core.unmount(str(target))
