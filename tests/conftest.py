@@ -4,8 +4,10 @@ Markers (needs_root, needs_docker, needs_tool) live in helpers.py."""
 from __future__ import annotations
 
 import contextlib
+import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -116,3 +118,26 @@ def bundle(tmp_path: Path, busybox_rootfs: Path) -> Path:
     b.mkdir()
     shutil.copytree(busybox_rootfs, b / "rootfs", symlinks=True)
     return b
+
+
+@pytest.fixture
+def basic_registry(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """docker-registry with htpasswd auth; 2.8 provisions user `docker` and logs the password."""
+    from test_registry import start_registry
+
+    d = tmp_path / "basic"
+    d.mkdir()
+    gen = start_registry(d, f"auth: {{htpasswd: {{realm: basic-realm, path: {d}/htpasswd}}}}\n")
+    host = next(gen)
+    try:
+        log = ""
+        for _ in range(200):
+            log = (d / "log").read_text()
+            if "password=" in log:
+                break
+            time.sleep(0.05)
+        m = re.search(r"password=(\S+) user=docker", log)
+        assert m, log
+        yield host, m.group(1)
+    finally:
+        gen.close()

@@ -267,60 +267,47 @@ def login_on_a_terminal(host: str, tmp_path: Path, answers: list[str]) -> tuple[
 
 
 def test_login_basic_auth_and_logout(
-    bb: Client, tmp_path: Path, pyrun: PyrunRunner, monkeypatch: pytest.MonkeyPatch
+    bb: Client,
+    tmp_path: Path,
+    pyrun: PyrunRunner,
+    monkeypatch: pytest.MonkeyPatch,
+    basic_registry: tuple[str, str],
 ) -> None:
     """htpasswd auth: with no htpasswd file, docker-registry 2.8 provisions user `docker` with a
     random password it logs; login checks and stores it, push/pull use it, logout drops it."""
-    import re
-
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
-    d = tmp_path / "basic"
-    d.mkdir()
-    gen = start_registry(d, f"auth: {{htpasswd: {{realm: basic-realm, path: {d}/htpasswd}}}}\n")
-    host = next(gen)
-    try:
-        log = ""
-        for _ in range(100):
-            log = (d / "log").read_text()
-            if "password=" in log:
-                break
-            time.sleep(0.05)
-        m = re.search(r"password=(\S+) user=docker", log)
-        assert m, log
-        password = m.group(1)
-        name = f"{host}/secret/bb:1"
-        bb.images.get("bb:ship").tag(f"{host}/secret/bb", "1")
-        r = pyrun("push", name)
-        assert r.returncode == 1 and "authentication required" in r.stderr, r.stderr
-        r = pyrun("login", "-u", "docker", "--password-stdin", host, input="wrong\n")
-        assert r.returncode == 1 and "HTTP 401" in r.stderr and len(r.stderr.splitlines()) == 1
-        assert not (tmp_path / "docker-config" / "config.json").exists()
-        r = pyrun("login", "-u", "docker", "--password-stdin", host, input=password + "\n")
-        assert r.returncode == 0 and r.stdout == "Login Succeeded\n", r.stderr
-        # Without credentials: Docker's prompts on a terminal, one line elsewhere.
-        r = pyrun("login", host, input="")
-        assert r.returncode == 1 and "interactive login from a non TTY" in r.stderr, r.stderr
-        r = pyrun("login", "--password-stdin", host, input=password + "\n")
-        assert r.returncode == 1 and "Must provide --username" in r.stderr, r.stderr
-        out, code = login_on_a_terminal(host, tmp_path, ["docker", password])
-        assert code == 0 and "Username: " in out and "Password: " in out, out
-        assert "Login Succeeded" in out and password not in out.split("Password: ", 1)[1]
-        cfg_file = tmp_path / "docker-config" / "config.json"
-        assert oct(cfg_file.stat().st_mode & 0o777) == "0o600"
-        assert host in json.loads(cfg_file.read_text())["auths"]
-        assert pyrun("push", name).returncode == 0
-        fresh = Client(tmp_path / "fresh")
-        assert fresh.containers.run(name, remove=True) == b"shipped\n"
-        r = pyrun("manifest", "inspect", "-v", name)
-        assert r.returncode == 0, r.stderr
-        info = json.loads(r.stdout)
-        assert info["Descriptor"]["digest"] == fresh.images.get(name).record.manifest_digest
-        assert pyrun("logout", host).returncode == 0
-        assert host not in json.loads(cfg_file.read_text())["auths"]
-        r = pyrun("logout", host)
-        assert r.returncode == 1 and "not logged in" in r.stderr
-    finally:
-        gen.close()
+    host, password = basic_registry
+    name = f"{host}/secret/bb:1"
+    bb.images.get("bb:ship").tag(f"{host}/secret/bb", "1")
+    r = pyrun("push", name)
+    assert r.returncode == 1 and "authentication required" in r.stderr, r.stderr
+    r = pyrun("login", "-u", "docker", "--password-stdin", host, input="wrong\n")
+    assert r.returncode == 1 and "HTTP 401" in r.stderr and len(r.stderr.splitlines()) == 1
+    assert not (tmp_path / "docker-config" / "config.json").exists()
+    r = pyrun("login", "-u", "docker", "--password-stdin", host, input=password + "\n")
+    assert r.returncode == 0 and r.stdout == "Login Succeeded\n", r.stderr
+    # Without credentials: Docker's prompts on a terminal, one line elsewhere.
+    r = pyrun("login", host, input="")
+    assert r.returncode == 1 and "interactive login from a non TTY" in r.stderr, r.stderr
+    r = pyrun("login", "--password-stdin", host, input=password + "\n")
+    assert r.returncode == 1 and "Must provide --username" in r.stderr, r.stderr
+    out, code = login_on_a_terminal(host, tmp_path, ["docker", password])
+    assert code == 0 and "Username: " in out and "Password: " in out, out
+    assert "Login Succeeded" in out and password not in out.split("Password: ", 1)[1]
+    cfg_file = tmp_path / "docker-config" / "config.json"
+    assert oct(cfg_file.stat().st_mode & 0o777) == "0o600"
+    assert host in json.loads(cfg_file.read_text())["auths"]
+    assert pyrun("push", name).returncode == 0
+    fresh = Client(tmp_path / "fresh")
+    assert fresh.containers.run(name, remove=True) == b"shipped\n"
+    r = pyrun("manifest", "inspect", "-v", name)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["Descriptor"]["digest"] == fresh.images.get(name).record.manifest_digest
+    assert pyrun("logout", host).returncode == 0
+    assert host not in json.loads(cfg_file.read_text())["auths"]
+    r = pyrun("logout", host)
+    assert r.returncode == 1 and "not logged in" in r.stderr
 
 
 def test_multi_layer_pull_in_parallel(bb: Client, registry: str, tmp_path: Path) -> None:

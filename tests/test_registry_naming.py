@@ -9,10 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -123,27 +120,6 @@ def test_credential_lookup_order(
     docker_config.write_text(json.dumps({"auths": {"bad": {"auth": "!!not base64"}}}))
     with pytest.raises(rc.RegistryError, match=r"auths\['bad'\].auth is not base64"):
         rc.credentials("bad")
-
-
-@pytest.fixture
-def basic_registry(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """docker-registry with htpasswd auth; 2.8 provisions user `docker` and logs the password."""
-    d = tmp_path / "basic"
-    d.mkdir()
-    gen = start_registry(d, f"auth: {{htpasswd: {{realm: basic-realm, path: {d}/htpasswd}}}}\n")
-    host = next(gen)
-    try:
-        log = ""
-        for _ in range(200):
-            log = (d / "log").read_text()
-            if "password=" in log:
-                break
-            time.sleep(0.05)
-        m = re.search(r"password=(\S+) user=docker", log)
-        assert m, log
-        yield host, m.group(1)
-    finally:
-        gen.close()
 
 
 @needs_root
