@@ -57,6 +57,12 @@ pub trait Manager {
     fn prepare(&mut self, res: &Resources) -> Result<Option<OwnedFd>, String>;
     /// Add `pid` to the prepared cgroup.
     fn add(&mut self, pid: i32) -> Result<(), String>;
+    /// The prepared cgroup's files through which the new process joins it itself, in place of
+    /// [`Manager::add`]: v1's `tasks` of each hierarchy, opened here for the child to write "0"
+    /// into (see [`open_tasks`]). Empty where that does not apply (v2 clones into the cgroup).
+    fn join_files(&self) -> Result<Vec<OwnedFd>, String> {
+        Ok(Vec::new())
+    }
     /// Create the cgroup, write the limits, and add `pid` to it.
     fn apply(&mut self, pid: i32, res: &Resources) -> Result<(), String> {
         self.prepare(res)?;
@@ -279,14 +285,71 @@ pub fn dirs_of_process(root: &Path, proc_cgroup: &str) -> Vec<PathBuf> {
     out
 }
 
-/// Put `pid` into every cgroup `target` (a running process) is in: how `exec` enters the
-/// container's cgroups. Fails when a hierarchy refuses it.
-pub fn join_cgroups_of(root: &Path, target: i32, pid: i32) -> Result<(), String> {
+/// A v1 cgroup's `tasks`, opened for writing. A process that writes "0" into it moves only
+/// its calling thread, which skips the threadgroup lock that a write to `cgroup.procs` takes
+/// for writing: that lock's RCU grace period cost 5-20 ms per container here. For the
+/// single-threaded child of a clone, moving its thread moves the whole process. The kernel
+/// checks the opener's credentials (root here), so the child may write it from a new user
+/// namespace too.
+pub fn open_tasks(dir: &Path) -> Result<OwnedFd, String> {
+    let path = dir.join("tasks");
+    rustix::fs::open(
+        &path,
+        rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| {
+        format!(
+            "cgroup: open {}: {}",
+            path.display(),
+            errno_text(&std::io::Error::from(e))
+        )
+    })
+}
+
+/// How a new process enters every cgroup a running process is in (`exec`): see
+/// [`join_files_of`].
+#[derive(Default)]
+pub struct JoinFiles {
+    /// The unified hierarchy's cgroup: its directory, and an fd of it for clone3's
+    /// CLONE_INTO_CGROUP (a move would take the threadgroup lock).
+    pub unified: Option<(PathBuf, OwnedFd)>,
+    /// Each v1 hierarchy's `tasks`, which the child writes "0" into ([`open_tasks`]).
+    pub tasks: Vec<OwnedFd>,
+}
+
+/// The files through which a new process joins every cgroup `target` (a running process) is
+/// in: how `exec` enters the container's cgroups.
+pub fn join_files_of(root: &Path, target: i32) -> Result<JoinFiles, String> {
     let text = std::fs::read_to_string(format!("/proc/{target}/cgroup"))
         .map_err(|e| format!("cgroup: read /proc/{target}/cgroup: {}", errno_text(&e)))?;
+    let mut out = JoinFiles::default();
     for dir in dirs_of_process(root, &text) {
-        std::fs::write(dir.join("cgroup.procs"), pid.to_string())
-            .map_err(|e| format!("cgroup: join {}: {}", dir.display(), errno_text(&e)))?;
+        if is_unified(&dir) {
+            let fd = rustix::fs::open(
+                &dir,
+                rustix::fs::OFlags::PATH
+                    | rustix::fs::OFlags::DIRECTORY
+                    | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .map_err(|e| {
+                format!(
+                    "cgroup: open {}: {}",
+                    dir.display(),
+                    errno_text(&std::io::Error::from(e))
+                )
+            })?;
+            out.unified = Some((dir, fd));
+        } else {
+            out.tasks.push(open_tasks(&dir)?);
+        }
     }
-    Ok(())
+    Ok(out)
+}
+
+/// Move `pid` into the cgroup at `dir` from outside (when clone3 could not start it there).
+pub fn move_into(dir: &Path, pid: i32) -> Result<(), String> {
+    std::fs::write(dir.join("cgroup.procs"), pid.to_string())
+        .map_err(|e| format!("cgroup: join {}: {}", dir.display(), errno_text(&e)))
 }

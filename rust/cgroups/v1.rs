@@ -50,6 +50,9 @@ impl V1Manager {
     }
 
     fn create(&mut self, res: &Resources) -> Result<(), String> {
+        // The hierarchies joined so far, by their root's cgroup.procs (device, inode): cpu and
+        // cpuacct are often one hierarchy ("cpu,cpuacct" with two links to it).
+        let mut joined: Vec<(u64, u64)> = Vec::new();
         for ctrl in CONTROLLERS {
             let base = self.root.join(ctrl);
             let wanted = match ctrl {
@@ -60,7 +63,7 @@ impl V1Manager {
                 "devices" => !res.device_rules.is_empty(),
                 _ => false,
             };
-            if !base.join("cgroup.procs").exists() {
+            let Ok(procs) = rustix::fs::stat(base.join("cgroup.procs")) else {
                 if wanted {
                     return Err(format!(
                         "cgroup: the {ctrl} controller is not mounted at {}",
@@ -68,20 +71,17 @@ impl V1Manager {
                     ));
                 }
                 continue;
-            }
+            };
             if ctrl == "devices" && !wanted {
                 continue;
             }
-            let dir = base.join(self.path.trim_start_matches('/'));
-            // cpu and cpuacct are often one hierarchy ("cpu,cpuacct" with two links to it).
-            if self
-                .dirs
-                .iter()
-                .any(|(_, d)| d.canonicalize().ok() == dir.canonicalize().ok())
-                && dir.exists()
-            {
+            #[allow(clippy::unnecessary_cast)] // st_dev/st_ino widths differ between targets
+            let identity = (procs.st_dev as u64, procs.st_ino as u64);
+            if joined.contains(&identity) {
                 continue;
             }
+            joined.push(identity);
+            let dir = base.join(self.path.trim_start_matches('/'));
             mkdirs(&base, &self.path)?;
             self.dirs.push((ctrl, dir));
             if ctrl == "cpuset" {
@@ -165,6 +165,13 @@ impl Manager for V1Manager {
             write_file(d, "cgroup.procs", &pid.to_string())?;
         }
         Ok(())
+    }
+
+    fn join_files(&self) -> Result<Vec<OwnedFd>, String> {
+        self.dirs
+            .iter()
+            .map(|(_, d)| super::open_tasks(d))
+            .collect()
     }
 
     fn oom_killed(&self) -> bool {

@@ -78,9 +78,10 @@ pub enum Step {
     Init,
     Console,
     LinuxDevice,
+    CgroupJoin,
 }
 
-const STEPS: [Step; 44] = [
+const STEPS: [Step; 45] = [
     Step::Sync,
     Step::Prctl,
     Step::UserNsRoot,
@@ -125,6 +126,7 @@ const STEPS: [Step; 44] = [
     Step::Init,
     Step::Console,
     Step::LinuxDevice,
+    Step::CgroupJoin,
 ];
 
 impl Step {
@@ -210,6 +212,8 @@ pub struct ChildPipes<'a> {
     pub err_w: BorrowedFd<'a>,
     /// process.terminal: the child's end of the socket the pty master goes back through.
     pub console: Option<BorrowedFd<'a>>,
+    /// v1 cgroups' `tasks` files the child joins by writing "0" (cgroups::open_tasks).
+    pub cgroup_tasks: &'a [OwnedFd],
 }
 
 /// Entry point of the child right after clone. Never returns: execs the container process or
@@ -866,6 +870,12 @@ fn setup(p: &Plan, pipes: &ChildPipes<'_>) -> Res<Infallible> {
         }
     }
     sys::close_raw(pipes.sync_r.as_raw_fd());
+    // Into the container's v1 cgroups before anything else (and before a new cgroup namespace,
+    // whose root is the cgroup its creator is in).
+    for (i, tasks) in pipes.cgroup_tasks.iter().enumerate() {
+        rustix::io::write(tasks, b"0").map_err(at(Step::CgroupJoin, i as u32))?;
+        sys::close_raw(tasks.as_raw_fd());
+    }
 
     if p.new_userns {
         let root_gid = Gid::from_raw(0);
