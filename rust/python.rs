@@ -213,6 +213,29 @@ fn unmount(py: Python<'_>, target: PathBuf, detach: bool) -> PyResult<()> {
         .map_err(runtime_to_py)
 }
 
+/// Remove a file or a whole directory tree, never following symlinks (std's remove_dir_all
+/// walks by directory fds); missing is not an error. Releases the GIL.
+#[pyfunction]
+fn remove_tree(py: Python<'_>, path: PathBuf) -> PyResult<()> {
+    let gone = |r: std::io::Result<()>| match r {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    };
+    py.detach(|| match std::fs::symlink_metadata(&path) {
+        Ok(m) if m.is_dir() => gone(std::fs::remove_dir_all(&path)),
+        Ok(_) => gone(std::fs::remove_file(&path)),
+        Err(e) => gone(Err(e)),
+    })
+    .map_err(|e| match e.raw_os_error() {
+        Some(errno) => PyOSError::new_err((
+            errno,
+            crate::cgroups::errno_text(&e),
+            path.display().to_string(),
+        )),
+        None => PyOSError::new_err(format!("{}: {e}", path.display())),
+    })
+}
+
 /// Run the container of bundle/config.json in the foreground; returns its exit status, or
 /// with details=True {"exit_code", "oom_killed", "cgroup"}.
 #[pyfunction]
@@ -297,6 +320,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sha256_files, m)?)?;
     m.add_function(wrap_pyfunction!(mount_overlay, m)?)?;
     m.add_function(wrap_pyfunction!(unmount, m)?)?;
+    m.add_function(wrap_pyfunction!(remove_tree, m)?)?;
     m.add_function(wrap_pyfunction!(run_container, m)?)?;
     m.add_function(wrap_pyfunction!(exec_container, m)?)?;
     m.add_function(wrap_pyfunction!(freeze_cgroup, m)?)?;

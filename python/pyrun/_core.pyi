@@ -108,6 +108,10 @@ def mount_overlay(
 def unmount(target: str, *, detach: bool = False) -> None:
     """umount2(target, MNT_DETACH if detach else 0); EINVAL/ENOENT (not mounted) is not an error."""
 
+def remove_tree(path: str) -> None:
+    """Remove a file or a whole directory tree without following symlinks (by directory fds,
+    GIL released); a missing path is not an error. OSError(errno, strerror, path) otherwise."""
+
 @overload
 def run_container(
     bundle: str,
