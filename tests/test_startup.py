@@ -1,5 +1,6 @@
-"""The CLI's start-up path stays lean: `import pyrun.cli` loads argparse and nothing heavy; the
-engine, JSON, tar, hashing and typing are imported only by the commands that use them."""
+"""The CLI's start-up path stays lean: the parser loads argparse and nothing heavy; the engine,
+JSON, tar, hashing and typing are imported only by the commands that use them; a common `run`
+line is read without argparse at all."""
 
 from __future__ import annotations
 
@@ -30,7 +31,9 @@ def loaded_after(code: str) -> set[str]:
 
 def test_cli_import_is_lean() -> None:
     baseline = loaded_after("pass")
-    added = loaded_after("import pyrun.cli; pyrun.cli.build_parser('images')") - baseline
+    added = (
+        loaded_after("import pyrun.cli.parser; pyrun.cli.parser.build_parser('images')") - baseline
+    )
     assert not (added & (HEAVY - baseline)), sorted(added & HEAVY)
 
 
@@ -45,3 +48,12 @@ def test_run_path_skips_dataclasses() -> None:
     baseline = loaded_after("pass")
     added = loaded_after("import pyrun.client, pyrun.runtime.containers") - baseline
     assert "dataclasses" not in added
+
+
+def test_run_line_skips_argparse() -> None:
+    """argparse (with re, enum and gettext) costs more than the container: a common `run` line
+    goes through cli/options.py instead."""
+    code = "import pyrun.cli; pyrun.cli._parse(['run', '--rm', '--network', 'none', 'img', 'true'])"
+    added = loaded_after(code) - loaded_after("pass")
+    assert "pyrun.cli.containers" in added
+    assert "argparse" not in added

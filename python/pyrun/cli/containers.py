@@ -3,10 +3,8 @@ container prune, container inspect."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from typing import Any
 
 from pyrun.cli.output import human_ago, print_json, table
 from pyrun.client import Client
@@ -16,7 +14,9 @@ from pyrun.runtime.spec import parse_signal
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Callable
+    from typing import Any
 
 
 class UsageError(PyrunError):
