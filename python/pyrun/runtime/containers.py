@@ -559,7 +559,6 @@ class Container:
     def remove(self, *, force: bool = False, v: bool = False) -> None:
         """Remove the container (force: kill it first); `v` or --rm: its anonymous volumes
         too."""
-        anonymous = list(self.record.get("anonymous_volumes") or [])
         if self.status in ACTIVE:
             if not force:
                 raise ContainerConflict(
@@ -573,13 +572,22 @@ class Container:
             self.wait_stopped(5)  # a monitor may still be finishing (unmount)
         with contextlib.suppress(Exception):
             self.release_network()
+        self._discard(v=v)
+
+    def _discard(self, *, v: bool = False, cgroups: bool = True) -> None:
+        """Remove a stopped container whose network is released: unmount its root, remove its
+        cgroups (unless `cgroups` is False: the runtime removed them when the process was
+        reaped), its directory and (`v` or --rm) its anonymous volumes."""
         if os.path.ismount(self.rootfs):
             self.unmount_rootfs()
-        if os.path.ismount(self.rootfs):
-            raise ContainerConflict(
-                f"cannot remove container {self.name}: its root is still mounted at {self.rootfs}"
-            )
-        remove_cgroups(f"/pyrun/{self.id}")
+            if os.path.ismount(self.rootfs):
+                raise ContainerConflict(
+                    f"cannot remove container {self.name}: its root is still mounted at "
+                    f"{self.rootfs}"
+                )
+        if cgroups:
+            remove_cgroups(f"/pyrun/{self.id}")
+        anonymous = list(self.record.get("anonymous_volumes") or [])
         # Rename first so a crash mid-removal never leaves a half container that looks whole.
         trash = self.store.new_temp(".container")
         try:
@@ -587,7 +595,7 @@ class Container:
         except FileNotFoundError:
             return  # removed meanwhile (--rm)
         remove_tree(trash)
-        if v or self.record.get("auto_remove"):
+        if anonymous and (v or self.record.get("auto_remove")):
             from pyrun.volumes import Volumes
 
             vols = Volumes(self.store)
@@ -791,10 +799,15 @@ def new_id() -> str:
 
 
 def new_name(taken: set[str]) -> str:
-    import random
+    """Docker's kind of name (adjective_surname), not yet taken. os.urandom, not the random
+    module: importing that costs more than a whole container start's Python work."""
+
+    def pick(words: list[str], byte: int) -> str:
+        return words[byte % len(words)]
 
     for _ in range(1000):
-        name = f"{random.choice(_ADJECTIVES)}_{random.choice(_NAMES)}"
+        a, b = os.urandom(2)
+        name = f"{pick(_ADJECTIVES, a)}_{pick(_NAMES, b)}"
         if name not in taken:
             return name
     return f"container_{os.urandom(4).hex()}"
@@ -978,7 +991,8 @@ def run_foreground(
             c.release_network()
         c.unmount_rootfs()
         if c.record.get("auto_remove"):
-            c.remove(force=True)
+            # The process is reaped and its cgroups are gone with it (the runtime removes them).
+            c._discard(cgroups=False)
 
 
 def start_detached(c: Container) -> int:
