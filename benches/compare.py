@@ -962,9 +962,19 @@ RUNC_DEFAULT_SPEC: Final = """{"ociVersion":"1.0.2-dev","process":{"terminal":tr
 
 
 def _pyrun_cli() -> list[str]:
-    """pyrun's console script next to the venv's interpreter (no `-m` module lookup), else
+    """The `pyrun` command next to the venv's interpreter (the native executable, which
+    replays a run line from its template and hands the rest to the Python CLI), else
     `python -m pyrun.cli`."""
     script = Path(_venv_python()).parent / "pyrun"
+    if script.exists():
+        return [str(script)]
+    return [_venv_python(), "-m", "pyrun.cli"]
+
+
+def _pyrun_python_cli() -> list[str]:
+    """The Python CLI alone (`pyrun-py`, else `python -m pyrun.cli`): what `pyrun` runs for a
+    line without a run template."""
+    script = Path(_venv_python()).parent / "pyrun-py"
     if script.exists():
         return [str(script)]
     return [_venv_python(), "-m", "pyrun.cli"]
@@ -1290,17 +1300,28 @@ def start_cases(ctx: Context) -> list[Case]:
     store = ctx.work / "start-store"
     bundle = ctx.work / "start-bundle"
     cli = _pyrun_cli()
-    cli_note = "console script" if len(cli) == 1 else "python -m pyrun.cli (no console script)"
+    cli_note = (
+        "the pyrun executable: the line's run template, written by its first (Python) run, replays it natively"
+        if len(cli) == 1
+        else "python -m pyrun.cli (no pyrun executable)"
+    )
+    line = ["run", "--rm", "--network", "none", PYRUN_START_REF, "true"]
 
     pyrun_cli = Contender(
         "pyrun run --rm",
         "CLI",
-        lambda _wd, _n: run_cmd(
-            [*cli, "--root", store, "run", "--rm", "--network", "none", PYRUN_START_REF, "true"],
-            env=_child_env,
-        ),
+        lambda _wd, _n: run_cmd([*cli, "--root", store, *line], env=_child_env),
         role="pyrun",
-        note=f"{cli_note}; overlay root on the store's layers; a cgroup per container (v1: memory, cpu, cpuset, pids)",
+        note=f"{cli_note}; overlay root on the store's layers; a cgroup per container (v1: memory, cpu, cpuacct, cpuset, pids, freezer)",
+        unavailable=ctx.core_error,
+    )
+    python_cli = _pyrun_python_cli()
+    pyrun_py = Contender(
+        "pyrun-py run --rm",
+        "CLI",
+        lambda _wd, _n: run_cmd([*python_cli, "--root", store, *line], env=_child_env),
+        role="info",
+        note="the Python CLI alone (what runs a line without a template)",
         unavailable=ctx.core_error,
     )
 
@@ -1338,12 +1359,12 @@ def start_cases(ctx: Context) -> list[Case]:
         note="runtime only, on the bundle runc runs; no cgroup (the bundle sets no limits)",
         unavailable=ctx.core_error,
     )
-    contenders = [pyrun_cli, pyrun_api, pyrun_rt]
+    contenders = [pyrun_cli, pyrun_py, pyrun_api, pyrun_rt]
     if error is None:
         try:
             _pyrun_store(ctx, src)
         except CommandFailed as e:
-            for c in (pyrun_cli, pyrun_api):
+            for c in (pyrun_cli, pyrun_py, pyrun_api):
                 c.unavailable = c.unavailable or f"pyrun import failed: {e}"
         try:
             origin = start_bundle(ctx, src, bundle)

@@ -90,6 +90,22 @@ extension_stale() {
         -print -quit 2>/dev/null)" ]]
 }
 
+# --- the executables ------------------------------------------------------------------------
+# pyrun-runtime (the per-container monitor and runc's command line), installed next to the
+# package where pyrun looks for it first (python/pyrun/_bin/, ignored by git), and pyrun (the
+# command: a run-template replay, else the Python CLI `pyrun-py`), into the wheel data that
+# maturin installs. cargo rebuilds only what changed; copies are replaced atomically so a
+# running monitor keeps its image. Built before the extension: the wheel data must exist.
+bin_start="$(ci_now)"
+quietly cargo-bin cargo build --release --locked --bin pyrun-runtime --bin pyrun
+mkdir -p python/pyrun/_bin target/wheel-data/scripts
+if ! cmp -s target/release/pyrun-runtime python/pyrun/_bin/pyrun-runtime; then
+    cp target/release/pyrun-runtime python/pyrun/_bin/.pyrun-runtime.tmp
+    mv -f python/pyrun/_bin/.pyrun-runtime.tmp python/pyrun/_bin/pyrun-runtime
+fi
+cp target/release/pyrun target/wheel-data/scripts/pyrun
+ci_log "pyrun-runtime and pyrun built ($(ci_since "$bin_start") s)"
+
 build_start="$(ci_now)"
 if [[ -f "$stamp_file" && "$(cat "$stamp_file")" == "$stamp" ]] && installed_here; then
     if [[ "${PYRUN_CI_FORCE_BUILD:-0}" != 1 ]] && ! extension_stale; then
@@ -107,16 +123,13 @@ else
 fi
 ci_log "extension built ($(ci_since "$build_start") s)"
 
-# --- pyrun-runtime ------------------------------------------------------------------------------
-# The native executable (per-container monitor of detached containers), installed next to the
-# package where pyrun looks for it first (python/pyrun/_bin/, ignored by git). cargo rebuilds
-# only what changed; the copy is replaced atomically so a running monitor keeps its image.
-bin_start="$(ci_now)"
-quietly cargo-bin cargo build --release --locked --bin pyrun-runtime
-mkdir -p python/pyrun/_bin
-if ! cmp -s target/release/pyrun-runtime python/pyrun/_bin/pyrun-runtime; then
-    cp target/release/pyrun-runtime python/pyrun/_bin/.pyrun-runtime.tmp
-    mv -f python/pyrun/_bin/.pyrun-runtime.tmp python/pyrun/_bin/pyrun-runtime
-fi
-ci_log "pyrun-runtime built ($(ci_since "$bin_start") s)"
+# The native `pyrun` (rust/bin/pyrun.rs) is the command itself: maturin installs it from the
+# wheel data (target/wheel-data/scripts/), and it is replaced here after an extension-only build.
+install_exe() {  # install_exe SRC DEST: an atomic copy, only when it changed
+    if ! cmp -s "$1" "$2"; then
+        cp "$1" "$(dirname "$2")/.$(basename "$2").tmp"
+        mv -f "$(dirname "$2")/.$(basename "$2").tmp" "$2"
+    fi
+}
+install_exe target/wheel-data/scripts/pyrun "$VENV/bin/pyrun"
 ci_log "setup done ($(ci_since "$setup_start") s)"

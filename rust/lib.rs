@@ -1,9 +1,11 @@
 //! pyrun's native core: layer extraction and creation, content hashing, the container runtime
-//! and the per-container monitor. The Python extension (`pyrun._core`, feature `python`) and
-//! the `pyrun-runtime` executable are two thin front ends over the same modules.
+//! and the per-container monitor. The Python extension (`pyrun._core`, feature `python`), the
+//! `pyrun-runtime` executable and the `pyrun` executable (the command users type: a
+//! [`fastrun`] replay, else the Python CLI) are thin front ends over the same modules.
 
 pub mod cgroups;
 pub mod digest;
+pub mod fastrun;
 pub mod layers;
 pub mod logfile;
 pub mod monitor;

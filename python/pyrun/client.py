@@ -790,8 +790,10 @@ class ContainerCollection:
         fields: dict[str, Any],
         interactive: bool = False,
         pull: str = "missing",
+        template: tuple[str, builtins.list[str]] | None = None,
     ) -> tuple[Container, int]:
-        """A foreground run in this process (the CLI's `run` without -d)."""
+        """A foreground run in this process (the CLI's `run` without -d); `template` (key,
+        command line): also write the line's run template (runtime/template.py)."""
         from pyrun.runtime import containers as rt
         from pyrun.runtime.spec import RunOptions
 
@@ -799,7 +801,13 @@ class ContainerCollection:
         opts = RunOptions(**c.options)
         assert c.image is not None
         return c, rt.run_foreground(
-            self.client.store, c.image, c, opts, stdio=stdio, interactive=interactive
+            self.client.store,
+            c.image,
+            c,
+            opts,
+            stdio=stdio,
+            interactive=interactive,
+            template=template,
         )
 
     def prune(self) -> dict[str, Any]:

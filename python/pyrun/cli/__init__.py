@@ -16,6 +16,12 @@ if TYPE_CHECKING:
     from typing import Any
 
 
+# Set by the `pyrun` executable (rust/bin/pyrun.rs) on the lines it hands over, to the line's
+# run template key where it may have one (runtime/template.py). Removed before anything else
+# reads the environment.
+LAUNCHER_ENV = "PYRUN_NATIVE_LAUNCHER"  # fastrun::LAUNCHER_ENV
+
+
 class _Args:
     """argparse.Namespace's shape, for the lines cli/options.py parses."""
 
@@ -23,9 +29,10 @@ class _Args:
         self.__dict__.update(fields)
 
 
-def _parse(argv: list[str]) -> Any:
+def _parse(argv: list[str], template_key: str = "") -> Any:
     """The arguments: from cli/options.py when it reads the line, else from argparse (which
-    exits with 125 and its message on a usage error); None when no command is given."""
+    exits with 125 and its message on a usage error); None when no command is given.
+    `template_key`: the key under which to write the line's run template, if it gets one."""
     from pyrun.cli.options import scan
 
     fields = scan(argv)
@@ -35,6 +42,8 @@ def _parse(argv: list[str]) -> Any:
         handler = fields.pop("handler")
         module = importlib.import_module("pyrun.cli.containers")
         fields["func"] = getattr(module, str(handler))
+        if handler == "cmd_run" and template_key:
+            fields["run_template"] = (template_key, argv)
         return _Args(fields)
     from pyrun.cli.parser import COMMANDS, _command_word, build_parser
 
@@ -49,7 +58,7 @@ def _parse(argv: list[str]) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = _parse(argv)
+    args = _parse(argv, os.environ.pop(LAUNCHER_ENV, ""))
     if args is None:
         return 0
     if args.root:

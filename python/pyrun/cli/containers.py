@@ -75,6 +75,17 @@ def _engine_errors(e: PyrunError) -> PyrunError:
     return e
 
 
+def _template_inputs(args: argparse.Namespace) -> tuple[str, list[str]] | None:
+    """(key, command line) when the `pyrun` executable handed this line over and a run
+    template can replay it (runtime/template.py), else None."""
+    inputs = getattr(args, "run_template", None)
+    if inputs is None:
+        return None
+    from pyrun.runtime import template
+
+    return inputs if template.expressible(args) else None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     client = Client()
     fields = _fields(args)
@@ -104,6 +115,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 fields=fields,
                 interactive=args.interactive,
                 pull=args.pull,
+                template=_template_inputs(args),
             )
             return status
     except PyrunError as e:

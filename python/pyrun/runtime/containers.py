@@ -333,6 +333,15 @@ class Container:
                 125,
             ) from None
 
+    def lowers(self, image: ImageRecord) -> list[str]:
+        """The overlay's lower directories, topmost first (an empty one for an image without
+        layers)."""
+        lowers = [str(self.store.layer_diff(d)) for d in reversed(image.diff_ids)]
+        if not lowers:
+            (self.dir / "empty").mkdir(exist_ok=True)
+            lowers = [str(self.dir / "empty")]
+        return lowers
+
     def mount_rootfs(self, image: ImageRecord) -> str:
         from pyrun import _core
 
@@ -343,13 +352,8 @@ class Container:
         # A volatile (--rm) upper mounted before: overlayfs wants its marker gone before it
         # mounts that upper again (`cp`/`export` in the moment before removal).
         if (self.dir / "work" / "work" / "incompat").exists():
-            import shutil
-
-            shutil.rmtree(self.dir / "work" / "work" / "incompat", ignore_errors=True)
-        lowers = [str(self.store.layer_diff(d)) for d in reversed(image.diff_ids)]
-        if not lowers:
-            (self.dir / "empty").mkdir(exist_ok=True)
-            lowers = [str(self.dir / "empty")]
+            remove_tree(self.dir / "work" / "work" / "incompat")
+        lowers = self.lowers(image)
         links = self.store.root / "layers" / "l"
         links.mkdir(exist_ok=True)
         return _core.mount_overlay(
@@ -948,9 +952,11 @@ def run_foreground(
     *,
     stdio: tuple[int, int] | None = None,
     interactive: bool = False,
+    template: tuple[str, list[str]] | None = None,
 ) -> int:
     """Mount, run to completion in this process with the caller's stdio (or stdout/stderr
-    fds `stdio`), record the exit, unmount."""
+    fds `stdio`), record the exit, unmount. `template` (key, command line): write the run
+    template of that line too, when the run went through (runtime/template.py)."""
     from pyrun import _core
 
     try:
@@ -958,6 +964,12 @@ def run_foreground(
         c.write_bundle(image)
         started = now_rfc3339()
         c._write_state(status="running", started_at=started, restart_count=0, **_runner_fields())
+        recipe = None
+        if template is not None:
+            from pyrun.runtime import template as templates
+
+            key, argv = template
+            recipe = templates.capture(store, c, image, c.lowers(image), argv)
         try:
             out = _core.run_container(
                 str(c.dir / "bundle"),
@@ -985,6 +997,9 @@ def run_foreground(
             finished_at=now_rfc3339(),
             restart_count=0,
         )
+        if recipe is not None:
+            with contextlib.suppress(OSError):
+                templates.save(store, key, recipe)
         return status
     finally:
         with contextlib.suppress(Exception):

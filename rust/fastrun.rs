@@ -1,0 +1,440 @@
+//! `pyrun run` without Python: the replay of a run template.
+//!
+//! A Python CLI start costs more than running a container does (the interpreter with json and
+//! pathlib alone takes about as long as all of `runc run`). So when the Python CLI has run a
+//! foreground `pyrun run` line, it writes what it decided into a template
+//! (`<root>/cache/run/<key>.json`, python/pyrun/runtime/template.py): the files of the
+//! container's directory (container.json, bundle/config.json, /etc files) with the container's
+//! id, name and creation time as placeholders, the overlay's layers, and the files the
+//! decision read (the store's tag index, the host's /etc files, pyrun's own sources) with their
+//! stat identity. The key is a hash of everything else the decision could depend on: the
+//! command line, the working directory, the whole environment and the user.
+//!
+//! The `pyrun` executable ([`crate::fastrun::try_run`], before it hands the line to the Python
+//! CLI) looks the key up; when a template is there and every file it lists is unchanged, it
+//! does what the Python CLI would do with the same records: a new id and name, the container's
+//! directory, the overlay, `state.json`, the run (the same runtime, in this process), the exit
+//! state, the unmount and, for `--rm`, the removal. Decisions (flags, image, spec) are never
+//! made here: a line without a valid template goes to Python, which makes them and writes
+//! the template for the next time.
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::runtime;
+use crate::runtime::overlay::{self, Method};
+
+/// The template format this code replays (python/pyrun/runtime/template.py writes it).
+pub const FORMAT: u32 = 1;
+/// Set on the lines handed to the Python CLI, to the line's template key (or empty): the
+/// Python CLI writes templates under that key, for those lines only
+/// (python/pyrun/cli/__init__.py's LAUNCHER_ENV).
+pub const LAUNCHER_ENV: &str = "PYRUN_NATIVE_LAUNCHER";
+
+const DEFAULT_ROOT: &str = "/var/lib/pyrun";
+// Placeholders in the template's texts (NUL never occurs in them otherwise).
+const P_ID: &str = "\u{0}ID\u{0}";
+const P_SHORT: &str = "\u{0}SHORT\u{0}";
+const P_NAME: &str = "\u{0}NAME\u{0}";
+const P_CREATED: &str = "\u{0}CREATED\u{0}";
+
+#[derive(Deserialize)]
+struct Template {
+    format: u32,
+    /// [path, dev, ino, size, mtime_ns] of every file the decision read.
+    deps: Vec<(String, u64, u64, u64, i64)>,
+    /// Directories of the container's directory, in creation order (relative).
+    dirs: Vec<String>,
+    /// [relative path, mode, text] of its files, container.json last.
+    files: Vec<(String, u32, String)>,
+    lowers: Vec<String>,
+    links_dir: String,
+    volatile: bool,
+    /// The container's log (relative), or none (--rm).
+    log: Option<String>,
+    remove: bool,
+    adjectives: Vec<String>,
+    surnames: Vec<String>,
+}
+
+/// The store root a `pyrun` line names: `--root` among the global options, else $PYRUN_ROOT,
+/// else /var/lib/pyrun (as the Python CLI reads them).
+fn store_root(args: &[OsString]) -> PathBuf {
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].as_bytes();
+        if a == b"--root" {
+            if let Some(v) = args.get(i + 1) {
+                return PathBuf::from(v);
+            }
+        } else if let Some(v) = a.strip_prefix(b"--root=") {
+            return PathBuf::from(OsString::from_vec(v.to_vec()));
+        } else if !a.starts_with(b"-") {
+            break;
+        }
+        i += 1;
+    }
+    match std::env::var_os("PYRUN_ROOT") {
+        Some(r) if !r.is_empty() => PathBuf::from(r),
+        _ => PathBuf::from(DEFAULT_ROOT),
+    }
+}
+
+/// Environment variables left out of the key: shells and benchmark tools change them from one
+/// command to the next, and pyrun reads none of them (a line that passes one into the
+/// container, `-e OLDPWD`, gets no template: python/pyrun/runtime/template.py).
+pub const UNKEYED_ENV: [&str; 4] = [
+    "_",
+    "OLDPWD",
+    "PWD",
+    "HYPERFINE_RANDOMIZED_ENVIRONMENT_OFFSET",
+];
+
+/// The template key of a command line: sha256 over the format, the uid, the working directory,
+/// the arguments and the environment (sorted, without [`UNKEYED_ENV`]), each NUL-terminated.
+pub fn key(uid: u32, cwd: &[u8], args: &[&[u8]], env: &mut Vec<Vec<u8>>) -> String {
+    env.retain(|e| {
+        let name = e.split(|&c| c == b'=').next().unwrap_or_default();
+        !UNKEYED_ENV.iter().any(|u| u.as_bytes() == name)
+    });
+    env.sort();
+    let mut h = Sha256::new();
+    for part in [
+        format!("pyrun-run-template/{FORMAT}").as_bytes(),
+        uid.to_string().as_bytes(),
+        cwd,
+    ] {
+        h.update(part);
+        h.update([0]);
+    }
+    for a in args {
+        h.update(a);
+        h.update([0]);
+    }
+    h.update([1]);
+    for e in env.iter() {
+        h.update(e);
+        h.update([0]);
+    }
+    hex::encode(h.finalize())
+}
+
+fn this_key(args: &[OsString]) -> Option<String> {
+    let cwd = std::env::current_dir().ok()?;
+    let mut env: Vec<Vec<u8>> = std::env::vars_os()
+        .map(|(k, v)| {
+            let mut e = k.into_vec();
+            e.push(b'=');
+            e.extend_from_slice(v.as_bytes());
+            e
+        })
+        .collect();
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    Some(key(
+        rustix::process::getuid().as_raw(),
+        cwd.as_os_str().as_bytes(),
+        &args,
+        &mut env,
+    ))
+}
+
+fn unchanged(deps: &[(String, u64, u64, u64, i64)]) -> bool {
+    deps.iter().all(|(path, dev, ino, size, mtime_ns)| {
+        std::fs::metadata(path).is_ok_and(|m| {
+            m.dev() == *dev
+                && m.ino() == *ino
+                && m.size() == *size
+                && m.mtime() * 1_000_000_000 + m.mtime_nsec() == *mtime_ns
+        })
+    })
+}
+
+/// What [`try_run`] did with a line.
+pub enum Outcome {
+    /// Replayed from its template: the exit code.
+    Replayed(i32),
+    /// Left to the Python CLI (nothing was done), with the line's template key when it may
+    /// have one: the Python CLI writes the template under that key (it cannot compute the key
+    /// itself: Python changes its environment as it starts, LC_CTYPE for one).
+    Declined(Option<String>),
+}
+
+/// Run `args` (the command line without the program name) from its template when there is a
+/// valid one.
+pub fn try_run(args: &[OsString]) -> Outcome {
+    // Only `run` lines have templates; a cheap look before hashing anything.
+    if !args.iter().any(|a| a.as_bytes() == b"run") {
+        return Outcome::Declined(None);
+    }
+    let Some(key) = this_key(args) else {
+        return Outcome::Declined(None);
+    };
+    let root = store_root(args);
+    let template = std::fs::read(root.join("cache/run").join(format!("{key}.json")))
+        .ok()
+        .and_then(|text| serde_json::from_slice::<Template>(&text).ok())
+        .filter(|t| t.format == FORMAT && unchanged(&t.deps));
+    let Some(t) = template else {
+        return Outcome::Declined(Some(key));
+    };
+    Outcome::Replayed(match replay(&root, &t) {
+        Ok(code) => code,
+        Err((msg, code)) => {
+            let _ = writeln!(std::io::stderr(), "Error: {msg}");
+            code
+        }
+    })
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    let mut filled = 0;
+    while filled < bytes {
+        // SAFETY: the kernel writes at most bytes - filled bytes into the rest of buf.
+        let n = unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), bytes - filled, 0) };
+        if n > 0 {
+            filled += n as usize;
+        }
+    }
+    hex::encode(buf)
+}
+
+/// The names of the store's containers (to pick a new one that is not taken).
+fn taken_names(containers: &Path) -> HashSet<String> {
+    #[derive(Deserialize)]
+    struct Named {
+        name: String,
+    }
+    let mut out = HashSet::new();
+    let Ok(dir) = std::fs::read_dir(containers) else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        if let Ok(bytes) = std::fs::read(entry.path().join("container.json")) {
+            if let Ok(n) = serde_json::from_slice::<Named>(&bytes) {
+                out.insert(n.name);
+            }
+        }
+    }
+    out
+}
+
+fn new_name(t: &Template, taken: &HashSet<String>) -> String {
+    for _ in 0..1000 {
+        let r = random_hex(4);
+        let a = usize::from_str_radix(&r[..4], 16).unwrap_or(0);
+        let b = usize::from_str_radix(&r[4..], 16).unwrap_or(0);
+        let (Some(adj), Some(sur)) = (
+            t.adjectives.get(a % t.adjectives.len().max(1)),
+            t.surnames.get(b % t.surnames.len().max(1)),
+        ) else {
+            break;
+        };
+        let name = format!("{adj}_{sur}");
+        if !taken.contains(&name) {
+            return name;
+        }
+    }
+    format!("container_{}", random_hex(4))
+}
+
+/// Write `data` to `path` through a temporary file and a rename (readers never see half).
+fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp-{}",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        random_hex(4)
+    ));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)?;
+    f.write_all(data)?;
+    drop(f);
+    std::fs::rename(&tmp, path)
+}
+
+fn state(dir: &Path, value: serde_json::Value) -> Result<(), (String, i32)> {
+    write_atomic(&dir.join("state.json"), value.to_string().as_bytes(), 0o644)
+        .map_err(|e| (format!("write {}/state.json: {e}", dir.display()), 125))
+}
+
+/// Start time (clock ticks after boot) of this process, as /proc/PID/stat's field 22: with the
+/// pid it names the runner for `ps` (which recovers a container whose runner is gone).
+fn own_start_time() -> u64 {
+    std::fs::read("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let close = s.iter().rposition(|&c| c == b')')?;
+            let rest = std::str::from_utf8(&s[close + 2..]).ok()?;
+            rest.split(' ').nth(19)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+fn replay(root: &Path, t: &Template) -> Result<i32, (String, i32)> {
+    let engine = |what: &str, e: &dyn std::fmt::Display| (format!("{what}: {e}"), 125);
+    let containers = root.join("containers");
+    let id = random_hex(32);
+    let name = new_name(t, &taken_names(&containers));
+    let created = crate::timefmt::now();
+    let fill = |text: &str| {
+        text.replace(P_ID, &id)
+            .replace(P_SHORT, &id[..12])
+            .replace(P_NAME, &name)
+            .replace(P_CREATED, &created)
+    };
+    let dir = containers.join(&id);
+    std::fs::create_dir(&dir).map_err(|e| engine(&format!("create {}", dir.display()), &e))?;
+    // From here on the container exists: a failure is reported and the directory removed.
+    let result = (|| {
+        for d in &t.dirs {
+            std::fs::create_dir(dir.join(d)).map_err(|e| engine(&format!("create {d}"), &e))?;
+        }
+        for (rel, mode, text) in &t.files {
+            write_atomic(&dir.join(rel), fill(text).as_bytes(), *mode)
+                .map_err(|e| engine(&format!("write {rel}"), &e))?;
+        }
+        let lowers: Vec<PathBuf> = t.lowers.iter().map(|l| PathBuf::from(fill(l))).collect();
+        let rootfs = dir.join("rootfs");
+        overlay::mount_overlay_opts(
+            &lowers,
+            &rootfs,
+            Some(&dir.join("upper")),
+            Some(&dir.join("work")),
+            Method::Auto,
+            Some(Path::new(&t.links_dir)),
+            t.volatile,
+        )
+        .map_err(|e| engine("mount the container's root", &e))?;
+        let started = crate::timefmt::now();
+        let run = (|| {
+            state(
+                &dir,
+                serde_json::json!({
+                    "status": "running", "started_at": started, "restart_count": 0,
+                    "monitor_pid": std::process::id(), "monitor_start": own_start_time(),
+                }),
+            )?;
+            let log = t.log.as_ref().map(|l| dir.join(l));
+            match runtime::run_container(
+                &dir.join("bundle"),
+                Some(&dir.join("pid")),
+                None,
+                false,
+                log.as_deref(),
+            ) {
+                Ok(out) => {
+                    state(
+                        &dir,
+                        serde_json::json!({
+                            "status": "exited", "exit_code": out.exit_code,
+                            "oom_killed": out.oom_killed, "cgroup": out.cgroup,
+                            "started_at": started, "finished_at": crate::timefmt::now(),
+                            "restart_count": 0,
+                        }),
+                    )?;
+                    Ok(out.exit_code)
+                }
+                // As the Python CLI: a start failure is recorded (125, 126, 127); an OS error
+                // from the runtime is reported with 1.
+                Err(runtime::Error::Os { msg, .. }) => Err((msg, 1)),
+                Err(e) => {
+                    let (msg, code) = match e {
+                        runtime::Error::Start { msg, code } => (msg, code),
+                        other => (format!("invalid container config: {other}"), 125),
+                    };
+                    state(
+                        &dir,
+                        serde_json::json!({"status": "created", "exit_code": code, "error": msg}),
+                    )?;
+                    Err((msg, code))
+                }
+            }
+        })();
+        let _ = overlay::unmount(&rootfs, true);
+        run
+    })();
+    if t.remove || (result.is_err() && !dir.join("container.json").exists()) {
+        discard(root, &dir)?;
+    }
+    result
+}
+
+/// Remove a stopped container's directory: renamed into tmp/ first, so that a crash never
+/// leaves a half container that looks whole.
+fn discard(root: &Path, dir: &Path) -> Result<(), (String, i32)> {
+    let rootfs = dir.join("rootfs");
+    let mounted = match (std::fs::metadata(&rootfs), std::fs::metadata(dir)) {
+        (Ok(r), Ok(d)) => r.dev() != d.dev(),
+        _ => false,
+    };
+    if mounted {
+        return Err((
+            format!(
+                "cannot remove the container: its root is still mounted at {}",
+                rootfs.display()
+            ),
+            125,
+        ));
+    }
+    let trash = root.join("tmp").join(format!(
+        "{}-{}.container",
+        std::process::id(),
+        random_hex(6)
+    ));
+    std::fs::rename(dir, &trash).map_err(|e| (format!("remove {}: {e}", dir.display()), 125))?;
+    std::fs::remove_dir_all(&trash).map_err(|e| (format!("remove {}: {e}", trash.display()), 125))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_ignores_underscore_and_env_order() {
+        let args: [&[u8]; 2] = [b"run", b"img"];
+        let a = key(
+            0,
+            b"/w",
+            &args,
+            &mut vec![
+                b"B=2".to_vec(),
+                b"A=1".to_vec(),
+                b"_=/x".to_vec(),
+                b"OLDPWD=/o".to_vec(),
+            ],
+        );
+        let b = key(0, b"/w", &args, &mut vec![b"A=1".to_vec(), b"B=2".to_vec()]);
+        assert_eq!(a, b);
+        let c = key(0, b"/w", &args, &mut vec![b"A=1".to_vec(), b"B=3".to_vec()]);
+        assert_ne!(a, c);
+        let d = key(1, b"/w", &args, &mut vec![b"A=1".to_vec(), b"B=2".to_vec()]);
+        assert_ne!(a, d);
+    }
+
+    #[test]
+    fn root_from_the_global_options_else_the_environment() {
+        let v = |s: &[&str]| s.iter().map(OsString::from).collect::<Vec<_>>();
+        assert_eq!(
+            store_root(&v(&["--root", "/a", "run", "x"])),
+            Path::new("/a")
+        );
+        assert_eq!(
+            store_root(&v(&["--debug", "--root=/b", "run"])),
+            Path::new("/b")
+        );
+        // After the command word, --root is the container's business.
+        assert_ne!(store_root(&v(&["run", "--root", "/c"])), Path::new("/c"));
+    }
+}

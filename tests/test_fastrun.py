@@ -1,0 +1,191 @@
+"""The native `pyrun` executable: it replays a foreground `run` line from the run template the
+Python CLI wrote (rust/fastrun.rs, python/pyrun/runtime/template.py) and hands every other line
+to the Python CLI, `pyrun-py`.
+
+Each test puts a copy of the executable in a directory of its own, beside a `pyrun-py` that
+logs each call before it execs the real one: the log tells which runs went through Python."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from helpers import mounts_under, needs_root
+from pyrun.client import Client
+
+pytestmark = needs_root
+
+NATIVE = Path(sys.executable).parent / "pyrun"
+PYTHON_CLI = Path(sys.executable).parent / "pyrun-py"
+
+if not (NATIVE.is_file() and NATIVE.read_bytes()[:4] == b"\x7fELF" and PYTHON_CLI.is_file()):
+    pytest.skip(
+        f"the native pyrun and pyrun-py are not installed beside {sys.executable} "
+        "(bash ci/setup.sh installs them)",
+        allow_module_level=True,
+    )
+
+Run = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def bb(client: Client, busybox_tar: Path) -> Client:
+    client.images.import_image(busybox_tar, "bb:fast")
+    return client
+
+
+@pytest.fixture
+def native(tmp_path: Path, store_root: Path, bb: Client) -> tuple[Run, Path]:
+    """(run, log): run("run", ...) runs `pyrun --root STORE run ...` through a copy of the
+    native executable; `log` gets a line per call of the Python CLI."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    shutil.copy2(NATIVE, bindir / "pyrun")
+    log = tmp_path / "python-calls"
+    log.touch()
+    wrapper = bindir / "pyrun-py"
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {log}\nexec {PYTHON_CLI} "$@"\n')
+    wrapper.chmod(0o755)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)}
+
+    def run(
+        *args: str, extra_env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(bindir / "pyrun"), "--root", str(store_root), *args],
+            capture_output=True,
+            text=True,
+            env={**env, **(extra_env or {})},
+            cwd=tmp_path,
+            timeout=60,
+        )
+
+    return run, log
+
+
+def calls(log: Path) -> int:
+    return len(log.read_text().splitlines())
+
+
+def test_second_run_of_a_line_skips_python(native: tuple[Run, Path], store_root: Path) -> None:
+    run, log = native
+    line = (
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-e",
+        "X=1",
+        "bb:fast",
+        "sh",
+        "-c",
+        "echo $X; exit 3",
+    )
+    first = run(*line)
+    assert (first.returncode, first.stdout, first.stderr) == (3, "1\n", "")
+    assert calls(log) == 1
+    assert len(list((store_root / "cache" / "run").glob("*.json"))) == 1
+    for _ in range(3):
+        again = run(*line)
+        assert (again.returncode, again.stdout, again.stderr) == (3, "1\n", "")
+    assert calls(log) == 1  # all three replayed
+    # --rm: nothing left (containers, trash, mounts).
+    assert list((store_root / "containers").iterdir()) == []
+    assert list((store_root / "tmp").iterdir()) == []
+    assert mounts_under(store_root) == []
+
+
+def test_replayed_container_has_its_own_records(
+    native: tuple[Run, Path], store_root: Path, client: Client
+) -> None:
+    run, log = native
+    line = ("run", "--network", "none", "-l", "k=v", "bb:fast", "hostname")
+    assert run(*line).returncode == 0
+    assert run(*line).returncode == 0
+    assert calls(log) == 1
+    made = client.containers.list(all=True)
+    assert len(made) == 2
+    python_made, replayed = sorted(made, key=lambda c: str(c.record["created"]))
+    assert python_made.id != replayed.id and python_made.name != replayed.name
+    # The same record but for the container's own id, name and creation time.
+    a, b = dict(python_made.record), dict(replayed.record)
+    for k in ("id", "name", "created"):
+        a.pop(k), b.pop(k)
+    assert a == b
+    for c in made:
+        assert c.status == "exited" and c.state["exit_code"] == 0
+        assert c.logs() == f"{c.id[:12]}\n".encode()  # its own hostname, in its own log
+        assert c.attrs["Config"]["Labels"] == {"k": "v"}
+    spec = json.loads((replayed.dir / "bundle" / "config.json").read_bytes())
+    assert spec["hostname"] == replayed.id[:12]
+    assert spec["root"]["path"] == str(replayed.dir / "rootfs")
+    assert python_made.id not in (replayed.dir / "bundle" / "config.json").read_text()
+
+
+def test_changed_inputs_go_back_to_python(native: tuple[Run, Path], client: Client) -> None:
+    run, log = native
+    line = ("run", "--rm", "--network", "none", "bb:fast", "true")
+    assert run(*line).returncode == 0
+    assert run(*line).returncode == 0
+    assert calls(log) == 1
+    client.images.get("bb:fast").tag("bb:other")  # refs.json changes: the image may have too
+    assert run(*line).returncode == 0
+    assert calls(log) == 2
+    assert run(*line).returncode == 0  # the new template
+    assert calls(log) == 2
+    # Another environment is another line; OLDPWD, which shells change, is not part of it.
+    assert run(*line, extra_env={"FOO": "1"}).returncode == 0
+    assert calls(log) == 3
+    assert run(*line, extra_env={"OLDPWD": "/elsewhere"}).returncode == 0
+    assert calls(log) == 3
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        ("run", "--rm", "--name", "fixed", "bb:fast", "true"),  # a name must be checked
+        ("run", "--rm", "--network", "none", "-v", "/tmp:/h", "bb:fast", "true"),  # host paths
+        ("run", "--rm", "bb:fast", "true"),  # the bridge: addresses are leased per run
+        ("run", "--rm", "--network", "none", "-e", "OLDPWD", "bb:fast", "true"),  # unkeyed
+        ("run", "--rm", "--network=none", "-eA=1", "bb:fast", "true"),  # argparse's line
+        ("run", "--rm", "--network", "none", "bb:fast", "nonexistent-command"),  # failed
+    ],
+)
+def test_lines_without_templates_always_run_in_python(
+    native: tuple[Run, Path], line: tuple[str, ...]
+) -> None:
+    run, log = native
+    first, second = run(*line), run(*line)
+    assert (first.returncode, first.stdout) == (second.returncode, second.stdout)
+    assert calls(log) == 2
+
+
+def test_start_error_of_a_replayed_line(
+    native: tuple[Run, Path], store_root: Path, client: Client
+) -> None:
+    """A replay that fails to start reports the runtime's error the way the Python CLI does
+    (its exit code, one "Error:" line) and records it on the container."""
+    run, log = native
+    line = ("run", "--network", "none", "bb:fast", "/bin/true")
+    assert run(*line).returncode == 0
+    assert calls(log) == 1
+    # Take the command out of the image's unpacked layer behind the store's back: the
+    # template stays valid (layers never change in a store), the start fails.
+    for layer in (store_root / "layers" / "sha256").iterdir():
+        target = layer / "diff" / "bin" / "true"
+        if os.path.lexists(target):
+            target.unlink()
+    failed = run(*line)
+    assert calls(log) == 1
+    assert failed.returncode == 127, failed.stderr
+    assert failed.stderr.startswith("Error: ") and failed.stderr.count("\n") == 1
+    assert "/bin/true" in failed.stderr
+    newest = max(client.containers.list(all=True), key=lambda c: str(c.record["created"]))
+    assert newest.state["exit_code"] == 127 and newest.state["error"]
