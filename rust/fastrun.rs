@@ -64,27 +64,32 @@ struct Template {
     surnames: Vec<String>,
 }
 
-/// The store root a `pyrun` line names: `--root` among the global options, else $PYRUN_ROOT,
-/// else /var/lib/pyrun (as the Python CLI reads them).
-fn store_root(args: &[OsString]) -> PathBuf {
+/// The store root a `pyrun` line names (`--root` among the global options, else $PYRUN_ROOT,
+/// else /var/lib/pyrun, as the Python CLI reads them) and its command word.
+fn store_root_and_command(args: &[OsString]) -> (PathBuf, Option<&[u8]>) {
+    let mut root = None;
+    let mut command = None;
     let mut i = 0;
     while i < args.len() {
         let a = args[i].as_bytes();
-        if a == b"--root" {
-            if let Some(v) = args.get(i + 1) {
-                return PathBuf::from(v);
+        if a == b"--root" || a == b"--insecure-registry" {
+            if a == b"--root" {
+                root = args.get(i + 1).map(PathBuf::from);
             }
+            i += 1;
         } else if let Some(v) = a.strip_prefix(b"--root=") {
-            return PathBuf::from(OsString::from_vec(v.to_vec()));
+            root = Some(PathBuf::from(OsString::from_vec(v.to_vec())));
         } else if !a.starts_with(b"-") {
+            command = Some(a);
             break;
         }
         i += 1;
     }
-    match std::env::var_os("PYRUN_ROOT") {
+    let root = root.unwrap_or_else(|| match std::env::var_os("PYRUN_ROOT") {
         Some(r) if !r.is_empty() => PathBuf::from(r),
         _ => PathBuf::from(DEFAULT_ROOT),
-    }
+    });
+    (root, command)
 }
 
 /// Environment variables left out of the key: shells and benchmark tools change them from one
@@ -145,15 +150,20 @@ fn this_key(args: &[OsString]) -> Option<String> {
     ))
 }
 
+/// Whether every file is as the template saw it: the same (device, inode, size, mtime), or
+/// still missing where it recorded (0, 0, 0, 0).
 fn unchanged(deps: &[(String, u64, u64, u64, i64)]) -> bool {
-    deps.iter().all(|(path, dev, ino, size, mtime_ns)| {
-        std::fs::metadata(path).is_ok_and(|m| {
-            m.dev() == *dev
-                && m.ino() == *ino
-                && m.size() == *size
-                && m.mtime() * 1_000_000_000 + m.mtime_nsec() == *mtime_ns
-        })
-    })
+    deps.iter().all(
+        |(path, dev, ino, size, mtime_ns)| match std::fs::metadata(path) {
+            Ok(m) => {
+                m.dev() == *dev
+                    && m.ino() == *ino
+                    && m.size() == *size
+                    && m.mtime() * 1_000_000_000 + m.mtime_nsec() == *mtime_ns
+            }
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound && (*dev, *ino) == (0, 0),
+        },
+    )
 }
 
 /// What [`try_run`] did with a line.
@@ -167,30 +177,117 @@ pub enum Outcome {
 }
 
 /// Run `args` (the command line without the program name) from its template when there is a
-/// valid one.
+/// valid one: a `run` line's, or a `build` line's.
 pub fn try_run(args: &[OsString]) -> Outcome {
-    // Only `run` lines have templates; a cheap look before hashing anything.
-    if !args.iter().any(|a| a.as_bytes() == b"run") {
-        return Outcome::Declined(None);
-    }
+    let (root, command) = store_root_and_command(args);
+    let kind = match command {
+        Some(b"run") => "run",
+        Some(b"build") => "build",
+        _ => return Outcome::Declined(None),
+    };
     let Some(key) = this_key(args) else {
         return Outcome::Declined(None);
     };
-    let root = store_root(args);
-    let template = std::fs::read(root.join("cache/run").join(format!("{key}.json")))
-        .ok()
-        .and_then(|text| serde_json::from_slice::<Template>(&text).ok())
-        .filter(|t| t.format == FORMAT && unchanged(&t.deps));
-    let Some(t) = template else {
-        return Outcome::Declined(Some(key));
+    let text = match std::fs::read(root.join("cache").join(kind).join(format!("{key}.json"))) {
+        Ok(text) => text,
+        Err(_) => return Outcome::Declined(Some(key)),
     };
-    Outcome::Replayed(match replay(&root, &t) {
+    let result = if kind == "run" {
+        match serde_json::from_slice::<Template>(&text) {
+            Ok(t) if t.format == FORMAT && unchanged(&t.deps) => replay(&root, &t),
+            _ => return Outcome::Declined(Some(key)),
+        }
+    } else {
+        match serde_json::from_slice::<BuildTemplate>(&text) {
+            Ok(t) if t.format == FORMAT && t.valid() => t.replay(),
+            _ => return Outcome::Declined(Some(key)),
+        }
+    };
+    Outcome::Replayed(match result {
         Ok(code) => code,
         Err((msg, code)) => {
             let _ = writeln!(std::io::stderr(), "Error: {msg}");
             code
         }
     })
+}
+
+/// A `pyrun build` line whose every step came from the build cache: what it printed, and what
+/// it read (python/pyrun/build/template.py writes it). While none of that changed, the same
+/// line builds the same image again from the cache, so printing is all there is to do.
+#[derive(Deserialize)]
+struct BuildTemplate {
+    format: u32,
+    /// Files read outside the context: [path, dev, ino, size, mtime_ns] ((0, 0): missing).
+    deps: Vec<(String, u64, u64, u64, i64)>,
+    /// The context directory and everything under it: [relative path, dev, ino, size,
+    /// mtime_ns, mode], sorted by path.
+    context: String,
+    tree: Vec<(String, u64, u64, u64, i64, u32)>,
+    /// Descriptors that must not be terminals (the progress display would differ).
+    not_tty: Vec<i32>,
+    stdout: String,
+    stderr: String,
+    /// --iidfile: (path, image ID).
+    iidfile: Option<(String, String)>,
+}
+
+type TreeEntry = (String, u64, u64, u64, i64, u32);
+
+/// Every entry under `dir` (not following symlinks), as [`BuildTemplate::tree`] lists them;
+/// None for a name that is not UTF-8 or a directory that cannot be read.
+fn tree(dir: &Path) -> Option<Vec<TreeEntry>> {
+    fn walk(base: &Path, rel: &str, out: &mut Vec<TreeEntry>) -> Option<()> {
+        for entry in std::fs::read_dir(base.join(rel)).ok()? {
+            let entry = entry.ok()?;
+            let name = entry.file_name().into_string().ok()?;
+            let path = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            let m = entry.metadata().ok()?;
+            out.push((
+                path.clone(),
+                m.dev(),
+                m.ino(),
+                m.size(),
+                m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+                m.mode(),
+            ));
+            if m.is_dir() {
+                walk(base, &path, out)?;
+            }
+        }
+        Some(())
+    }
+    let mut out = Vec::new();
+    walk(dir, "", &mut out)?;
+    out.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    Some(out)
+}
+
+impl BuildTemplate {
+    fn valid(&self) -> bool {
+        // SAFETY: isatty only inspects the descriptor.
+        self.not_tty
+            .iter()
+            .all(|fd| unsafe { libc::isatty(*fd) } == 0)
+            && unchanged(&self.deps)
+            && tree(Path::new(&self.context)).is_some_and(|t| t == self.tree)
+    }
+
+    fn replay(&self) -> Result<i32, (String, i32)> {
+        if let Some((path, id)) = &self.iidfile {
+            write_atomic(Path::new(path), id.as_bytes(), 0o644)
+                .map_err(|e| (format!("write {path}: {e}"), 1))?;
+        }
+        let _ = std::io::stderr().write_all(self.stderr.as_bytes());
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(self.stdout.as_bytes());
+        let _ = out.flush();
+        Ok(0)
+    }
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -424,17 +521,28 @@ mod tests {
     }
 
     #[test]
-    fn root_from_the_global_options_else_the_environment() {
+    fn root_and_command_from_the_global_options() {
         let v = |s: &[&str]| s.iter().map(OsString::from).collect::<Vec<_>>();
+        let a = v(&["--root", "/a", "run", "x"]);
         assert_eq!(
-            store_root(&v(&["--root", "/a", "run", "x"])),
-            Path::new("/a")
+            store_root_and_command(&a),
+            (PathBuf::from("/a"), Some(&b"run"[..]))
         );
+        let b = v(&[
+            "--debug",
+            "--root=/b",
+            "--insecure-registry",
+            "h",
+            "build",
+            ".",
+        ]);
         assert_eq!(
-            store_root(&v(&["--debug", "--root=/b", "run"])),
-            Path::new("/b")
+            store_root_and_command(&b),
+            (PathBuf::from("/b"), Some(&b"build"[..]))
         );
         // After the command word, --root is the container's business.
-        assert_ne!(store_root(&v(&["run", "--root", "/c"])), Path::new("/c"));
+        let c = v(&["run", "--root", "/c"]);
+        assert_ne!(store_root_and_command(&c).0, PathBuf::from("/c"));
+        assert_eq!(store_root_and_command(&v(&["-v"])).1, None);
     }
 }

@@ -1,6 +1,7 @@
 """The native `pyrun` executable: it replays a foreground `run` line from the run template the
-Python CLI wrote (rust/fastrun.rs, python/pyrun/runtime/template.py) and hands every other line
-to the Python CLI, `pyrun-py`.
+Python CLI wrote (rust/fastrun.rs, python/pyrun/runtime/template.py), answers a `build` line
+whose last run was all cache hits from its build template (python/pyrun/build/template.py),
+and hands every other line to the Python CLI, `pyrun-py`.
 
 Each test puts a copy of the executable in a directory of its own, beside a `pyrun-py` that
 logs each call before it execs the real one: the log tells which runs went through Python."""
@@ -154,7 +155,6 @@ def test_changed_inputs_go_back_to_python(native: tuple[Run, Path], client: Clie
         ("run", "--rm", "--network", "none", "-v", "/tmp:/h", "bb:fast", "true"),  # host paths
         ("run", "--rm", "bb:fast", "true"),  # the bridge: addresses are leased per run
         ("run", "--rm", "--network", "none", "-e", "OLDPWD", "bb:fast", "true"),  # unkeyed
-        ("run", "--rm", "--network=none", "-eA=1", "bb:fast", "true"),  # argparse's line
         ("run", "--rm", "--network", "none", "bb:fast", "nonexistent-command"),  # failed
     ],
 )
@@ -189,3 +189,59 @@ def test_start_error_of_a_replayed_line(
     assert "/bin/true" in failed.stderr
     newest = max(client.containers.list(all=True), key=lambda c: str(c.record["created"]))
     assert newest.state["exit_code"] == 127 and newest.state["error"]
+
+
+def test_argparse_lines_get_templates_too(native: tuple[Run, Path]) -> None:
+    run, log = native
+    line = ("run", "--rm", "--network=none", "-eA=1", "bb:fast", "sh", "-c", "echo $A")
+    assert [run(*line).stdout for _ in range(3)] == ["1\n"] * 3
+    assert calls(log) == 1
+
+
+@pytest.fixture
+def context(tmp_path: Path) -> Path:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(
+        "FROM bb:fast AS one\nCOPY a.txt /a.txt\nRUN cp /a.txt /b.txt\n"
+        'FROM bb:fast\nCOPY --from=one /b.txt /c.txt\nCMD ["cat", "/c.txt"]\n'
+    )
+    (ctx / "a.txt").write_text("one\n")
+    return ctx
+
+
+def test_cached_build_is_answered_natively(
+    native: tuple[Run, Path], context: Path, tmp_path: Path, client: Client
+) -> None:
+    run, log = native
+    iid = tmp_path / "iid"
+    line = ("build", "--progress", "plain", "--iidfile", str(iid), "-t", "app:1", str(context))
+    first = run(*line)
+    assert first.returncode == 0, first.stderr
+    assert "CACHED" not in first.stdout
+    second = run(*line)  # every step from the cache: the template is written
+    assert second.returncode == 0 and second.stdout.count("CACHED") == 4
+    assert calls(log) == 2
+    iid.unlink()
+    for _ in range(2):
+        again = run(*line)
+        assert (again.returncode, again.stdout, again.stderr) == (0, second.stdout, second.stderr)
+    assert calls(log) == 2
+    assert iid.read_text() == client.images.get("app:1").id
+    # A touched file (same bytes): Python checks, finds the cache again, writes a new template.
+    os.utime(context / "a.txt")
+    assert run(*line).stdout.count("CACHED") == 4
+    assert calls(log) == 3
+    assert run(*line).returncode == 0
+    assert calls(log) == 3
+    # A changed byte: Python rebuilds from that step on.
+    (context / "a.txt").write_text("two\n")
+    rebuilt = run(*line)
+    assert rebuilt.returncode == 0 and rebuilt.stdout.count("CACHED") == 0
+    assert calls(log) == 4
+    assert client.containers.run("app:1", remove=True) == b"two\n"
+    # The tag moved elsewhere: Python again (it puts the tag back).
+    client.images.get("bb:fast").tag("app:1")
+    run(*line)
+    assert calls(log) == 5
+    assert client.images.get("app:1").id == iid.read_text()

@@ -221,6 +221,13 @@ class Builder:
             self.context_dir, self.dockerfile, self.cache_dir / "stat" / f"{ctx_id}.json"
         )
         self.cancelled = threading.Event()
+        # What a build template (build/template.py) needs to know: whether any step ran or
+        # anything was fetched, and which cache records (with their layers and blobs) it used.
+        self.steps_run = 0
+        self.fetched = False
+        self.cache_records: list[Path] = []
+        self.cache_layers: list[str] = []
+        self.cache_blobs: list[str] = []
         self._images: dict[str, Any] = {}
         self._images_lock = threading.Lock()
         self._image_locks: dict[str, threading.Lock] = {}
@@ -489,6 +496,7 @@ class Builder:
                 step.cached()
                 stage.key = key
                 continue
+            self.steps_run += 1
             try:
                 self.step(stage, inst, env, where, step)
             except BaseException:
@@ -551,12 +559,14 @@ class Builder:
                 return self._images[ref]
             try:
                 if self.always_pull and self.pull is not None:
+                    self.fetched = True
                     self.pull(ref)
                 try:
                     rec = self.store.get(ref)
                 except ImageNotFound:
                     if self.pull is None:
                         raise
+                    self.fetched = True
                     self.pull(ref)
                     rec = self.store.get(ref)
             except PyrunError as e:
@@ -1231,6 +1241,7 @@ class Builder:
 
     def _download(self, url: str, inst: Instruction, where: str) -> tuple[Path, str, float | None]:
         """ADD of a URL: (the file, its sha256, Last-Modified as a timestamp)."""
+        self.fetched = True
         if not hasattr(self, "_downloads"):
             self._downloads: dict[str, tuple[Path, str, float | None]] = {}
         if url in self._downloads:
@@ -1393,15 +1404,20 @@ class Builder:
 
     # --- cache -----------------------------------------------------------------------------
     def _load_cache(self, stage: Stage, key: str) -> bool:
+        record = self.cache_dir / f"{key}.json"
         try:
-            data = json.loads((self.cache_dir / f"{key}.json").read_bytes())
+            data = json.loads(record.read_bytes())
         except (OSError, ValueError):
             return False
         diffs = data["config"].get("rootfs", {}).get("diff_ids", [])
+        blobs = [d["digest"] for d in data["layers"]]
         if not all(self.store.has_layer(d) for d in diffs) or not all(
-            self.store.has_blob(d["digest"]) for d in data["layers"]
+            self.store.has_blob(d) for d in blobs
         ):
             return False
+        self.cache_records.append(record)
+        self.cache_layers += diffs
+        self.cache_blobs += blobs
         stage.config = data["config"]
         stage.layers = data["layers"]
         stage.args = data.get("args", {})

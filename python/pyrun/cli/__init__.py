@@ -42,8 +42,7 @@ def _parse(argv: list[str], template_key: str = "") -> Any:
         handler = fields.pop("handler")
         module = importlib.import_module("pyrun.cli.containers")
         fields["func"] = getattr(module, str(handler))
-        if handler == "cmd_run" and template_key:
-            fields["run_template"] = (template_key, argv)
+        fields["line_template"] = (template_key, argv) if template_key else None
         return _Args(fields)
     from pyrun.cli.parser import COMMANDS, _command_word, build_parser
 
@@ -53,6 +52,7 @@ def _parse(argv: list[str], template_key: str = "") -> Any:
     if args.command is None:
         parser.print_help()
         return None
+    args.line_template = (template_key, argv) if template_key else None
     return args
 
 

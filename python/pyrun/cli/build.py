@@ -12,6 +12,11 @@ from pathlib import Path
 from pyrun.errors import PyrunError
 from pyrun.reference import parse
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pyrun.build.template import Tee
+    from pyrun.store import Store
+
 
 class UsageError(PyrunError):
     exit_code = 125
@@ -56,7 +61,6 @@ def _parse_secret(item: str) -> tuple[str, bytes]:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from pyrun.build.builder import Builder, BuildError
     from pyrun.store import Store, default_root
 
     store = Store(default_root()).ensure()
@@ -87,6 +91,40 @@ def cmd_build(args: argparse.Namespace) -> int:
             raise UsageError(f"invalid --output {item!r}: type=oci|docker,dest=FILE")
         outputs.append((kind, dest))
     secrets = dict(_parse_secret(s) for s in args.secret)
+    # A line the `pyrun` executable handed over may get a build template (build/template.py):
+    # what the build prints is kept for it.
+    line = getattr(args, "line_template", None)
+    tees = None
+    if line is not None:
+        from pyrun.build import template
+
+        if template.expressible(args):
+            tees = (template.Tee(sys.stdout), template.Tee(sys.stderr))
+            sys.stdout, sys.stderr = tees
+    try:
+        status = _build(args, store, build_args, labels, outputs, secrets, tees)
+    finally:
+        if tees is not None:
+            sys.stdout, sys.stderr = tees[0].stream, tees[1].stream
+    return status
+
+
+def _build(
+    args: argparse.Namespace,
+    store: Store,
+    build_args: dict[str, str],
+    labels: dict[str, str],
+    outputs: list[tuple[str, str]],
+    secrets: dict[str, bytes],
+    tees: tuple[Tee, Tee] | None,
+) -> int:
+    from pyrun.build.builder import Builder, BuildError
+
+    def pull(ref: str) -> None:
+        from pyrun.client import Client
+
+        Client(store.root).images.pull(ref)
+
     to_stdout = any(dest == "-" for _, dest in outputs)
     stream = sys.stderr if to_stdout else sys.stdout
     mode = args.progress
@@ -167,6 +205,13 @@ def cmd_build(args: argparse.Namespace) -> int:
         print(f"writing image {image_id}", file=stream)
         for t in tags:
             print(f"naming to {t.familiar()}", file=stream)
+    if tees is not None:
+        from pyrun.build import template
+
+        recipe = template.capture(store, builder, args, tees[0].text, tees[1].text, image_id)
+        if recipe is not None:
+            with contextlib.suppress(OSError):
+                template.save_build(store, args.line_template[0], recipe)
     return 0
 
 

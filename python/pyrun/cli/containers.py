@@ -78,7 +78,7 @@ def _engine_errors(e: PyrunError) -> PyrunError:
 def _template_inputs(args: argparse.Namespace) -> tuple[str, list[str]] | None:
     """(key, command line) when the `pyrun` executable handed this line over and a run
     template can replay it (runtime/template.py), else None."""
-    inputs = getattr(args, "run_template", None)
+    inputs = getattr(args, "line_template", None)
     if inputs is None:
         return None
     from pyrun.runtime import template

@@ -999,7 +999,7 @@ def run_foreground(
         )
         if recipe is not None:
             with contextlib.suppress(OSError):
-                templates.save(store, key, recipe)
+                templates.save(store, "run", key, recipe)
         return status
     finally:
         with contextlib.suppress(Exception):

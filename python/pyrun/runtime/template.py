@@ -68,7 +68,8 @@ def expressible(args: Any) -> bool:
     )
 
 
-def _identity(path: str) -> list[Any] | None:
+def identity(path: str) -> list[Any] | None:
+    """[path, dev, ino, size, mtime_ns] of a file (following symlinks), None when missing."""
     try:
         st = os.stat(path)
     except OSError:
@@ -76,20 +77,23 @@ def _identity(path: str) -> list[Any] | None:
     return [path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
 
 
-def _sources() -> list[str]:
-    """pyrun's modules that shape a run's records: editing one retires every template."""
-    names = (
-        "pyrun.cli.options",
-        "pyrun.cli.containers",
-        "pyrun.client",
-        "pyrun.runtime.containers",
-        "pyrun.runtime.spec",
-        "pyrun.runtime.etcfiles",
-        "pyrun.runtime.users",
-        "pyrun.runtime.seccomp",
-        "pyrun.runtime.template",
-        "pyrun.store",
-    )
+# pyrun's modules that shape a run's records: editing one retires every run template.
+_SOURCES = (
+    "pyrun.cli.options",
+    "pyrun.cli.containers",
+    "pyrun.client",
+    "pyrun.runtime.containers",
+    "pyrun.runtime.spec",
+    "pyrun.runtime.etcfiles",
+    "pyrun.runtime.users",
+    "pyrun.runtime.seccomp",
+    "pyrun.runtime.template",
+    "pyrun.store",
+)
+
+
+def sources(names: tuple[str, ...]) -> list[str]:
+    """The files of those of the named modules that are loaded."""
     return [str(sys.modules[n].__file__) for n in names if n in sys.modules]
 
 
@@ -169,8 +173,14 @@ def capture(
     if last is None:
         return None
     files.append(last)  # container.json last: the container is listed once it is whole
-    deps = [store.root / "refs.json", "/etc/resolv.conf", "/etc/hosts", *lowers, *_sources()]
-    identities = [_identity(str(p)) for p in deps]
+    deps = [
+        store.root / "refs.json",
+        "/etc/resolv.conf",
+        "/etc/hosts",
+        *lowers,
+        *sources(_SOURCES),
+    ]
+    identities = [identity(str(p)) for p in deps]
     auto_remove = bool(record.get("auto_remove"))
     return {
         "format": FORMAT,
@@ -187,9 +197,9 @@ def capture(
     }
 
 
-def save(store: Store, template_key: str, template: dict[str, Any]) -> None:
-    """Write the template (atomically), keeping at most KEEP per store."""
-    directory = store.root / "cache" / "run"
+def save(store: Store, kind: str, template_key: str, template: dict[str, Any]) -> None:
+    """Write a template ("run" or "build") atomically, keeping at most KEEP of a kind."""
+    directory = store.root / "cache" / kind
     directory.mkdir(parents=True, exist_ok=True)
     data = json.dumps(template).encode()
     atomic_write(directory / f"{template_key}.json", data, tmpdir=directory, durable=False)
