@@ -13,7 +13,7 @@ Capabilities and contenders (the first of each case is the baseline of its ratio
               sha256_files on two 512 MiB blobs vs two concurrent openssl processes; hashlib as info
     import    a rootfs tar into a fresh store: `python -m pyrun.cli import` vs `podman import`
     start     start busybox `true` and wait for its exit: `pyrun run --rm --network none` (the
-              console script) vs `runc run` and `crun run` on an OCI bundle (runc's default
+              pyrun executable; pyrun-py, the Python CLI alone, as info) vs `runc run` and `crun run` on an OCI bundle (runc's default
               config, rootfs extracted once), `podman --runtime runc run --rm --network none`
               and `docker run --rm --network none` (images imported once from the same tar and
               removed at the end); pyrun's Client.containers.run and _core.run_container (the
@@ -971,6 +971,15 @@ def _pyrun_cli() -> list[str]:
     return [_venv_python(), "-m", "pyrun.cli"]
 
 
+def _pyrun_cli_note(cli: list[str]) -> str:
+    return (
+        "the pyrun executable (templates replay a run or no-op build line natively; other "
+        "lines go to the Python CLI)"
+        if len(cli) == 1
+        else "python -m pyrun.cli (no pyrun executable)"
+    )
+
+
 def _pyrun_python_cli() -> list[str]:
     """The Python CLI alone (`pyrun-py`, else `python -m pyrun.cli`): what `pyrun` runs for a
     line without a run template."""
@@ -1300,11 +1309,7 @@ def start_cases(ctx: Context) -> list[Case]:
     store = ctx.work / "start-store"
     bundle = ctx.work / "start-bundle"
     cli = _pyrun_cli()
-    cli_note = (
-        "the pyrun executable: the line's run template, written by its first (Python) run, replays it natively"
-        if len(cli) == 1
-        else "python -m pyrun.cli (no pyrun executable)"
-    )
+    cli_note = _pyrun_cli_note(cli)
     line = ["run", "--rm", "--network", "none", PYRUN_START_REF, "true"]
 
     pyrun_cli = Contender(
@@ -1688,7 +1693,7 @@ def _container_id(proc: subprocess.CompletedProcess[bytes], what: str) -> str:
 
 def _scale_pyrun(ctx: Context, src: Path, n: int) -> ScaleTool:
     cli = _pyrun_cli()
-    cli_note = "console script" if len(cli) == 1 else "python -m pyrun.cli (no console script)"
+    cli_note = _pyrun_cli_note(cli)
     t = ScaleTool(
         "pyrun",
         "pyrun-runtime monitor",
@@ -2304,7 +2309,7 @@ def pull_cases(ctx: Context) -> list[Case]:
     name = "busybox" if ctx.quick else "debian"
     case = Case("pull", f"{name} image, {1 + PULL_EXTRA_LAYERS} layers, registry to unpacked", [])
     cli = _pyrun_cli()
-    cli_note = "console script" if len(cli) == 1 else "python -m pyrun.cli (no console script)"
+    cli_note = _pyrun_cli_note(cli)
     pyrun_cli = Contender(
         "pyrun pull",
         "CLI",
@@ -2443,7 +2448,7 @@ def push_cases(ctx: Context) -> list[Case]:
     name = "busybox" if ctx.quick else "debian"
     case = Case("push", f"{name} image, {1 + PULL_EXTRA_LAYERS} layers, store to registry", [])
     cli = _pyrun_cli()
-    cli_note = "console script" if len(cli) == 1 else "python -m pyrun.cli (no console script)"
+    cli_note = _pyrun_cli_note(cli)
     empty = "registry emptied before each run (untimed), new repository each run"
     pyrun_cli = Contender(
         "pyrun push", "CLI", role="pyrun", note=f"{cli_note}; from the store that built it; {empty}"
@@ -2584,15 +2589,15 @@ def _same_id_check() -> CheckFn:
     return check
 
 
-def _build_contenders(
-    ctx: Context, src: Path, cold: bool
-) -> tuple[Contender, Contender, Contender]:
+def _build_contenders(ctx: Context, src: Path, cold: bool) -> list[Contender]:
     """pyrun build, docker build and buildah bud of the example, cold (--no-cache) or with the
-    cache warm (the warm-up round builds it once)."""
+    cache warm (the warm-up round builds it once); warm, the Python CLI alone (pyrun-py) as
+    info too."""
     cli = _pyrun_cli()
-    cli_note = "console script" if len(cli) == 1 else "python -m pyrun.cli (no console script)"
+    cli_note = _pyrun_cli_note(cli)
     what = "--no-cache" if cold else "same build again, cache warm; same image id checked"
     pyrun_c = Contender("pyrun build", "CLI", role="pyrun", note=f"{cli_note}; {what}")
+    pyrun_py = Contender("pyrun-py build", "CLI", role="info", note=f"the Python CLI alone; {what}")
     docker_c = Contender("docker build", "CLI")
     buildah_c = Contender("buildah bud", "CLI")
     no_cache = ["--no-cache"] if cold else []
@@ -2602,8 +2607,11 @@ def _build_contenders(
         argv += ["-t", PYRUN_BUILD_TAG, "--build-arg", f"BASE={PYRUN_START_REF}", BUILD_CONTEXT]
         pyrun_c.run = lambda _wd, _n: run_cmd(argv, env=_child_env)
         pyrun_c.check = None if cold else _same_id_check()
+        py_argv = [*_pyrun_python_cli(), *argv[len(cli) :]]
+        pyrun_py.run = lambda _wd, _n: run_cmd(py_argv, env=_child_env)
+        pyrun_py.check = None if cold else _same_id_check()
     except CommandFailed as e:
-        pyrun_c.unavailable = f"pyrun import failed: {e}"
+        pyrun_c.unavailable = pyrun_py.unavailable = f"pyrun import failed: {e}"
 
     try:
         docker, driver = _docker_image(ctx, src)
@@ -2660,7 +2668,7 @@ def _build_contenders(
             buildah_c.after = lambda _wd, _n: _remove_new_images(podman, bbefore)
     except (Unavailable, CommandFailed) as e:
         buildah_c.unavailable = str(e)
-    return pyrun_c, docker_c, buildah_c
+    return [pyrun_c, docker_c, buildah_c] + ([] if cold else [pyrun_py])
 
 
 def _build_verdicts(cold: bool) -> Callable[[list[Row]], None]:
