@@ -194,7 +194,9 @@ pub fn try_run(args: &[OsString]) -> Outcome {
     };
     let result = if kind == "run" {
         match serde_json::from_slice::<Template>(&text) {
-            Ok(t) if t.format == FORMAT && unchanged(&t.deps) => replay(&root, &t),
+            Ok(t) if t.format == FORMAT && unchanged(&t.deps) => {
+                replay(&root, &t, None, false).map(|r| r.exit_code)
+            }
             _ => return Outcome::Declined(Some(key)),
         }
     } else {
@@ -342,6 +344,15 @@ fn new_name(t: &Template, taken: &HashSet<String>) -> String {
     format!("container_{}", random_hex(4))
 }
 
+fn write_new(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)?;
+    f.write_all(data)
+}
+
 /// Write `data` to `path` through a temporary file and a rename (readers never see half).
 fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
     let tmp = path.with_file_name(format!(
@@ -379,7 +390,38 @@ fn own_start_time() -> u64 {
         .unwrap_or(0)
 }
 
-fn replay(root: &Path, t: &Template) -> Result<i32, (String, i32)> {
+/// A replayed run: the exit code, the container's record (container.json) as written and,
+/// when the caller removes it, the directory of the removed container (renamed into tmp/).
+pub struct Replayed {
+    pub exit_code: i32,
+    pub record: String,
+    pub trash: Option<PathBuf>,
+}
+
+/// Replay a run template given as JSON text (the Python API keeps its own in memory), with the
+/// container's stdout and stderr on `stdio` (else the caller's): None when the template is not
+/// valid any more (nothing was done then), else the run, or its start error (message, code).
+/// `defer_removal`: a removed container's directory is only renamed into tmp/ (see
+/// [`Replayed::trash`]), for the caller to delete off its critical path.
+pub fn replay_text(
+    root: &Path,
+    text: &[u8],
+    stdio: Option<(i32, i32)>,
+    defer_removal: bool,
+) -> Option<Result<Replayed, (String, i32)>> {
+    let t: Template = serde_json::from_slice(text).ok()?;
+    if t.format != FORMAT || !unchanged(&t.deps) {
+        return None;
+    }
+    Some(replay(root, &t, stdio, defer_removal))
+}
+
+fn replay(
+    root: &Path,
+    t: &Template,
+    stdio: Option<(i32, i32)>,
+    defer_removal: bool,
+) -> Result<Replayed, (String, i32)> {
     let engine = |what: &str, e: &dyn std::fmt::Display| (format!("{what}: {e}"), 125);
     let containers = root.join("containers");
     let id = random_hex(32);
@@ -392,6 +434,7 @@ fn replay(root: &Path, t: &Template) -> Result<i32, (String, i32)> {
             .replace(P_CREATED, &created)
     };
     let dir = containers.join(&id);
+    let record = std::cell::RefCell::new(String::new());
     std::fs::create_dir(&dir).map_err(|e| engine(&format!("create {}", dir.display()), &e))?;
     // From here on the container exists: a failure is reported and the directory removed.
     let result = (|| {
@@ -399,8 +442,18 @@ fn replay(root: &Path, t: &Template) -> Result<i32, (String, i32)> {
             std::fs::create_dir(dir.join(d)).map_err(|e| engine(&format!("create {d}"), &e))?;
         }
         for (rel, mode, text) in &t.files {
-            write_atomic(&dir.join(rel), fill(text).as_bytes(), *mode)
-                .map_err(|e| engine(&format!("write {rel}"), &e))?;
+            let text = fill(text);
+            // Nothing reads a container's files before its container.json is there (written
+            // last, whole): only that one goes through a rename.
+            let written = if rel == "container.json" {
+                write_atomic(&dir.join(rel), text.as_bytes(), *mode)
+            } else {
+                write_new(&dir.join(rel), text.as_bytes(), *mode)
+            };
+            written.map_err(|e| engine(&format!("write {rel}"), &e))?;
+            if rel == "container.json" {
+                *record.borrow_mut() = text;
+            }
         }
         let lowers: Vec<PathBuf> = t.lowers.iter().map(|l| PathBuf::from(fill(l))).collect();
         let rootfs = dir.join("rootfs");
@@ -427,7 +480,7 @@ fn replay(root: &Path, t: &Template) -> Result<i32, (String, i32)> {
             match runtime::run_container(
                 &dir.join("bundle"),
                 Some(&dir.join("pid")),
-                None,
+                stdio,
                 false,
                 log.as_deref(),
             ) {
@@ -462,15 +515,26 @@ fn replay(root: &Path, t: &Template) -> Result<i32, (String, i32)> {
         let _ = overlay::unmount(&rootfs, true);
         run
     })();
+    let mut trash = None;
     if t.remove || (result.is_err() && !dir.join("container.json").exists()) {
-        discard(root, &dir)?;
+        let gone = discard(root, &dir)?;
+        if defer_removal {
+            trash = Some(gone);
+        } else {
+            std::fs::remove_dir_all(&gone)
+                .map_err(|e| (format!("remove {}: {e}", gone.display()), 125))?;
+        }
     }
-    result
+    result.map(|exit_code| Replayed {
+        exit_code,
+        record: record.into_inner(),
+        trash,
+    })
 }
 
-/// Remove a stopped container's directory: renamed into tmp/ first, so that a crash never
-/// leaves a half container that looks whole.
-fn discard(root: &Path, dir: &Path) -> Result<(), (String, i32)> {
+/// Take a stopped container's directory out of the store: renamed into tmp/ (returned, for
+/// the caller to delete), so that a crash never leaves a half container that looks whole.
+fn discard(root: &Path, dir: &Path) -> Result<PathBuf, (String, i32)> {
     let rootfs = dir.join("rootfs");
     let mounted = match (std::fs::metadata(&rootfs), std::fs::metadata(dir)) {
         (Ok(r), Ok(d)) => r.dev() != d.dev(),
@@ -491,7 +555,7 @@ fn discard(root: &Path, dir: &Path) -> Result<(), (String, i32)> {
         random_hex(6)
     ));
     std::fs::rename(dir, &trash).map_err(|e| (format!("remove {}: {e}", dir.display()), 125))?;
-    std::fs::remove_dir_all(&trash).map_err(|e| (format!("remove {}: {e}", trash.display()), 125))
+    Ok(trash)
 }
 
 #[cfg(test)]

@@ -236,6 +236,26 @@ fn remove_tree(py: Python<'_>, path: PathBuf) -> PyResult<()> {
     })
 }
 
+/// Replay a run template (JSON text; rust/fastrun.rs) in the store at `root`, the container's
+/// stdout and stderr on `stdio`: None when the template is no longer valid (nothing done), else
+/// (container.json as written, exit code, the removed container's directory in tmp/ for the
+/// caller to delete, or None). A start failure raises StartError(message, code).
+#[pyfunction]
+#[pyo3(signature = (root, template, *, stdio=None))]
+fn replay_run(
+    py: Python<'_>,
+    root: PathBuf,
+    template: &[u8],
+    stdio: Option<(i32, i32)>,
+) -> PyResult<Option<(String, i32, Option<PathBuf>)>> {
+    let template = template.to_vec();
+    match py.detach(|| crate::fastrun::replay_text(&root, &template, stdio, true)) {
+        None => Ok(None),
+        Some(Ok(r)) => Ok(Some((r.record, r.exit_code, r.trash))),
+        Some(Err((msg, code))) => Err(StartError::new_err((msg, code))),
+    }
+}
+
 /// Run the container of bundle/config.json in the foreground; returns its exit status, or
 /// with details=True {"exit_code", "oom_killed", "cgroup"}.
 #[pyfunction]
@@ -321,6 +341,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(mount_overlay, m)?)?;
     m.add_function(wrap_pyfunction!(unmount, m)?)?;
     m.add_function(wrap_pyfunction!(remove_tree, m)?)?;
+    m.add_function(wrap_pyfunction!(replay_run, m)?)?;
     m.add_function(wrap_pyfunction!(run_container, m)?)?;
     m.add_function(wrap_pyfunction!(exec_container, m)?)?;
     m.add_function(wrap_pyfunction!(freeze_cgroup, m)?)?;

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -216,3 +217,47 @@ def test_kill_9_of_the_cli_leaves_a_removable_container(
     assert pyrun("rm", "victim").returncode == 0
     assert not victim.dir.exists()
     assert client.system.check() == []
+
+
+def test_api_runs_again_from_its_template(bb: Client, store_root: Path) -> None:
+    """A foreground run a template can express is replayed in Rust the next time the same call
+    comes (pyrun.client._TEMPLATES); what it read changing sends it back to Python."""
+    import threading
+
+    import pyrun.client as api
+    from pyrun import _core
+
+    replays: list[object] = []
+    real = _core.replay_run
+
+    def counting(*a: Any, **k: Any) -> Any:
+        out = real(*a, **k)
+        replays.append(out)
+        return out
+
+    call: dict[str, Any] = {"remove": True, "network_mode": "none", "environment": {"X": "1"}}
+    cmd = ["sh", "-c", "echo $X $(hostname)"]
+    first = bb.containers.run("bb:run", cmd, **call)
+    assert any(root == str(store_root) for root, _ in api._TEMPLATES)
+    try:
+        _core.replay_run = counting
+        outs = [Client(store_root).containers.run("bb:run", cmd, **call) for _ in range(3)]
+        assert len(replays) == 3 and all(r is not None for r in replays)
+        # Same output but each container's own hostname.
+        assert len({first, *outs}) == 4 and all(o.startswith(b"1 ") for o in outs)
+        with pytest.raises(ContainerError) as info:  # a failing command, replayed too
+            for _ in range(2):
+                bb.containers.run("bb:run", ["sh", "-c", "echo bad >&2; exit 4"], **call)
+        assert info.value.exit_status == 4 and b"bad" in info.value.stderr
+        assert "bb:run" in str(info.value)
+        bb.images.get("bb:run").tag("bb:again")  # refs.json changes
+        n = len(replays)
+        bb.containers.run("bb:run", cmd, **call)
+        assert replays[n:] == [None]  # the old template declined; Python ran it
+    finally:
+        _core.replay_run = real
+    for t in threading.enumerate():
+        if t.name == "pyrun-rm":
+            t.join()
+    assert bb.containers.list(all=True) == []
+    assert list((store_root / "tmp").iterdir()) == []

@@ -108,6 +108,15 @@ def mount_overlay(
 def unmount(target: str, *, detach: bool = False) -> None:
     """umount2(target, MNT_DETACH if detach else 0); EINVAL/ENOENT (not mounted) is not an error."""
 
+def replay_run(
+    root: str, template: bytes, *, stdio: tuple[int, int] | None = None
+) -> tuple[str, int, str | None] | None:
+    """Replay a run template (JSON; rust/fastrun.rs, python/pyrun/runtime/template.py) in the
+    store at `root`, the container's stdout and stderr on `stdio` (else the caller's): None
+    when something the template read changed (nothing is done then), else (container.json as
+    written, exit code, the removed container's directory, renamed into the store's tmp/, for
+    the caller to delete; or None). A start failure raises StartError(message, exit code)."""
+
 def remove_tree(path: str) -> None:
     """Remove a file or a whole directory tree without following symlinks (by directory fds,
     GIL released); a missing path is not an error. OSError(errno, strerror, path) otherwise."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 
     from pyrun.network import Network, Networks
     from pyrun.runtime.containers import Container
+    from pyrun.runtime.template import Sink
     from pyrun.transports.base import ImageDestination, ImageSource, SourceImage
     from pyrun.transports.copy import Progress
 
@@ -647,6 +649,11 @@ def run_fields(options: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
+# Run templates of foreground API runs (ContainerCollection._template_key), by store root and
+# call: every Client of the process shares them.
+_TEMPLATES: dict[tuple[str, str], bytes] = {}
+
+
 class ContainerCollection:
     def __init__(self, client: Client) -> None:
         self.client = client
@@ -717,21 +724,105 @@ class ContainerCollection:
                         c.remove(force=True)
                 raise
             return c
+        remove = remove or auto_remove
+        key = self._template_key(image, command or [], remove, name, fields)
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            c, status = self._run(
-                image,
-                command or [],
-                remove=remove or auto_remove,
-                name=name,
-                stdio=(out.fileno(), err.fileno()),
-                fields=fields,
-            )
+            stdio = (out.fileno(), err.fileno())
+            replayed = self._replay(key, stdio) if key is not None else None
+            if replayed is not None:
+                c, status = replayed
+            else:
+                c, status = self._run(
+                    image,
+                    command or [],
+                    remove=remove,
+                    name=name,
+                    stdio=stdio,
+                    fields=fields,
+                    template=self._sink(key, image, command or [], fields),
+                )
             out.seek(0)
             err.seek(0)
             out_b, err_b = out.read(), err.read()
         if status != 0:
             raise ContainerError(c, status, command or [], err_b)
         return (out_b if stdout else b"") + (err_b if stderr else b"")
+
+    # A foreground run that a run template can express (runtime/template.py) is kept as one, in
+    # memory: the same call again replays it in Rust (_core.replay_run: records, mount, run,
+    # removal) while what it read is unchanged, which spares the Python side of a run.
+    def _template_key(
+        self,
+        image: str,
+        command: builtins.list[str],
+        remove: bool,
+        name: str | None,
+        fields: dict[str, Any],
+    ) -> str | None:
+        from pyrun.runtime import template
+
+        env = fields.get("env") or []
+        if name is not None or not all("=" in e for e in env):
+            return None  # a name to check; a variable taken from this process's environment
+        expressible = template.expressible_options(
+            restart=fields.get("restart"),
+            interactive=bool(fields.get("interactive")),
+            tty=bool(fields.get("tty")),
+            volumes=[*(fields.get("volumes") or []), *(fields.get("mounts") or [])],
+            publish=bool(fields.get("publish") or fields.get("publish_all")),
+            network=fields.get("network", "bridge"),
+            extra_hosts=list(fields.get("extra_hosts") or []),
+            security_opt=list(fields.get("security_opt") or []),
+        )
+        if not expressible:
+            return None
+        try:
+            return json.dumps([image, command, remove, fields], sort_keys=True)
+        except (TypeError, ValueError):
+            return None
+
+    def _sink(
+        self, key: str | None, image: str, command: builtins.list[str], fields: dict[str, Any]
+    ) -> Sink | None:
+        if key is None:
+            return None
+        from pyrun.runtime.template import Sink
+
+        def keep(recipe: dict[str, Any]) -> None:
+            _TEMPLATES[str(self.client.store.root), key] = json.dumps(recipe).encode()
+
+        return Sink([image, *command, key], keep)
+
+    def _replay(self, key: str, stdio: tuple[int, int]) -> tuple[Container, int] | None:
+        from pyrun import _core
+        from pyrun.runtime.containers import ContainerStartError
+
+        where = (str(self.client.store.root), key)
+        text = _TEMPLATES.get(where)
+        if text is None:
+            return None
+        try:
+            out = _core.replay_run(str(self.client.store.root), text, stdio=stdio)
+        except _core.StartError as e:
+            message, code = e.args
+            raise ContainerStartError(str(message), int(code)) from None
+        if out is None:  # something it read changed: Python decides again
+            _TEMPLATES.pop(where, None)
+            return None
+        record, status, trash = out
+        if trash is not None:
+            # Off the caller's path: the container is already out of the store (renamed into
+            # tmp/, garbage by the store's rules); a non-daemon thread, so the interpreter
+            # finishes the deletion before it exits.
+            import threading
+
+            threading.Thread(target=_core.remove_tree, args=(trash,), name="pyrun-rm").start()
+        data = json.loads(record)
+        from pyrun.runtime.containers import Container as Record
+
+        c = Record(self.client.store, str(data["id"]))
+        c._record = data
+        return c, status
 
     def _create(
         self,
@@ -790,10 +881,10 @@ class ContainerCollection:
         fields: dict[str, Any],
         interactive: bool = False,
         pull: str = "missing",
-        template: tuple[str, builtins.list[str]] | None = None,
+        template: Sink | None = None,
     ) -> tuple[Container, int]:
-        """A foreground run in this process (the CLI's `run` without -d); `template` (key,
-        command line): also write the line's run template (runtime/template.py)."""
+        """A foreground run in this process (the CLI's `run` without -d); `template`: where
+        the run's template goes (runtime/template.py)."""
         from pyrun.runtime import containers as rt
         from pyrun.runtime.spec import RunOptions
 

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
+    from pyrun.runtime.template import Sink
+
 
 class UsageError(PyrunError):
     exit_code = 125
@@ -75,15 +77,19 @@ def _engine_errors(e: PyrunError) -> PyrunError:
     return e
 
 
-def _template_inputs(args: argparse.Namespace) -> tuple[str, list[str]] | None:
-    """(key, command line) when the `pyrun` executable handed this line over and a run
-    template can replay it (runtime/template.py), else None."""
-    inputs = getattr(args, "line_template", None)
-    if inputs is None:
+def _template_sink(args: argparse.Namespace, client: Client) -> Sink | None:
+    """Where the line's run template goes, when the `pyrun` executable handed this line over
+    (with its key) and a run template can replay it (runtime/template.py); else None."""
+    line = getattr(args, "line_template", None)
+    if line is None:
         return None
     from pyrun.runtime import template
 
-    return inputs if template.expressible(args) else None
+    if not template.expressible(args):
+        return None
+    key, argv = line
+    store = client.store
+    return template.Sink(argv, lambda recipe: template.save(store, "run", key, recipe))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -115,7 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 fields=fields,
                 interactive=args.interactive,
                 pull=args.pull,
-                template=_template_inputs(args),
+                template=_template_sink(args, client),
             )
             return status
     except PyrunError as e:

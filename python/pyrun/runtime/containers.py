@@ -38,6 +38,8 @@ from pyrun.store.fsutil import atomic_write_json, remove_tree
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from pyrun.runtime.template import Sink
+
 _ADJECTIVES = [
     "brave",
     "calm",
@@ -952,11 +954,11 @@ def run_foreground(
     *,
     stdio: tuple[int, int] | None = None,
     interactive: bool = False,
-    template: tuple[str, list[str]] | None = None,
+    template: Sink | None = None,
 ) -> int:
     """Mount, run to completion in this process with the caller's stdio (or stdout/stderr
-    fds `stdio`), record the exit, unmount. `template` (key, command line): write the run
-    template of that line too, when the run went through (runtime/template.py)."""
+    fds `stdio`), record the exit, unmount. `template`: where the run's template goes when
+    the run went through and a template can replay it (runtime/template.py)."""
     from pyrun import _core
 
     try:
@@ -968,8 +970,7 @@ def run_foreground(
         if template is not None:
             from pyrun.runtime import template as templates
 
-            key, argv = template
-            recipe = templates.capture(store, c, image, c.lowers(image), argv)
+            recipe = templates.capture(store, c, image, c.lowers(image), template.inputs)
         try:
             out = _core.run_container(
                 str(c.dir / "bundle"),
@@ -997,9 +998,9 @@ def run_foreground(
             finished_at=now_rfc3339(),
             restart_count=0,
         )
-        if recipe is not None:
+        if recipe is not None and template is not None:
             with contextlib.suppress(OSError):
-                templates.save(store, "run", key, recipe)
+                template.keep(recipe)
         return status
     finally:
         with contextlib.suppress(Exception):

@@ -22,6 +22,7 @@ from pyrun.store.fsutil import atomic_write
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from pyrun.runtime.containers import Container
@@ -55,17 +56,53 @@ def expressible(args: Any) -> bool:
     """Whether a template can replay this `run` line (cli/options.py's fields)."""
     return (
         not getattr(args, "detach", False)
-        and args.restart in ("no", "")
-        and not (args.interactive or args.tty or args.name)
-        and not (args.volume or args.mount or args.env_file or args.publish or args.publish_all)
-        and args.network in ("none", "host")
-        and not any(
-            h.endswith(":host-gateway") or h.endswith("=host-gateway") for h in args.add_host
-        )
-        and all(o in _SAFE_SECURITY_OPTS for o in args.security_opt)
+        and not (args.name or args.env_file)
         and args.pull == "missing"
         and not any(e in UNKEYED_ENV for e in args.env if "=" not in e)
+        and expressible_options(
+            restart=args.restart,
+            interactive=args.interactive,
+            tty=args.tty,
+            volumes=args.volume + args.mount,
+            publish=bool(args.publish or args.publish_all),
+            network=args.network,
+            extra_hosts=args.add_host,
+            security_opt=args.security_opt,
+        )
     )
+
+
+def expressible_options(
+    *,
+    restart: str | None,
+    interactive: bool,
+    tty: bool,
+    volumes: list[str],
+    publish: bool,
+    network: str | None,
+    extra_hosts: list[str],
+    security_opt: list[str],
+) -> bool:
+    """What a template cannot replay: a restart policy, stdin or a terminal, volumes and
+    mounts (volumes are made, host paths may appear), published ports and bridges (leased per
+    run), the host gateway, security options that read a file."""
+    return (
+        (restart or "no") == "no"
+        and not (interactive or tty or volumes or publish)
+        and network in ("none", "host")
+        and not any(h.endswith((":host-gateway", "=host-gateway")) for h in extra_hosts)
+        and all(o in _SAFE_SECURITY_OPTS for o in security_opt)
+    )
+
+
+class Sink:
+    """Where the template of a run goes once the run went through: `inputs` are the texts the
+    run was asked with (a placeholder's value must not come from them), `keep` takes the
+    template."""
+
+    def __init__(self, inputs: list[str], keep: Callable[[dict[str, Any]], None]) -> None:
+        self.inputs = inputs
+        self.keep = keep
 
 
 def identity(path: str) -> list[Any] | None:
@@ -106,7 +143,7 @@ def capture(
     c: Container,
     image: ImageRecord,
     lowers: list[str],
-    argv: list[str],
+    inputs: list[str],
 ) -> dict[str, Any] | None:
     """The template of container `c`, whose directory is ready to run (bundle written, root
     mounted), or None where the container holds something a template cannot replay."""
@@ -123,14 +160,8 @@ def capture(
     }
     # A placeholder's value must come from the placeholder alone: not from the line, the
     # environment or the image (a name that is also an environment value, say).
-    inputs = "\0".join(
-        [
-            *argv,
-            *os.environ.values(),
-            json.dumps(image.config),
-        ]
-    )
-    if any(v in inputs for v in list(values)[1:]):
+    given = "\0".join([*inputs, *os.environ.values(), json.dumps(image.config)])
+    if any(v in given for v in list(values)[1:]):
         return None
 
     def templated(text: str) -> str:
