@@ -435,26 +435,32 @@ fn replay(
     };
     let dir = containers.join(&id);
     let record = std::cell::RefCell::new(String::new());
-    std::fs::create_dir(&dir).map_err(|e| engine(&format!("create {}", dir.display()), &e))?;
-    // From here on the container exists: a failure is reported and the directory removed.
-    let result = (|| {
+    // The directory is made whole in tmp/ and renamed into containers/: a kill at any point
+    // leaves either garbage in tmp/ (the store's rules drop it) or a whole container.
+    let staging = root.join("tmp").join(format!("{id}.new"));
+    let made = (|| {
+        std::fs::create_dir(&staging)
+            .map_err(|e| engine(&format!("create {}", staging.display()), &e))?;
         for d in &t.dirs {
-            std::fs::create_dir(dir.join(d)).map_err(|e| engine(&format!("create {d}"), &e))?;
+            std::fs::create_dir(staging.join(d)).map_err(|e| engine(&format!("create {d}"), &e))?;
         }
         for (rel, mode, text) in &t.files {
             let text = fill(text);
-            // Nothing reads a container's files before its container.json is there (written
-            // last, whole): only that one goes through a rename.
-            let written = if rel == "container.json" {
-                write_atomic(&dir.join(rel), text.as_bytes(), *mode)
-            } else {
-                write_new(&dir.join(rel), text.as_bytes(), *mode)
-            };
-            written.map_err(|e| engine(&format!("write {rel}"), &e))?;
+            write_new(&staging.join(rel), text.as_bytes(), *mode)
+                .map_err(|e| engine(&format!("write {rel}"), &e))?;
             if rel == "container.json" {
                 *record.borrow_mut() = text;
             }
         }
+        std::fs::rename(&staging, &dir)
+            .map_err(|e| engine(&format!("create {}", dir.display()), &e))
+    })();
+    if let Err(e) = made {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(e);
+    }
+    // From here on the container exists: a failure is recorded on it (--rm: it goes).
+    let result = (|| {
         let lowers: Vec<PathBuf> = t.lowers.iter().map(|l| PathBuf::from(fill(l))).collect();
         let rootfs = dir.join("rootfs");
         overlay::mount_overlay_opts(
@@ -516,7 +522,7 @@ fn replay(
         run
     })();
     let mut trash = None;
-    if t.remove || (result.is_err() && !dir.join("container.json").exists()) {
+    if t.remove {
         let gone = discard(root, &dir)?;
         if defer_removal {
             trash = Some(gone);
