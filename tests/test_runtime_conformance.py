@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from helpers import needs_root
-from ocibundle import Runtime, make_bundle, pyrun_runtime, unpack_rootfs
+from ocibundle import BASE_CONFIG, Runtime, make_bundle, pyrun_runtime, unpack_rootfs
 
 pytestmark = needs_root
 
@@ -486,6 +486,36 @@ def test_cgroup_limits(case: Case) -> None:
         assert (base / "pids" / cg[1:] / "pids.max").read_text().strip() == "50"
     pid = case.rt.state(case.id)["pid"]
     assert cg in Path(f"/proc/{pid}/cgroup").read_text()
+
+
+def test_cgroup_mount_shows_the_hosts_controller_hierarchies(case: Case) -> None:
+    """/sys/fs/cgroup in a container with its own cgroup namespace: on a v1 host each v1
+    hierarchy, and not a hybrid host's controller-less cgroup2 (`unified`), as runc mounts it;
+    on a v2 host the cgroup2 filesystem."""
+    cgroup = {
+        "destination": "/sys/fs/cgroup",
+        "type": "cgroup",
+        "source": "cgroup",
+        "options": ["nosuid", "noexec", "nodev", "relatime", "ro"],
+    }
+    cfg = {
+        "mounts": [*BASE_CONFIG["mounts"], cgroup],
+        "linux": {"namespaces": [*BASE_CONFIG["linux"]["namespaces"], {"type": "cgroup"}]},
+    }
+    listing = case.out(sh("ls /sys/fs/cgroup"), cfg).split()
+    base = Path("/sys/fs/cgroup")
+    if (base / "cgroup.controllers").exists():
+        assert "cgroup.controllers" in listing
+        return
+    v1 = {
+        line.split()[4].rsplit("/", 1)[1]
+        for line in Path("/proc/self/mountinfo").read_text().splitlines()
+        if line.split(" - ")[1].startswith("cgroup ")
+        and line.split()[4].startswith("/sys/fs/cgroup/")
+        and line.split()[4].count("/") == 4
+    }
+    assert v1 and v1 <= set(listing), (case.rt.name, listing)
+    assert "unified" not in listing
 
 
 # --- hooks ----------------------------------------------------------------------------------
