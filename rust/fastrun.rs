@@ -1,4 +1,5 @@
-//! `pyrun run` without Python: the replay of a run template.
+//! `pyrun run` and a cached `pyrun build` without Python: the replay of templates. (Run
+//! templates below; build templates at [`BuildTemplate`].)
 //!
 //! A Python CLI start costs more than running a container does (the interpreter with json and
 //! pathlib alone takes about as long as all of `runc run`). So when the Python CLI has run a
