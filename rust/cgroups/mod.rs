@@ -292,10 +292,14 @@ pub fn dirs_of_process(root: &Path, proc_cgroup: &str) -> Vec<PathBuf> {
 /// checks the opener's credentials (root here), so the child may write it from a new user
 /// namespace too.
 pub fn open_tasks(dir: &Path) -> Result<OwnedFd, String> {
-    let path = dir.join("tasks");
+    open(&dir.join("tasks"), rustix::fs::OFlags::WRONLY)
+}
+
+/// open(2) close-on-exec, errors as one line naming the path.
+fn open(path: &Path, flags: rustix::fs::OFlags) -> Result<OwnedFd, String> {
     rustix::fs::open(
-        &path,
-        rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
+        path,
+        flags | rustix::fs::OFlags::CLOEXEC,
         rustix::fs::Mode::empty(),
     )
     .map_err(|e| {
@@ -326,20 +330,10 @@ pub fn join_files_of(root: &Path, target: i32) -> Result<JoinFiles, String> {
     let mut out = JoinFiles::default();
     for dir in dirs_of_process(root, &text) {
         if is_unified(&dir) {
-            let fd = rustix::fs::open(
+            let fd = open(
                 &dir,
-                rustix::fs::OFlags::PATH
-                    | rustix::fs::OFlags::DIRECTORY
-                    | rustix::fs::OFlags::CLOEXEC,
-                rustix::fs::Mode::empty(),
-            )
-            .map_err(|e| {
-                format!(
-                    "cgroup: open {}: {}",
-                    dir.display(),
-                    errno_text(&std::io::Error::from(e))
-                )
-            })?;
+                rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY,
+            )?;
             out.unified = Some((dir, fd));
         } else {
             out.tasks.push(open_tasks(&dir)?);

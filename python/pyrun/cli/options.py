@@ -122,6 +122,18 @@ def options_of(command: str) -> tuple[tuple[tuple[str, ...], str, str, object, s
     return (RUN_ONLY_OPTIONS + CONTAINER_OPTIONS) if command == "run" else CONTAINER_OPTIONS
 
 
+def _operand(argv: Sequence[str], i: int, eq: str, value: str) -> tuple[str, int] | None:
+    """The value of the option at argv[i] (the text after '=' when there was one, else the next
+    word) and the index of its last word; None where argparse reads the line otherwise: no
+    value, a '-'-led one, or "--" (which argparse drops)."""
+    if not eq:
+        i += 1
+        if i >= len(argv) or argv[i].startswith("-"):
+            return None
+        value = argv[i]
+    return None if value == "--" else (value, i)
+
+
 def scan(argv: Sequence[str]) -> dict[str, object] | None:
     """The parsed arguments (argparse's Namespace as a dict, with "handler" naming the
     cli.containers function) of a `run` or `create` line `scan` reads unambiguously; None for
@@ -141,22 +153,15 @@ def scan(argv: Sequence[str]) -> dict[str, object] | None:
                     return None
                 out[dest] = True
             else:
-                if not eq:
-                    i += 1
-                    if i >= n or argv[i].startswith("-"):
-                        return None
-                    value = argv[i]
-                if value == "--":
+                got = _operand(argv, i, eq, value)
+                if got is None:
                     return None
-                out[dest] = value
+                out[dest], i = got
         elif name in _GLOBAL_APPEND:
-            if not eq:
-                i += 1
-                if i >= n or argv[i].startswith("-"):
-                    return None
-                value = argv[i]
-            if value == "--":
+            got = _operand(argv, i, eq, value)
+            if got is None:
                 return None
+            value, i = got
             insecure.append(value)
         elif word in HANDLERS:
             break
@@ -176,8 +181,6 @@ def scan(argv: Sequence[str]) -> dict[str, object] | None:
             (longs if flag.startswith("--") else shorts)[flag] = (dest, kind)
 
     def take(dest: str, kind: str, value: str) -> bool:
-        if value == "--":
-            return False  # argparse drops a "--" value: its reading, not ours
         if kind == INT:
             try:
                 out[dest] = int(value)
@@ -197,38 +200,32 @@ def scan(argv: Sequence[str]) -> dict[str, object] | None:
             break  # the image
         if word.startswith("--"):
             name, eq, value = word.partition("=")
-            if name not in longs:
+            spec = longs.get(name)
+            if spec is None:
                 return None  # --help, "--", an abbreviation, an unknown option
-            dest, kind = longs[name]
-            if kind == FLAG:
-                if eq:
-                    return None
-                out[dest] = True
-            else:
-                if not eq:
-                    i += 1
-                    if i >= n or argv[i].startswith("-"):
-                        return None
-                    value = argv[i]
-                if not take(dest, kind, value):
-                    return None
-        elif word in shorts:
-            dest, kind = shorts[word]
-            if kind == FLAG:
-                out[dest] = True
-            else:
-                i += 1
-                if i >= n or argv[i].startswith("-"):
-                    return None
-                if not take(dest, kind, argv[i]):
-                    return None
         else:
-            # Bundled short flags (-it, -dit); anything else (-eVALUE, -e=VALUE) is argparse's.
-            bundled = [shorts.get(f"-{c}") for c in word[1:]]
-            if not all(b is not None and b[1] == FLAG for b in bundled):
+            eq = value = ""
+            spec = shorts.get(word)
+            if spec is None:
+                # Bundled short flags (-it, -dit); anything else (-eVALUE, -e=VALUE) is
+                # argparse's.
+                bundled = [shorts.get(f"-{c}") for c in word[1:]]
+                if not all(b is not None and b[1] == FLAG for b in bundled):
+                    return None
+                for b in bundled:
+                    out[b[0]] = True  # type: ignore[index]
+                i += 1
+                continue
+        dest, kind = spec
+        if kind == FLAG:
+            if eq:
                 return None
-            for b in bundled:
-                out[b[0]] = True  # type: ignore[index]
+            out[dest] = True
+        else:
+            got = _operand(argv, i, eq, value)
+            if got is None or not take(dest, kind, got[0]):
+                return None
+            i = got[1]
         i += 1
     if i >= n or "--" in argv[i + 1 :]:
         return None  # no image (argparse says so), or a "--" argparse drops from the command
