@@ -245,3 +245,45 @@ def test_cached_build_is_answered_natively(
     run(*line)
     assert calls(log) == 5
     assert client.images.get("app:1").id == iid.read_text()
+
+
+def test_kill_9_of_a_replay_leaves_a_recoverable_container(
+    native: tuple[Run, Path], store_root: Path, client: Client, tmp_path: Path
+) -> None:
+    """A replaying `pyrun` killed with SIGKILL mid-run: its container dies with it (the
+    runtime's parent-death signal), and the next reader finds it stopped; rm leaves nothing."""
+    import signal
+    import time
+
+    _run, log = native
+    # --init: the reaper as pid 1 passes SIGINT on to sleep (which as pid 1 would ignore it).
+    line = ("run", "--network", "none", "--init", "bb:fast", "sleep", "30")
+    bindir = tmp_path / "bin"
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)}
+    argv = [str(bindir / "pyrun"), "--root", str(store_root), *line]
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(argv, env=env, cwd=tmp_path)
+
+    first = start()  # through Python: writes the template when the run ends
+    time.sleep(0.5)
+    first.send_signal(signal.SIGINT)  # forwarded to sleep, which dies: the run ends
+    first.wait(timeout=10)
+    assert calls(log) == 1
+    assert list((store_root / "cache" / "run").glob("*.json"))
+    replay = start()
+    deadline = time.monotonic() + 10
+    while not any(c.status == "running" for c in client.containers.list(all=True)):
+        assert time.monotonic() < deadline, "the replayed container never ran"
+        time.sleep(0.05)
+    assert calls(log) == 1  # replayed
+    replay.kill()
+    replay.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while any(c.status == "running" for c in Client(store_root).containers.list(all=True)):
+        assert time.monotonic() < deadline, "the container outlived its runner"
+        time.sleep(0.05)
+    for c in Client(store_root).containers.list(all=True):
+        c.remove(force=True)
+    assert mounts_under(store_root) == []
+    assert list((store_root / "containers").iterdir()) == []
