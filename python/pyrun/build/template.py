@@ -124,13 +124,9 @@ def capture(
         *(store.blob_path(d) for d in builder.cache_blobs),
         *sources(_SOURCES),
     ]
-    identities = []
-    for path in deps:
-        i = identity(str(path))
-        identities.append(i if i is not None else [str(path), 0, 0, 0, 0])  # must stay missing
     return {
         "format": FORMAT,
-        "deps": identities,
+        "deps": [identity(str(path)) for path in deps],
         "context": str(builder.context_dir),
         "tree": snapshot,
         # --progress auto: a terminal would have got the live display.

@@ -105,12 +105,13 @@ class Sink:
         self.keep = keep
 
 
-def identity(path: str) -> list[Any] | None:
-    """[path, dev, ino, size, mtime_ns] of a file (following symlinks), None when missing."""
+def identity(path: str) -> list[Any]:
+    """[path, dev, ino, size, mtime_ns] of a file (following symlinks); [path, 0, 0, 0, 0]
+    when it is missing, which the replay reads as "must still be missing"."""
     try:
         st = os.stat(path)
     except OSError:
-        return None
+        return [path, 0, 0, 0, 0]
     return [path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
 
 
@@ -211,11 +212,10 @@ def capture(
         *lowers,
         *sources(_SOURCES),
     ]
-    identities = [identity(str(p)) for p in deps]
     auto_remove = bool(record.get("auto_remove"))
     return {
         "format": FORMAT,
-        "deps": [i for i in identities if i is not None],
+        "deps": [identity(str(p)) for p in deps],
         "dirs": dirs,
         "files": files,
         "lowers": [templated(lower) for lower in lowers],
