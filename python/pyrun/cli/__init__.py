@@ -17,8 +17,8 @@ if TYPE_CHECKING:
 
 
 # Set by the `pyrun` executable (rust/bin/pyrun.rs) on the lines it hands over, to the line's
-# run template key where it may have one (runtime/template.py). Removed before anything else
-# reads the environment.
+# template key where it may have one (`run`: runtime/template.py; `build`: build/template.py).
+# Removed before anything else reads the environment.
 LAUNCHER_ENV = "PYRUN_NATIVE_LAUNCHER"  # fastrun::LAUNCHER_ENV
 
 
@@ -32,7 +32,7 @@ class _Args:
 def _parse(argv: list[str], template_key: str = "") -> Any:
     """The arguments: from cli/options.py when it reads the line, else from argparse (which
     exits with 125 and its message on a usage error); None when no command is given.
-    `template_key`: the key under which to write the line's run template, if it gets one."""
+    `template_key`: the key under which to write the line's template, if it gets one."""
     from pyrun.cli.options import scan
 
     fields = scan(argv)
