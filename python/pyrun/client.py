@@ -650,8 +650,9 @@ def run_fields(options: dict[str, Any]) -> dict[str, Any]:
 
 
 # Run templates of foreground API runs (ContainerCollection._template_key), by store root and
-# call: every Client of the process shares them.
+# call: every Client of the process shares them; the oldest go beyond _TEMPLATES_KEPT.
 _TEMPLATES: dict[tuple[str, str], bytes] = {}
+_TEMPLATES_KEPT = 64
 
 
 class ContainerCollection:
@@ -790,6 +791,8 @@ class ContainerCollection:
 
         def keep(recipe: dict[str, Any]) -> None:
             _TEMPLATES[str(self.client.store.root), key] = json.dumps(recipe).encode()
+            while len(_TEMPLATES) > _TEMPLATES_KEPT:
+                del _TEMPLATES[next(iter(_TEMPLATES))]
 
         return Sink([image, *command, key], keep)
 
