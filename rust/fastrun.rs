@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::monitor::StateFile;
 use crate::runtime;
 use crate::runtime::overlay::{self, Method};
 
@@ -282,7 +283,7 @@ impl BuildTemplate {
 
     fn replay(&self) -> Result<i32, (String, i32)> {
         if let Some((path, id)) = &self.iidfile {
-            write_atomic(Path::new(path), id.as_bytes(), 0o644)
+            crate::runc::state::write_atomic(Path::new(path), id.as_bytes())
                 .map_err(|e| (format!("write {path}: {e}"), 1))?;
         }
         let _ = std::io::stderr().write_all(self.stderr.as_bytes());
@@ -354,43 +355,6 @@ fn write_new(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
     f.write_all(data)
 }
 
-/// Write `data` to `path` through a temporary file and a rename (readers never see half).
-fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp-{}",
-        path.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default(),
-        random_hex(4)
-    ));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)?;
-    f.write_all(data)?;
-    drop(f);
-    std::fs::rename(&tmp, path)
-}
-
-fn state(dir: &Path, value: serde_json::Value) -> Result<(), (String, i32)> {
-    write_atomic(&dir.join("state.json"), value.to_string().as_bytes(), 0o644)
-        .map_err(|e| (format!("write {}/state.json: {e}", dir.display()), 125))
-}
-
-/// Start time (clock ticks after boot) of this process, as /proc/PID/stat's field 22: with the
-/// pid it names the runner for `ps` (which recovers a container whose runner is gone).
-fn own_start_time() -> u64 {
-    std::fs::read("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            let close = s.iter().rposition(|&c| c == b')')?;
-            let rest = std::str::from_utf8(&s[close + 2..]).ok()?;
-            rest.split(' ').nth(19)?.parse().ok()
-        })
-        .unwrap_or(0)
-}
-
 /// A replayed run: the exit code, the container's record (container.json) as written and,
 /// when the caller removes it, the directory of the removed container (renamed into tmp/).
 pub struct Replayed {
@@ -435,7 +399,6 @@ fn replay(
             .replace(P_CREATED, &created)
     };
     let dir = containers.join(&id);
-    let record = std::cell::RefCell::new(String::new());
     // The directory is made whole in tmp/ and renamed into containers/: a kill at any point
     // leaves either garbage in tmp/ (the store's rules drop it) or a whole container.
     let staging = root.join("tmp").join(format!("{id}.new"));
@@ -445,22 +408,36 @@ fn replay(
         for d in &t.dirs {
             std::fs::create_dir(staging.join(d)).map_err(|e| engine(&format!("create {d}"), &e))?;
         }
+        let mut record = String::new();
         for (rel, mode, text) in &t.files {
             let text = fill(text);
             write_new(&staging.join(rel), text.as_bytes(), *mode)
                 .map_err(|e| engine(&format!("write {rel}"), &e))?;
             if rel == "container.json" {
-                *record.borrow_mut() = text;
+                record = text;
             }
         }
         std::fs::rename(&staging, &dir)
-            .map_err(|e| engine(&format!("create {}", dir.display()), &e))
+            .map_err(|e| engine(&format!("create {}", dir.display()), &e))?;
+        Ok(record)
     })();
-    if let Err(e) = made {
-        let _ = std::fs::remove_dir_all(&staging);
-        return Err(e);
-    }
+    let record = match made {
+        Ok(record) => record,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    };
     // From here on the container exists: a failure is recorded on it (--rm: it goes).
+    let state = StateFile::of_this_process(&dir, false);
+    let write_state = |fields: serde_json::Value| {
+        let serde_json::Value::Object(fields) = fields else {
+            unreachable!("state fields are an object")
+        };
+        state
+            .try_write(fields)
+            .map_err(|e| engine(&format!("write {}/state.json", dir.display()), &e))
+    };
     let result = (|| {
         let lowers: Vec<PathBuf> = t.lowers.iter().map(|l| PathBuf::from(fill(l))).collect();
         let rootfs = dir.join("rootfs");
@@ -476,13 +453,9 @@ fn replay(
         .map_err(|e| engine("mount the container's root", &e))?;
         let started = crate::timefmt::now();
         let run = (|| {
-            state(
-                &dir,
-                serde_json::json!({
-                    "status": "running", "started_at": started, "restart_count": 0,
-                    "monitor_pid": std::process::id(), "monitor_start": own_start_time(),
-                }),
-            )?;
+            write_state(serde_json::json!({
+                "status": "running", "started_at": started, "restart_count": 0,
+            }))?;
             let log = t.log.as_ref().map(|l| dir.join(l));
             match runtime::run_container(
                 &dir.join("bundle"),
@@ -492,15 +465,12 @@ fn replay(
                 log.as_deref(),
             ) {
                 Ok(out) => {
-                    state(
-                        &dir,
-                        serde_json::json!({
-                            "status": "exited", "exit_code": out.exit_code,
-                            "oom_killed": out.oom_killed, "cgroup": out.cgroup,
-                            "started_at": started, "finished_at": crate::timefmt::now(),
-                            "restart_count": 0,
-                        }),
-                    )?;
+                    write_state(serde_json::json!({
+                        "status": "exited", "exit_code": out.exit_code,
+                        "oom_killed": out.oom_killed, "cgroup": out.cgroup,
+                        "started_at": started, "finished_at": crate::timefmt::now(),
+                        "restart_count": 0,
+                    }))?;
                     Ok(out.exit_code)
                 }
                 // As the Python CLI: a start failure is recorded (125, 126, 127); an OS error
@@ -511,8 +481,7 @@ fn replay(
                         runtime::Error::Start { msg, code } => (msg, code),
                         other => (format!("invalid container config: {other}"), 125),
                     };
-                    state(
-                        &dir,
+                    write_state(
                         serde_json::json!({"status": "created", "exit_code": code, "error": msg}),
                     )?;
                     Err((msg, code))
@@ -534,7 +503,7 @@ fn replay(
     }
     result.map(|exit_code| Replayed {
         exit_code,
-        record: record.into_inner(),
+        record,
         trash,
     })
 }

@@ -88,24 +88,47 @@ pub fn start_time(pid: i32) -> Option<u64> {
     after.split(' ').nth(19)?.parse().ok()
 }
 
-struct StateFile {
+/// A container's `state.json`, written by the process that runs it (the monitor, or the
+/// `pyrun` executable replaying a run template): every write names that runner (pid and start
+/// time), so a reader can tell a container whose runner is gone.
+pub(crate) struct StateFile {
     dir: PathBuf,
     monitor_pid: i32,
     monitor_start: u64,
+    /// fsync before the rename (a `--rm` container's state is not worth one).
+    durable: bool,
 }
 
 impl StateFile {
-    fn write(&self, mut fields: serde_json::Map<String, serde_json::Value>) {
+    /// The state file of the container directory `dir`, run by this process.
+    pub(crate) fn of_this_process(dir: &Path, durable: bool) -> StateFile {
+        let monitor_pid = std::process::id() as i32;
+        StateFile {
+            dir: dir.to_path_buf(),
+            monitor_pid,
+            monitor_start: start_time(monitor_pid).unwrap_or(0),
+            durable,
+        }
+    }
+
+    /// Replace state.json with `fields` and the runner's (through a temporary file).
+    pub(crate) fn try_write(
+        &self,
+        mut fields: serde_json::Map<String, serde_json::Value>,
+    ) -> std::io::Result<()> {
         fields.insert("monitor_pid".into(), self.monitor_pid.into());
         fields.insert("monitor_start".into(), self.monitor_start.into());
         let tmp = self.dir.join(".state.json.tmp");
-        let res = (|| {
-            let mut f = File::create(&tmp)?;
-            f.write_all(serde_json::Value::Object(fields).to_string().as_bytes())?;
+        let mut f = File::create(&tmp)?;
+        f.write_all(serde_json::Value::Object(fields).to_string().as_bytes())?;
+        if self.durable {
             f.sync_data()?;
-            std::fs::rename(&tmp, self.dir.join("state.json"))
-        })();
-        if let Err(e) = res {
+        }
+        std::fs::rename(&tmp, self.dir.join("state.json"))
+    }
+
+    fn write(&self, fields: serde_json::Map<String, serde_json::Value>) {
+        if let Err(e) = self.try_write(fields) {
             eprintln!("pyrun-runtime monitor: write state.json: {e}");
         }
     }
@@ -239,12 +262,7 @@ fn sleep_unless_stopped(dir: &Path, d: Duration) -> bool {
 
 /// Run the container of `cfg` under its restart policy until it is done for good.
 pub fn monitor(cfg: &Config, mut report: Option<OwnedFd>) -> i32 {
-    let monitor_pid = std::process::id() as i32;
-    let state = StateFile {
-        dir: cfg.dir.clone(),
-        monitor_pid,
-        monitor_start: start_time(monitor_pid).unwrap_or(0),
-    };
+    let state = StateFile::of_this_process(&cfg.dir, true);
     let mut log = match LogWriter::new(cfg.log.as_deref()) {
         Ok(l) => l,
         Err(e) => {

@@ -15,7 +15,7 @@ mod args;
 mod hooks;
 mod lifecycle;
 mod other;
-mod state;
+pub(crate) mod state;
 
 use std::io::Write;
 use std::path::PathBuf;
