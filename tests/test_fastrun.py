@@ -287,3 +287,46 @@ def test_kill_9_of_a_replay_leaves_a_recoverable_container(
         c.remove(force=True)
     assert mounts_under(store_root) == []
     assert list((store_root / "containers").iterdir()) == []
+
+
+def test_bad_input_through_the_executable(
+    native: tuple[Run, Path], store_root: Path, tmp_path: Path
+) -> None:
+    """Malformed templates are Python's to redo; bad flags and missing images get the Python
+    CLI's one-line errors and exit codes; nothing is left half made."""
+    run, log = native
+    line = ("run", "--rm", "--network", "none", "bb:fast", "echo", "ok")
+    assert run(*line).stdout == "ok\n"
+    (template,) = (store_root / "cache" / "run").glob("*.json")
+    for garbage in (b"", b"{not json", b'{"format": 99}', json.dumps({"format": 1}).encode()):
+        template.write_bytes(garbage)
+        again = run(*line)
+        assert (again.returncode, again.stdout, again.stderr) == (0, "ok\n", "")
+    assert calls(log) == 5
+    assert json.loads(template.read_bytes())["format"] == 1  # written anew, whole
+    bad = run("run", "--pull", "sometimes", "bb:fast", "true")
+    assert bad.returncode == 125 and bad.stderr.startswith("pyrun: argument --pull: ")
+    missing = run("run", "--rm", "--network", "none", "no-such-image:1", "true")
+    assert missing.returncode == 125
+    assert missing.stderr.startswith("Error: ") and missing.stderr.count("\n") == 1
+    assert list((store_root / "containers").iterdir()) == []
+    assert list((store_root / "tmp").iterdir()) == []
+    # Without the Python CLI beside it, the executable says so in one line (and replays still
+    # work: they need no Python).
+    (tmp_path / "bin" / "pyrun-py").unlink()
+    alone = run("images")
+    assert alone.returncode == 125
+    assert (
+        alone.stderr.startswith("pyrun: cannot start the Python CLI")
+        and alone.stderr.count("\n") == 1
+    )
+    assert run(*line).stdout == "ok\n"
+
+
+def test_replay_run_declines_malformed_templates(tmp_path: Path) -> None:
+    from pyrun import _core
+
+    for text in (b"", b"\xff\xfe", b"[]", b'{"format": 1}', json.dumps({"format": 2}).encode()):
+        assert _core.replay_run(str(tmp_path), text) is None
+    _core.remove_tree(str(tmp_path / "missing"))  # nothing to remove is not an error
+    assert list(tmp_path.iterdir()) == []

@@ -281,8 +281,6 @@ def test_readonly_root(case: Case) -> None:
 
 
 def test_tmpfs_mount_with_options(case: Case) -> None:
-    from ocibundle import BASE_CONFIG
-
     mounts = [
         *BASE_CONFIG["mounts"],
         {
@@ -301,8 +299,6 @@ def test_tmpfs_mount_with_options(case: Case) -> None:
 
 
 def test_read_only_bind_mount(case: Case) -> None:
-    from ocibundle import BASE_CONFIG
-
     src = case.tmp / "shared"
     src.mkdir()
     (src / "f").write_text("host file\n")
@@ -358,8 +354,6 @@ def test_user_namespace_mappings(case: Case) -> None:
         "namespaces": ns,
     }
     # sysfs needs the network namespace's owner: leave /sys out.
-    from ocibundle import BASE_CONFIG
-
     mounts = [m for m in BASE_CONFIG["mounts"] if m["destination"] != "/sys"]
     # The container's root (host uid 100000) must reach the rootfs: every directory above it
     # lets others through (pytest makes /tmp/pytest-of-root 0700).
