@@ -989,6 +989,18 @@ def _pyrun_python_cli() -> list[str]:
     return [_venv_python(), "-m", "pyrun.cli"]
 
 
+def _busybox_src() -> tuple[Path, str | None]:
+    """The busybox test tar, warm in the page cache, and None; or a path that is not there and
+    why the tar is missing."""
+    images = _images_module()
+    try:
+        src: Path = images.busybox_tar()
+        warm(src)
+    except (images.ImageUnavailable, OSError) as e:
+        return Path("/nonexistent"), f"test image missing: {_tail(str(e), 2)}"
+    return src, None
+
+
 def start_bundle(ctx: Context, src: Path, bundle: Path) -> str:
     """An OCI bundle that runs busybox `true`: runc's default config.json (`runc spec`) with
     process.args ["true"], terminal false and root.path the absolute path of a rootfs extracted
@@ -1154,13 +1166,7 @@ def _docker_start(ctx: Context, src: Path) -> Contender:
 def bridge_cases(ctx: Context) -> list[Case]:
     """Issue 6: start `true` on each engine's default bridge network, and TCP throughput from a
     container to the host over pyrun's bridge against the host's loopback."""
-    images = _images_module()
-    error: str | None = None
-    try:
-        src: Path = images.busybox_tar()
-        warm(src)
-    except (images.ImageUnavailable, OSError) as e:
-        src, error = Path("/nonexistent"), f"test image missing: {_tail(str(e), 2)}"
+    src, error = _busybox_src()
     cli = _pyrun_cli()
     store = ctx.work / "start-store"
     pyrun_cli = Contender(
@@ -1298,14 +1304,9 @@ def _remover(cli: list[str], store: Path, cid: str) -> Callable[[], None]:
 
 def start_cases(ctx: Context) -> list[Case]:
     """Start a container of the busybox image running `true` and wait for its exit."""
-    error: str | None = None
-    images = _images_module()
-    try:
-        src: Path = images.busybox_tar()
+    src, error = _busybox_src()
+    if error is None:
         ctx.inputs["start"] = f"{src} ({human_bytes(src.stat().st_size)}), command `true`"
-        warm(src)
-    except (images.ImageUnavailable, OSError) as e:
-        src, error = Path("/nonexistent"), f"test image missing: {_tail(str(e), 2)}"
     store = ctx.work / "start-store"
     bundle = ctx.work / "start-bundle"
     cli = _pyrun_cli()
@@ -1398,13 +1399,7 @@ def vm_cases(ctx: Context) -> list[Case]:
     baseline), so the ratio compares a VM's start-to-exit with a container's on the same load."""
     import vm  # benches/vm.py
 
-    images = _images_module()
-    error: str | None = None
-    try:
-        src: Path = images.busybox_tar()
-        warm(src)
-    except (images.ImageUnavailable, OSError) as e:
-        src, error = Path("/nonexistent"), f"test image missing: {_tail(str(e), 2)}"
+    src, error = _busybox_src()
     cli = _pyrun_cli()
     store = ctx.work / "start-store"
     pyrun_cli = Contender(
