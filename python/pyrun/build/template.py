@@ -17,7 +17,7 @@ import io
 import os
 from pathlib import Path
 
-from pyrun.runtime.template import FORMAT, identity, save, sources
+from pyrun.runtime.template import FORMAT, identity, sources
 from pyrun.store import Store
 
 TYPE_CHECKING = False
@@ -135,7 +135,3 @@ def capture(
         "stderr": stderr,
         "iidfile": [args.iidfile, image_id] if args.iidfile else None,
     }
-
-
-def save_build(store: Store, key: str, template: dict[str, Any]) -> None:
-    save(store, "build", key, template)

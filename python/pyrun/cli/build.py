@@ -207,11 +207,12 @@ def _build(
             print(f"naming to {t.familiar()}", file=stream)
     if tees is not None:
         from pyrun.build import template
+        from pyrun.runtime.template import save
 
         recipe = template.capture(store, builder, args, tees[0].text, tees[1].text, image_id)
         if recipe is not None:
             with contextlib.suppress(OSError):
-                template.save_build(store, args.line_template[0], recipe)
+                save(store, "build", args.line_template[0], recipe)
     return 0
 
 
