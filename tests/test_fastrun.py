@@ -311,10 +311,10 @@ def test_bad_input_through_the_executable(
     assert missing.stderr.startswith("Error: ") and missing.stderr.count("\n") == 1
     assert list((store_root / "containers").iterdir()) == []
     assert list((store_root / "tmp").iterdir()) == []
-    # Without the Python CLI beside it, the executable says so in one line (and replays still
+    # Without the Python CLI beside it or on $PATH, the executable says so in one line (and replays still
     # work: they need no Python).
     (tmp_path / "bin" / "pyrun-py").unlink()
-    alone = run("images")
+    alone = run("images", extra_env={"PATH": "/usr/bin:/bin"})  # nor on $PATH
     assert alone.returncode == 125
     assert (
         alone.stderr.startswith("pyrun: cannot start the Python CLI")
