@@ -261,3 +261,40 @@ def test_api_runs_again_from_its_template(bb: Client, store_root: Path) -> None:
             t.join()
     assert bb.containers.list(all=True) == []
     assert list((store_root / "tmp").iterdir()) == []
+
+
+def _dumpable() -> int:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    return int(libc.prctl(3, 0, 0, 0, 0))  # PR_GET_DUMPABLE
+
+
+def test_starts_from_threads_share_memory_safely(bb: Client) -> None:
+    """The runtime sets a new container up in a child that shares the caller's memory (CLONE_VM)
+    and runs on a stack of its own: several threads starting containers at once each get their
+    own output and exit status, and the caller's dumpable flag (which the child clears in the
+    memory it shares) is back once the last child has exec'd."""
+    import threading
+
+    assert _dumpable() == 1
+    results: dict[int, Any] = {}
+
+    def run(i: int) -> None:
+        try:
+            cmd = ["sh", "-c", f"echo {i}; exit {i % 3}"]
+            results[i] = bb.containers.run("bb:run", cmd, remove=True, network_mode="none")
+        except ContainerError as e:
+            results[i] = e.exit_status
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {i: (f"{i}\n".encode() if i % 3 == 0 else i % 3) for i in range(8)}
+    assert _dumpable() == 1
+    # What the child became is set up as before: Docker's capabilities.
+    out = bb.containers.run("bb:run", ["cat", "/proc/self/status"], remove=True)
+    assert cap(out, "CapEff") == "00000000a80425fb"
+    assert _dumpable() == 1

@@ -3,6 +3,7 @@ The CLI is a thin shell over this module; this module is thin over the store and
 
 from __future__ import annotations
 
+import _thread
 import builtins
 import contextlib
 import json
@@ -649,6 +650,56 @@ def run_fields(options: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
+def _capture_file(what: str) -> Any:
+    """A file a foreground run's output goes to, read back when it exits: a memfd (no inode
+    on the store's or /tmp's disk for each run), else an unnamed temporary file."""
+    try:
+        fd = os.memfd_create(f"pyrun-{what}", os.MFD_CLOEXEC)
+    except (AttributeError, OSError):
+        import tempfile
+
+        return tempfile.TemporaryFile()
+    return open(fd, "w+b")
+
+
+# Directories of replayed --rm containers, already out of the store (renamed into tmp/, which
+# the store's rules treat as garbage), deleted off the caller's path by one worker thread. It
+# is not a daemon, so the interpreter finishes the deletions before it exits, and it ends
+# when the list is empty; the next removal starts another.
+_TRASH: builtins.list[str] = []
+_TRASH_LOCK = _thread.allocate_lock()
+_trash_worker: builtins.list[Any] = []  # the running worker thread, if any
+
+
+def _remove_later(path: str) -> None:
+    import threading
+
+    from pyrun import _core
+
+    def work() -> None:
+        while True:
+            with _TRASH_LOCK:
+                if not _TRASH:
+                    _trash_worker.clear()
+                    return
+                next_path = _TRASH.pop(0)
+            with contextlib.suppress(OSError):
+                _core.remove_tree(next_path)
+
+    with _TRASH_LOCK:
+        _TRASH.append(path)
+        if _trash_worker:
+            return
+        t = threading.Thread(target=work, name="pyrun-rm")
+        _trash_worker.append(t)
+    try:
+        t.start()
+    except RuntimeError:  # no thread to be had: delete here
+        with _TRASH_LOCK:
+            _trash_worker.clear()
+        work()
+
+
 # Run templates of foreground API runs (ContainerCollection._template_key), by store root and
 # call: every Client of the process shares them; the oldest go beyond _TEMPLATES_KEPT.
 _TEMPLATES: dict[tuple[str, str], bytes] = {}
@@ -706,7 +757,6 @@ class ContainerCollection:
         returns the Container, running under its monitor. `options` are RunOptions fields
         (docker-py's environment=, working_dir=, mem_limit=, restart_policy= too)."""
         import shlex
-        import tempfile
 
         from pyrun.runtime import containers as rt
 
@@ -727,7 +777,7 @@ class ContainerCollection:
             return c
         remove = remove or auto_remove
         key = self._template_key(image, command or [], remove, name, fields)
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        with _capture_file("stdout") as out, _capture_file("stderr") as err:
             stdio = (out.fileno(), err.fileno())
             replayed = self._replay(key, stdio) if key is not None else None
             if replayed is not None:
@@ -814,12 +864,7 @@ class ContainerCollection:
             return None
         record, status, trash = out
         if trash is not None:
-            # Off the caller's path: the container is already out of the store (renamed into
-            # tmp/, garbage by the store's rules); a non-daemon thread, so the interpreter
-            # finishes the deletion before it exits.
-            import threading
-
-            threading.Thread(target=_core.remove_tree, args=(trash,), name="pyrun-rm").start()
+            _remove_later(trash)
         data = json.loads(record)
         from pyrun.runtime.containers import Container as Record
 

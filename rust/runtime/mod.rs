@@ -21,7 +21,7 @@ pub mod sys;
 
 use std::fmt;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use rustix::fs::{Mode, OFlags};
@@ -336,6 +336,90 @@ fn run_plan(
     Ok(started.finish(status))
 }
 
+/// What the child gets of [`start_plan`]'s pipes, as plain numbers and a pointer: usable by a
+/// child with its own copy of the fd table, whether or not it shares the caller's memory.
+#[derive(Clone, Copy)]
+struct RawPipes {
+    sync_r: i32,
+    sync_w: i32,
+    err_r: i32,
+    err_w: i32,
+    console: Option<i32>,
+    cgroup_tasks: (*const OwnedFd, usize),
+}
+
+impl RawPipes {
+    /// In the child: run its setup on `plan` (never returns).
+    fn enter(self, plan: &Plan) -> ! {
+        // SAFETY: the fds are open in the child's copy of the fd table (the parent closes its
+        // own copies only after the clone), and `cgroup_tasks` points into a Vec the parent
+        // keeps unchanged until the child exec'd or exited.
+        let pipes = unsafe {
+            ChildPipes {
+                sync_r: BorrowedFd::borrow_raw(self.sync_r),
+                sync_w: BorrowedFd::borrow_raw(self.sync_w),
+                err_r: BorrowedFd::borrow_raw(self.err_r),
+                err_w: BorrowedFd::borrow_raw(self.err_w),
+                console: self.console.map(|c| BorrowedFd::borrow_raw(c)),
+                cgroup_tasks: std::slice::from_raw_parts(self.cgroup_tasks.0, self.cgroup_tasks.1),
+            }
+        };
+        child::main(plan, &pipes)
+    }
+}
+
+/// How many children of this process share its memory while they are set up, and whether the
+/// memory was dumpable before the first: the child makes itself non-dumpable (so nothing can
+/// ptrace it or open its /proc files while it holds the host's view), and a change of
+/// credentials does the same; with shared memory that flag is the caller's too, so the last
+/// one to finish puts it back.
+static SHARED_SETUPS: std::sync::Mutex<(usize, bool)> = std::sync::Mutex::new((0, false));
+
+/// A child set up in this process's memory (CLONE_VM): its stack, and its part in restoring
+/// the dumpable flag. Dropped only once the child has exec'd or exited.
+struct SharedSetup {
+    stack: sys::ChildStack,
+}
+
+impl SharedSetup {
+    /// `Some` where sharing the memory is safe: a new container in a new pid namespace (no
+    /// other process can see the child but the host's root), whose child execs the command
+    /// itself (not `--init`, whose reaper lives on), does not wait for `start` past the
+    /// caller (`create`'s gate), does not set oom_score_adj (which the kernel applies to
+    /// every process that shares the memory) and makes no time namespace (which the kernel
+    /// refuses with CLONE_VM). Everything else forks.
+    fn for_plan(plan: &Plan) -> Option<Self> {
+        const CLONE_NEWTIME: u64 = 0x80;
+        let fits = plan.exec_into.is_none()
+            && plan.join_pid.is_none()
+            && plan.clone_flags & libc::CLONE_NEWPID as u64 != 0
+            && plan.clone_flags & CLONE_NEWTIME == 0
+            && !plan.init
+            && plan.gate.is_none()
+            && plan.oom_score_adj.is_none();
+        if !fits {
+            return None;
+        }
+        let stack = sys::ChildStack::new().ok()?;
+        let mut setups = SHARED_SETUPS.lock().unwrap_or_else(|e| e.into_inner());
+        if setups.0 == 0 {
+            setups.1 = sys::dumpable().unwrap_or(false);
+        }
+        setups.0 += 1;
+        Some(SharedSetup { stack })
+    }
+}
+
+impl Drop for SharedSetup {
+    fn drop(&mut self) {
+        let mut setups = SHARED_SETUPS.lock().unwrap_or_else(|e| e.into_inner());
+        setups.0 -= 1;
+        if setups.0 == 0 && setups.1 {
+            let _ = sys::set_dumpable(true);
+        }
+    }
+}
+
 /// Clone the container process, set up its id maps and cgroup, release it and wait until it
 /// exec'd (or report why it could not). `forwarder`, when given, forwards signals to it from
 /// the moment it exists.
@@ -390,27 +474,47 @@ pub fn start_plan(
         Some(j) => Some(PidNsGuard::enter(j)?),
         None => None,
     };
+    // The child's view of the pipes: fd numbers, valid in the fd table it gets a copy of at
+    // the clone, and the `tasks` files in `join_tasks`, which lives until the child exec'd.
+    let raw = RawPipes {
+        sync_r: sync_r.as_raw_fd(),
+        sync_w: sync_w.as_raw_fd(),
+        err_r: err_r.as_raw_fd(),
+        err_w: err_w.as_raw_fd(),
+        console: console.as_ref().map(|(_, c)| c.as_raw_fd()),
+        cgroup_tasks: (join_tasks.as_ptr(), join_tasks.len()),
+    };
+    let enter_child = move || -> std::convert::Infallible { raw.enter(plan) };
+    // Where it is safe, the child shares this process's memory instead of copying it (see
+    // SharedSetup); the stack it runs on and `enter_child` live until this function returns,
+    // which is after the child exec'd or exited on every path.
+    let shared = SharedSetup::for_plan(plan);
     // All signals stay blocked across clone: the child resets every handler before it
     // unblocks them, so the forwarding handler never runs in the child.
     let mask = sys::block_all_signals();
+    let clone = |cgroup: Option<BorrowedFd<'_>>| {
+        if let Some(s) = &shared {
+            // SAFETY: `enter_child` runs child::main, which makes system calls on the plan
+            // only (no allocation, lock or formatting) and execs or exits; the plan, the
+            // `tasks` files, `enter_child` and the stack outlive the child's setup (above).
+            if let Ok(pid) =
+                unsafe { sys::clone_vm(plan.clone_flags, cgroup, &s.stack, &enter_child) }
+            {
+                return Ok(pid);
+            }
+        }
+        sys::clone_fork(plan.clone_flags, cgroup)
+    };
     let mut into_cgroup = cgroup_fd.is_some();
-    let mut cloned = sys::clone_fork(plan.clone_flags, cgroup_fd.as_ref().map(|f| f.as_fd()));
+    let mut cloned = clone(cgroup_fd.as_ref().map(|f| f.as_fd()));
     if cloned.is_err() && into_cgroup {
         // Before 5.7, or a cgroup clone3 cannot start a process in: move the child instead.
         into_cgroup = false;
-        cloned = sys::clone_fork(plan.clone_flags, None);
+        cloned = clone(None);
     }
     drop(cgroup_fd);
     if let Ok(0) = cloned {
-        let pipes = ChildPipes {
-            sync_r: sync_r.as_fd(),
-            sync_w: sync_w.as_fd(),
-            err_r: err_r.as_fd(),
-            err_w: err_w.as_fd(),
-            console: console.as_ref().map(|(_, c)| c.as_fd()),
-            cgroup_tasks: &join_tasks,
-        };
-        child::main(plan, &pipes);
+        raw.enter(plan); // a forked child, on its own copy of the memory
     }
     if let (Ok(pid), Some(f)) = (cloned, forwarder.as_deref_mut()) {
         f.watch(pid);
@@ -435,7 +539,6 @@ pub fn start_plan(
             return fail(forwarder, e);
         }
     }
-    drop(join_tasks);
     if let (Some(guard), false, false) = (cgroup.as_mut(), into_cgroup, self_joins) {
         // A v2 cgroup that clone3 could not start the child in.
         if let Err(msg) = guard.0.add(pid.as_raw_nonzero().get()) {
@@ -462,6 +565,7 @@ pub fn start_plan(
 
     let record = read_record(&err_r);
     drop(err_r);
+    drop(join_tasks); // the child has written "0" into them, or is gone
     if let Some(rec) = record {
         if let Some(f) = forwarder {
             f.unwatch();

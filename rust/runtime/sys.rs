@@ -91,6 +91,150 @@ pub fn clone_fork(ns_flags: u64, cgroup: Option<BorrowedFd<'_>>) -> Result<i32, 
     check(rc).map(|pid| pid as i32)
 }
 
+/// The stack of a child that shares this process's memory ([`clone_vm`]): an anonymous
+/// mapping with a guard page below it. It is unmapped on drop, which the owner must only let
+/// happen once the child has exec'd or exited.
+pub struct ChildStack {
+    base: *mut libc::c_void,
+    len: usize,
+}
+
+impl ChildStack {
+    /// The setup code keeps its buffers on the stack (a failure record, paths, BPF program
+    /// pointers); it uses well under this, and untouched pages cost nothing.
+    const SIZE: usize = 256 * 1024;
+    const GUARD: usize = 4096;
+
+    pub fn new() -> Result<Self, Errno> {
+        let len = Self::SIZE + Self::GUARD;
+        // SAFETY: a fresh anonymous private mapping; no existing memory is touched.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(last_errno());
+        }
+        let stack = ChildStack { base, len };
+        // SAFETY: the lowest page of the mapping made above; an overflow faults there.
+        if unsafe { libc::mprotect(base, Self::GUARD, libc::PROT_NONE) } != 0 {
+            return Err(last_errno());
+        }
+        Ok(stack)
+    }
+}
+
+impl Drop for ChildStack {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in new(), unmapped once; its owner keeps it until the child
+        // that ran on it has exec'd or exited.
+        unsafe { libc::munmap(self.base, self.len) };
+    }
+}
+
+/// A child that shares this process's memory (CLONE_VM, as posix_spawn makes one): the clone
+/// copies no page tables, the caller takes no copy-on-write faults afterwards and the exec
+/// tears nothing down, which for a large caller (a Python interpreter) is most of the cost of
+/// a fork. The child runs `f` on `stack` with this thread's signal mask and TLS (so its errno
+/// is this thread's; the caller must only wait while it runs). Returns the child's pid; `Err`
+/// where clone3 is missing or filtered, or on an architecture without the trampoline (the
+/// caller forks instead).
+///
+/// # Safety
+/// `f` must never return, and must only make system calls that do not allocate, lock or touch
+/// memory another thread may use. `f`, everything it refers to and `stack` must stay alive
+/// and unchanged until the child has exec'd or exited (EOF on a close-on-exec pipe, or reaped).
+pub unsafe fn clone_vm<F: Fn() -> std::convert::Infallible>(
+    ns_flags: u64,
+    cgroup: Option<BorrowedFd<'_>>,
+    stack: &ChildStack,
+    f: &F,
+) -> Result<i32, Errno> {
+    extern "C" fn trampoline<F: Fn() -> std::convert::Infallible>(arg: *mut libc::c_void) -> ! {
+        // SAFETY: `arg` is the `&F` clone_vm was given, alive until this child exec'd or
+        // exited (the caller's contract).
+        let f = unsafe { &*(arg as *const F) };
+        match f() {}
+    }
+    let mut args = CloneArgs {
+        flags: ns_flags | libc::CLONE_VM as u64 | cgroup.map_or(0, |_| CLONE_INTO_CGROUP),
+        pidfd: 0,
+        child_tid: 0,
+        parent_tid: 0,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: stack.base as u64 + ChildStack::GUARD as u64,
+        stack_size: ChildStack::SIZE as u64,
+        tls: 0,
+        set_tid: 0,
+        set_tid_size: 0,
+        cgroup: cgroup.map_or(0, |fd| fd.as_raw_fd() as u64),
+    };
+    let entry: extern "C" fn(*mut libc::c_void) -> ! = trampoline::<F>;
+    let arg = f as *const F as *mut libc::c_void;
+    let rc = clone3_on_stack(&mut args, entry, arg);
+    if rc < 0 {
+        Err(Errno::from_raw_os_error(-rc as i32))
+    } else {
+        Ok(rc as i32)
+    }
+}
+
+/// clone3 whose child calls `entry(arg)` on the stack in `args` (the kernel points the stack
+/// pointer at its top; every other register is the caller's). Returns the pid or -errno.
+#[cfg(target_arch = "x86_64")]
+fn clone3_on_stack(
+    args: &mut CloneArgs,
+    entry: extern "C" fn(*mut libc::c_void) -> !,
+    arg: *mut libc::c_void,
+) -> libc::c_long {
+    let ret: libc::c_long;
+    // SAFETY: clone3 with `args` (alive for the call, its size passed). The parent only gets
+    // rax back. The child starts on its own 16-byte-aligned stack, so `call` gives `entry`
+    // the ABI's alignment, and never comes back here (`entry` diverges; ud2 otherwise).
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "mov rdi, r13",
+            "call r12",
+            "ud2",
+            "2:",
+            inlateout("rax") libc::SYS_clone3 => ret,
+            in("rdi") args as *mut CloneArgs,
+            in("rsi") std::mem::size_of::<CloneArgs>(),
+            in("r12") entry,
+            in("r13") arg,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn clone3_on_stack(
+    _args: &mut CloneArgs,
+    _entry: extern "C" fn(*mut libc::c_void) -> !,
+    _arg: *mut libc::c_void,
+) -> libc::c_long {
+    -(libc::ENOSYS as libc::c_long)
+}
+
+/// This process's dumpable flag (PR_GET_DUMPABLE), which belongs to its memory.
+pub fn dumpable() -> Result<bool, Errno> {
+    // SAFETY: PR_GET_DUMPABLE takes no arguments.
+    let rc = unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) };
+    check(rc as libc::c_long).map(|v| v == 1)
+}
+
 /// `unshare(flags)`: in the child after clone (single-threaded there), or CLONE_FS in a thread
 /// of its own that then changes directory without affecting the rest of the process.
 pub fn unshare(flags: u64) -> Result<(), Errno> {
