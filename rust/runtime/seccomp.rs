@@ -35,7 +35,7 @@ pub struct SockFilter {
 }
 
 /// A compiled filter: the program and the `SECCOMP_FILTER_FLAG_*` bits for seccomp(2).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Filter {
     pub program: Vec<SockFilter>,
     pub flags: u32,
@@ -280,9 +280,27 @@ struct Rule {
     args: Vec<Cmp>,
 }
 
+/// The last few profiles this process compiled, with their filters: a process that starts
+/// many containers (the Python API, a monitor's restarts) mostly gives the same profile
+/// (Docker's default) again, and compiling it is most of a plan's cost.
+static COMPILED: std::sync::Mutex<Vec<(Seccomp, Filter)>> = std::sync::Mutex::new(Vec::new());
+const COMPILED_KEPT: usize = 4;
+
 /// Parse and validate `linux.seccomp`, then compile it for this machine's architectures.
 pub fn compile(s: &Seccomp) -> Result<Filter, Error> {
-    compile_for(s, Arch::native())
+    {
+        let kept = COMPILED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, f)) = kept.iter().find(|(p, _)| p == s) {
+            return Ok(f.clone());
+        }
+    }
+    let filter = compile_for(s, Arch::native())?;
+    let mut kept = COMPILED.lock().unwrap_or_else(|e| e.into_inner());
+    if kept.len() >= COMPILED_KEPT {
+        kept.remove(0);
+    }
+    kept.push((s.clone(), filter.clone()));
+    Ok(filter)
 }
 
 pub fn compile_for(s: &Seccomp, native: Arch) -> Result<Filter, Error> {

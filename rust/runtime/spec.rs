@@ -255,7 +255,7 @@ pub struct PidsResources {
 }
 
 /// `linux.seccomp`: compiled to a BPF program by [`super::seccomp`].
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Seccomp {
     pub default_action: String,
@@ -271,7 +271,7 @@ pub struct Seccomp {
     pub syscalls: Vec<SeccompSyscall>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SeccompSyscall {
     pub names: Vec<String>,
@@ -282,7 +282,7 @@ pub struct SeccompSyscall {
     pub args: Vec<SeccompArg>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SeccompArg {
     pub index: u32,
