@@ -336,13 +336,17 @@ class Container:
             ) from None
 
     def lowers(self, image: ImageRecord) -> list[str]:
-        """The overlay's lower directories, topmost first (an empty one for an image without
-        layers)."""
+        """The overlay's lower directories, topmost first: the store's init layer for the
+        image's /etc (runtime/initlayer.py) where it has one, then the image's layers (an empty
+        directory for an image without layers)."""
+        from pyrun.runtime.initlayer import init_layer
+
         lowers = [str(self.store.layer_diff(d)) for d in reversed(image.diff_ids)]
         if not lowers:
             (self.dir / "empty").mkdir(exist_ok=True)
             lowers = [str(self.dir / "empty")]
-        return lowers
+        init = init_layer(self.store, lowers)
+        return lowers if init is None else [init, *lowers]
 
     def mount_rootfs(self, image: ImageRecord) -> str:
         from pyrun import _core

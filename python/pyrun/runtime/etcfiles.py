@@ -129,7 +129,8 @@ def setup_shared(
     else:
         base = HOSTS_HEADER
     base += extra
-    (cdir / "hosts.base").write_text(base)
+    # No hosts.base: it is what network/attach.py rebuilds a bridge container's hosts from
+    # when peers come and go, and a container without a bridge is never connected to one.
     write_in_place(cdir / "hosts", base)
     write_in_place(cdir / "hostname", hostname + "\n")
     write_in_place(
