@@ -5,8 +5,9 @@
 //! pathlib alone takes about as long as all of `runc run`). So when the Python CLI has run a
 //! foreground `pyrun run` line, it writes what it decided into a template
 //! (`<root>/cache/run/<key>.json`, python/pyrun/runtime/template.py): the files of the
-//! container's directory (container.json, bundle/config.json, /etc files) with the container's
-//! id, name and creation time as placeholders, the overlay's layers, and the files the
+//! container's directory (container.json) and of its runtime directory on a tmpfs (the bundle's
+//! config.json, the /etc files) with the container's id, name and creation time as
+//! placeholders, the overlay's layers (the init layer first), and the files the
 //! decision read (the store's tag index, the host's /etc files, pyrun's own sources) with their
 //! stat identity. The key is a hash of everything else the decision could depend on: the
 //! command line, the working directory, the whole environment and the user.
@@ -14,7 +15,7 @@
 //! The `pyrun` executable ([`crate::fastrun::try_run`], before it hands the line to the Python
 //! CLI) looks the key up; when a template is there and every file it lists is unchanged, it
 //! does what the Python CLI would do with the same records: a new id and name, the container's
-//! directory, the overlay, `state.json`, the run (the same runtime, in this process), the exit
+//! directories, the overlay, `state.json`, the run (the same runtime, in this process), the exit
 //! state, the unmount and, for `--rm`, the removal. Decisions (flags, image, spec) are never
 //! made here: a line without a valid template goes to Python, which makes them and writes
 //! the template for the next time.
@@ -34,7 +35,7 @@ use crate::runtime;
 use crate::runtime::overlay::{self, Method};
 
 /// The template format this code replays (python/pyrun/runtime/template.py writes it).
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 /// Set on the lines handed to the Python CLI, to the line's template key (or empty): the
 /// Python CLI writes templates under that key, for those lines only
 /// (python/pyrun/cli/__init__.py's LAUNCHER_ENV).
@@ -56,6 +57,11 @@ struct Template {
     dirs: Vec<String>,
     /// [relative path, mode, text] of its files, container.json last.
     files: Vec<(String, u32, String)>,
+    /// The container's runtime directory (on a tmpfs; Store.run_root in Python), its
+    /// directories and files (the bundle's config.json, the /etc files) as above.
+    run_dir: String,
+    run_dirs: Vec<String>,
+    run_files: Vec<(String, u32, String)>,
     lowers: Vec<String>,
     links_dir: String,
     volatile: bool,
@@ -438,9 +444,11 @@ fn replay(
             .try_write(fields)
             .map_err(|e| engine(&format!("write {}/state.json", dir.display()), &e))
     };
+    let run_dir = PathBuf::from(fill(&t.run_dir));
     let result = (|| {
+        make_run_dir(&run_dir, t, &fill)?;
         let lowers: Vec<PathBuf> = t.lowers.iter().map(|l| PathBuf::from(fill(l))).collect();
-        let rootfs = dir.join("rootfs");
+        let rootfs = run_dir.join("rootfs");
         overlay::mount_overlay_opts(
             &lowers,
             &rootfs,
@@ -458,8 +466,8 @@ fn replay(
             }))?;
             let log = t.log.as_ref().map(|l| dir.join(l));
             match runtime::run_container(
-                &dir.join("bundle"),
-                Some(&dir.join("pid")),
+                &run_dir,
+                Some(&run_dir.join("pid")),
                 stdio,
                 false,
                 log.as_deref(),
@@ -493,7 +501,7 @@ fn replay(
     })();
     let mut trash = None;
     if t.remove {
-        let gone = discard(root, &dir)?;
+        let gone = discard(root, &dir, &run_dir)?;
         if defer_removal {
             trash = Some(gone);
         } else {
@@ -508,11 +516,35 @@ fn replay(
     })
 }
 
+/// The container's runtime directory, made after its directory is in the store (a start
+/// makes it again; the store's sweep removes one whose container is gone).
+fn make_run_dir(
+    run_dir: &Path,
+    t: &Template,
+    fill: &dyn Fn(&str) -> String,
+) -> Result<(), (String, i32)> {
+    let engine = |what: String, e: std::io::Error| (format!("{what}: {e}"), 125);
+    if let Some(parent) = run_dir.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| engine(format!("create {}", parent.display()), e))?;
+    }
+    std::fs::create_dir(run_dir).map_err(|e| engine(format!("create {}", run_dir.display()), e))?;
+    for d in &t.run_dirs {
+        std::fs::create_dir(run_dir.join(d)).map_err(|e| engine(format!("create {d}"), e))?;
+    }
+    for (rel, mode, text) in &t.run_files {
+        write_new(&run_dir.join(rel), fill(text).as_bytes(), *mode)
+            .map_err(|e| engine(format!("write {rel}"), e))?;
+    }
+    Ok(())
+}
+
 /// Take a stopped container's directory out of the store: renamed into tmp/ (returned, for
-/// the caller to delete), so that a crash never leaves a half container that looks whole.
-fn discard(root: &Path, dir: &Path) -> Result<PathBuf, (String, i32)> {
-    let rootfs = dir.join("rootfs");
-    let mounted = match (std::fs::metadata(&rootfs), std::fs::metadata(dir)) {
+/// the caller to delete), so that a crash never leaves a half container that looks whole; its
+/// runtime directory (a tmpfs: quick) goes at once.
+fn discard(root: &Path, dir: &Path, run_dir: &Path) -> Result<PathBuf, (String, i32)> {
+    let rootfs = run_dir.join("rootfs");
+    let mounted = match (std::fs::metadata(&rootfs), std::fs::metadata(run_dir)) {
         (Ok(r), Ok(d)) => r.dev() != d.dev(),
         _ => false,
     };
@@ -531,6 +563,7 @@ fn discard(root: &Path, dir: &Path) -> Result<PathBuf, (String, i32)> {
         random_hex(6)
     ));
     std::fs::rename(dir, &trash).map_err(|e| (format!("remove {}: {e}", dir.display()), 125))?;
+    let _ = std::fs::remove_dir_all(run_dir); // unmounted (above); the sweep retries
     Ok(trash)
 }
 

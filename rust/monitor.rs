@@ -31,8 +31,12 @@ use crate::timefmt;
 pub struct Config {
     /// The OCI bundle (config.json; root.path is the mounted overlay).
     pub bundle: PathBuf,
-    /// The container directory: state.json, pid, stop-requested.
+    /// The container directory: state.json, stop-requested.
     pub dir: PathBuf,
+    /// The container's runtime directory (pid file, bundle, the root's mount point; on a
+    /// tmpfs), removed with the container (`remove_to`); the pid file goes into `dir` without.
+    #[serde(default)]
+    pub run_dir: Option<PathBuf>,
     /// The json-file log; none = the output is discarded.
     #[serde(default)]
     pub log: Option<PathBuf>,
@@ -197,7 +201,8 @@ fn run_once(
         plan.stdio = Some((out_w, err_w));
         readers = [Some(out_r), Some(err_r)];
     }
-    let started = runtime::start_plan(&plan, Some(&cfg.dir.join("pid")), None);
+    let pid_file = cfg.run_dir.as_deref().unwrap_or(&cfg.dir).join("pid");
+    let started = runtime::start_plan(&plan, Some(&pid_file), None);
     drop(plan); // closes our copies of the write ends
     let mut started = match started {
         Ok(s) => s,
@@ -371,9 +376,11 @@ fn finish(cfg: &Config) {
             Err(e) => eprintln!("pyrun-runtime monitor: run {program}: {e}"),
         }
     }
+    let mut unmounted = true;
     if let Some(root) = &cfg.unmount {
         if let Err(e) = runtime::overlay::unmount(root, true) {
             eprintln!("pyrun-runtime monitor: unmount {}: {e}", root.display());
+            unmounted = false;
         }
     }
     if let Some(trash) = &cfg.remove_to {
@@ -389,6 +396,10 @@ fn finish(cfg: &Config) {
             if std::fs::rename(dir, trash).is_ok() {
                 let _ = std::fs::remove_dir_all(trash);
             }
+        }
+        // Never through a root still mounted there: the store's sweep retries later.
+        if let (Some(run_dir), true) = (&cfg.run_dir, unmounted) {
+            let _ = std::fs::remove_dir_all(run_dir);
         }
     }
 }

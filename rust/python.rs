@@ -213,6 +213,14 @@ fn unmount(py: Python<'_>, target: PathBuf, detach: bool) -> PyResult<()> {
         .map_err(runtime_to_py)
 }
 
+/// Make `dir` a tmpfs unless it is on one already (runtime::overlay::ensure_tmpfs); returns
+/// whether this call mounted one.
+#[pyfunction]
+fn ensure_tmpfs(py: Python<'_>, dir: PathBuf) -> PyResult<bool> {
+    py.detach(|| runtime::overlay::ensure_tmpfs(&dir))
+        .map_err(runtime_to_py)
+}
+
 /// Remove a file or a whole directory tree, never following symlinks (std's remove_dir_all
 /// walks by directory fds); missing is not an error. Releases the GIL.
 #[pyfunction]
@@ -334,6 +342,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("LayerError", m.py().get_type::<LayerError>())?;
     m.add("StartError", m.py().get_type::<StartError>())?;
     m.add_function(wrap_pyfunction!(detect_compression, m)?)?;
+    m.add_function(wrap_pyfunction!(ensure_tmpfs, m)?)?;
     m.add_function(wrap_pyfunction!(extract_layer, m)?)?;
     m.add_function(wrap_pyfunction!(create_layer, m)?)?;
     m.add_function(wrap_pyfunction!(sha256_file, m)?)?;

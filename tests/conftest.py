@@ -38,11 +38,19 @@ def store_root(tmp_path: Path) -> Iterator[Path]:
             with contextlib.suppress(PyrunError, OSError):
                 c.remove(force=True)
     # Its networks too: bridges, firewall rules and namespace files are kernel-wide.
+    from pyrun.store import Store
+
     if (root / "networks").is_dir():
         from pyrun.network import purge
-        from pyrun.store import Store
 
         purge(Store(root))
+    # And its containers' runtime directories on /run's tmpfs (what removals left: none).
+    run_root = Store(root).run_root
+    if root.is_dir():
+        Store(root).sweep_run_root()
+    for d in (run_root, run_root.parent):
+        with contextlib.suppress(OSError):
+            d.rmdir()
     # Whatever is still mounted under the test's directory leaked: note it for the session's
     # summary and detach it, so pytest can remove the directory (a busy mount point there
     # would fail the whole run at exit).
@@ -57,8 +65,14 @@ def _no_orphan_networks() -> Iterator[None]:
     leave bridges and firewall rules behind when they are deleted: clean those up at the end."""
     yield
     from pyrun.network import purge_orphans
+    from pyrun.store import RUN_TMPFS
 
     purge_orphans()
+    # Those stores' (empty) runtime directory parents on /run's tmpfs.
+    if RUN_TMPFS.is_dir():
+        for d in RUN_TMPFS.iterdir():
+            with contextlib.suppress(OSError):
+                d.rmdir()
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from helpers import PyrunRunner, needs_root
+from pyrun.store import Store
 
 CG = Path("/sys/fs/cgroup")
 V1 = (CG / "memory" / "cgroup.procs").exists() and (CG / "pids" / "cgroup.procs").exists()
@@ -88,7 +89,7 @@ def _container_cgroup(store_root: Path, controller: str) -> tuple[str, Path]:
     """(container id, its cgroup dir in `controller`) once the container's pid file exists."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        for pid_file in (store_root / "containers").glob("*/pid"):
+        for pid_file in Store(store_root).run_root.glob("*/pid"):
             pid = int(pid_file.read_text())
             for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
                 _, ctrls, path = line.split(":", 2)

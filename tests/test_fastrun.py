@@ -124,10 +124,16 @@ def test_replayed_container_has_its_own_records(
         assert c.status == "exited" and c.state["exit_code"] == 0
         assert c.logs() == f"{c.id[:12]}\n".encode()  # its own hostname, in its own log
         assert c.attrs["Config"]["Labels"] == {"k": "v"}
-    spec = json.loads((replayed.dir / "bundle" / "config.json").read_bytes())
+    # Its runtime directory (on /run's tmpfs) is its own too, beside the Python-made one's.
+    assert replayed.run_dir.parent == python_made.run_dir.parent
+    assert replayed.run_dir.name == replayed.id
+    spec = json.loads((replayed.run_dir / "config.json").read_bytes())
     assert spec["hostname"] == replayed.id[:12]
-    assert spec["root"]["path"] == str(replayed.dir / "rootfs")
-    assert python_made.id not in (replayed.dir / "bundle" / "config.json").read_text()
+    assert spec["root"]["path"] == str(replayed.run_dir / "rootfs")
+    assert python_made.id not in (replayed.run_dir / "config.json").read_text()
+    assert sorted(p.name for p in replayed.run_dir.iterdir()) == sorted(
+        p.name for p in python_made.run_dir.iterdir()
+    )
 
 
 def test_changed_inputs_go_back_to_python(native: tuple[Run, Path], client: Client) -> None:
@@ -303,7 +309,7 @@ def test_bad_input_through_the_executable(
         again = run(*line)
         assert (again.returncode, again.stdout, again.stderr) == (0, "ok\n", "")
     assert calls(log) == 5
-    assert json.loads(template.read_bytes())["format"] == 1  # written anew, whole
+    assert json.loads(template.read_bytes())["format"] == 2  # written anew, whole
     bad = run("run", "--pull", "sometimes", "bb:fast", "true")
     assert bad.returncode == 125 and bad.stderr.startswith("pyrun: argument --pull: ")
     missing = run("run", "--rm", "--network", "none", "no-such-image:1", "true")

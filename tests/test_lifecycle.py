@@ -16,6 +16,7 @@ import pytest
 from helpers import PyrunRunner, mounts_under, needs_root, super_options, until
 from pyrun.client import Client
 from pyrun.runtime.containers import ContainerNotRunning
+from pyrun.store import Store
 
 pytestmark = needs_root
 
@@ -63,7 +64,7 @@ def test_detached_run_logs_outlive_the_cli(
     ps = pyrun("ps")
     assert "talker" in ps.stdout and "Up " in ps.stdout
     assert cgroup_dirs(cid), "a container with -m has a cgroup"
-    assert mounts_under(store_root / "containers" / cid)
+    assert mounts_under(Store(store_root).run_root / cid)
 
     # sh as pid 1 ignores SIGTERM: stop waits the timeout, then SIGKILL (Docker's 137).
     t0 = time.monotonic()
@@ -76,7 +77,7 @@ def test_detached_run_logs_outlive_the_cli(
     assert "Exited (137)" in pyrun("ps", "-a").stdout
     assert pyrun("logs", "talker").stdout == "out1\nout2\n"  # logs stay after the exit
     assert pyrun("rm", "talker").returncode == 0
-    assert not mounts_under(store_root / "containers" / cid)
+    assert not mounts_under(Store(store_root).run_root / cid)
     assert not cgroup_dirs(cid)
 
 
@@ -138,7 +139,7 @@ def test_restart_policies(bb: Client, pyrun: PyrunRunner) -> None:
 
 
 def _root_options(store_root: Path, cid: str) -> list[str]:
-    return super_options(store_root / "containers" / cid / "rootfs")
+    return super_options(Store(store_root).run_root / cid / "rootfs")
 
 
 def test_rm_detached_removes_itself(bb: Client, pyrun: PyrunRunner, store_root: Path) -> None:
@@ -151,8 +152,9 @@ def test_rm_detached_removes_itself(bb: Client, pyrun: PyrunRunner, store_root: 
     assert "fsync=volatile" not in _root_options(store_root, kept)
     assert pyrun("rm", "-f", kept).returncode == 0
     until(lambda: not (store_root / "containers" / cid).exists())
+    assert not (Store(store_root).run_root / cid).exists()
     assert pyrun("ps", "-a", "-q").stdout == ""
-    assert not mounts_under(store_root / "containers" / cid)
+    assert not mounts_under(Store(store_root).run_root / cid)
     r = pyrun("run", "--rm", "--restart", "always", "bb:life", "true")
     assert r.returncode == 125 and "--restart and --rm" in r.stderr
 
@@ -172,7 +174,7 @@ def test_monitor_killed_is_recovered(bb: Client, pyrun: PyrunRunner, store_root:
     assert r.returncode == 0 and "Exited (137)" in r.stdout, r.stdout + r.stderr
     c.reload()
     assert "monitor died" in c.attrs["State"]["Error"]
-    assert not mounts_under(store_root / "containers" / c.id)
+    assert not mounts_under(c.run_dir)
     assert not cgroup_dirs(c.id)
     # The container starts again from its recovered state.
     assert pyrun("start", c.id[:12]).returncode == 0

@@ -495,7 +495,8 @@ def test_system_prune_releases_what_a_crash_left(
     until(lambda: not Path(f"/proc/{info['State']['Pid']}").exists())
     # What rm does first (unmount, remove), then "the crash": the record is gone, the network
     # state is not.
-    subprocess.run(["umount", "-l", str(store_root / "containers" / cid / "rootfs")], check=True)
+    run_dir = Store(store_root).run_root / cid
+    subprocess.run(["umount", "-l", str(run_dir / "rootfs")], check=True)
     shutil.rmtree(store_root / "containers" / cid)
     assert veths_of(cid) and leases(store_root) == [cid]
     r = pyrun("system", "prune", "-f")
@@ -504,6 +505,7 @@ def test_system_prune_releases_what_a_crash_left(
     assert leases(store_root) == []
     until(lambda: veths_of(cid) == [])
     assert not netns_path(Store(store_root), cid).exists()
+    assert not run_dir.exists()  # the runtime directory of a container that is gone
 
 
 def test_disconnect_and_reconnect_the_primary_network(

@@ -14,6 +14,7 @@ import pytest
 from helpers import PyrunRunner, needs_root
 from pyrun.client import Client, ContainerError
 from pyrun.errors import ImageInUse
+from pyrun.store import Store
 
 pytestmark = needs_root
 
@@ -192,7 +193,7 @@ def test_kill_9_of_the_cli_leaves_a_removable_container(
     proc = subprocess.Popen(cmd)
     client = Client(store_root)
     for _ in range(200):
-        pid_file = next(iter((store_root / "containers").glob("*/pid")), None)
+        pid_file = next(iter(Store(store_root).run_root.glob("*/pid")), None)
         if pid_file is not None and pid_file.read_text().strip():
             break
         time.sleep(0.05)
@@ -215,7 +216,7 @@ def test_kill_9_of_the_cli_leaves_a_removable_container(
     assert not os.path.ismount(victim.rootfs)
     assert victim.attrs["State"]["ExitCode"] == 137
     assert pyrun("rm", "victim").returncode == 0
-    assert not victim.dir.exists()
+    assert not victim.dir.exists() and not victim.run_dir.exists()
     assert client.system.check() == []
 
 

@@ -108,6 +108,10 @@ def mount_overlay(
 def unmount(target: str, *, detach: bool = False) -> None:
     """umount2(target, MNT_DETACH if detach else 0); EINVAL/ENOENT (not mounted) is not an error."""
 
+def ensure_tmpfs(dir: str) -> bool:
+    """Make `dir` (created if missing) a tmpfs unless it is on one already; one mounter at a time
+    (an flock beside it). Returns whether this call mounted. OSError when it cannot."""
+
 def replay_run(
     root: str, template: bytes, *, stdio: tuple[int, int] | None = None
 ) -> tuple[str, int, str | None] | None:

@@ -426,6 +426,51 @@ pub fn unmount(target: &Path, detach: bool) -> Result<()> {
     }
 }
 
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+
+/// Make `dir` (created if missing) a tmpfs unless it already is on one: the runtime
+/// directories of containers (bundle, /etc files, pid file, the root's mount point) are made and
+/// removed with every container, which on a disk filesystem costs an inode each. /run is a tmpfs
+/// on most systems and then nothing is mounted. One mounter at a time (an flock on a file
+/// beside `dir`); returns whether this call mounted.
+pub fn ensure_tmpfs(dir: &Path) -> Result<bool> {
+    let fail = |e: std::io::Error, what: String| Error::Os {
+        errno: e.raw_os_error().unwrap_or(libc::EIO),
+        msg: format!("{what}: {}", super::strerror(&e)),
+    };
+    let is_tmpfs = || -> Result<bool> {
+        let st = rustix::fs::statfs(dir)
+            .map_err(|e| os_err(e, format!("statfs {}", dir.display()), ""))?;
+        Ok(st.f_type as i64 == TMPFS_MAGIC)
+    };
+    std::fs::create_dir_all(dir).map_err(|e| fail(e, format!("create {}", dir.display())))?;
+    if is_tmpfs()? {
+        return Ok(false);
+    }
+    let lock_path = dir.with_extension("lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| fail(e, format!("open {}", lock_path.display())))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| os_err(e, format!("lock {}", lock_path.display()), ""))?;
+    if is_tmpfs()? {
+        return Ok(false); // another process mounted it meanwhile
+    }
+    let d = cpath(dir)?;
+    rmount::mount(
+        c"tmpfs",
+        d.as_c_str(),
+        c"tmpfs",
+        rmount::MountFlags::empty(),
+        Some(c"mode=0755"),
+    )
+    .map_err(|e| os_err(e, format!("mount a tmpfs on {}", dir.display()), ""))?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -900,6 +900,7 @@ class Builder:
             # files it needs come from a build container directory (gone afterwards).
             cdir.mkdir(parents=True)
             stack.callback(remove_tree, cdir)
+            stack.callback(remove_tree, self.store.run_root / cid)  # its /etc files
             # No container.json (no container command lists it); the builder's pid says whose
             # it is, for `builder prune` after a crash.
             (cdir / "build.pid").write_text(str(os.getpid()))

@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 
     from pyrun.store import Store
 
-DEFAULT_ROOT = "/var/lib/pyrun"
 PREDEFINED = ("bridge", "host", "none")
 # The default store's `bridge` network; other stores' default bridges and user networks take
 # /24s from the pool (the first that overlaps no host route and no other pyrun network).
@@ -123,25 +122,10 @@ def mac_text(mac: bytes) -> str:
 
 # --- per-store names -------------------------------------------------------------------------
 def store_tag(store: Store) -> str:
-    """'' for the default store, else 8 hex of its path: kernel-wide names (bridges, netns
-    directory, firewall table) differ between stores so they never step on each other."""
-    key = str(store.root)
-    tag = _TAGS.get(key)
-    if tag is None:
-        root = os.path.realpath(store.root)
-        if root == DEFAULT_ROOT:
-            tag = ""
-        else:
-            try:  # the builtin module: hashlib's OpenSSL import costs a `run` ~3 ms
-                from _sha256 import sha256  # type: ignore[import-not-found]
-            except ImportError:
-                from hashlib import sha256
-            tag = sha256(root.encode()).hexdigest()[:8]
-        _TAGS[key] = tag
-    return tag
-
-
-_TAGS: dict[str, str] = {}
+    """'' for the default store, else 8 hex of its path (Store.kernel_tag): kernel-wide names
+    (bridges, netns directory, firewall table) differ between stores so they never step on
+    each other."""
+    return store.kernel_tag
 
 
 def netns_dir(store: Store) -> Path:

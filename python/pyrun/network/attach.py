@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 def write_hosts(store: Store, cid: str) -> None:
     """/etc/hosts of a running container: its own lines, then its peers on user networks."""
-    cdir = store.root / "containers" / cid
+    cdir = store.run_root / cid
     try:
         base = (cdir / "hosts.base").read_text()
     except OSError:
@@ -84,8 +84,9 @@ def setup(
     hostname: str,
 ) -> dict[str, Any]:
     """Make the container's network; returns {"namespace": {...} or None, "mounts": [...],
-    "hostname": str}. Everything is undone when it fails."""
-    cdir = store.root / "containers" / cid
+    "hostname": str}. Everything is undone when it fails. The /etc files go into the
+    container's runtime directory (Store.run_root)."""
+    cdir = store.run_root / cid
     mode = str(options.get("network") or "bridge")
     dns = list(options.get("dns") or [])
     search = list(options.get("dns_search") or [])
@@ -97,7 +98,7 @@ def setup(
 
     if mode.startswith("container:"):
         other_id, pid = _running_pid(store, mode.partition(":")[2])
-        odir = store.root / "containers" / other_id
+        odir = store.run_root / other_id
         mounts = [{**m, "source": str(odir / Path(m["source"]).name)} for m in etc_mounts(cdir)]
         if not all(Path(m["source"]).exists() for m in mounts):
             mounts = []
@@ -134,6 +135,7 @@ def setup(
             base += extra
         else:
             base = HOSTS_HEADER + extra + "".join(lines)
+        cdir.mkdir(parents=True, exist_ok=True)
         (cdir / "hosts.base").write_text(base)
         write_in_place(cdir / "hosts", base)
         write_hosts(store, cid)

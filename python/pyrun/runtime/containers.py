@@ -181,10 +181,19 @@ class Container:
         self.store = store
         self.id = cid
         self.dir = store.root / "containers" / cid
+        self._run_dir: Path | None = None
         self._record: dict[str, Any] | None = None
         self._state: dict[str, Any] | None = None
         # The image record, when the caller has it at hand (create): spares a store lookup.
         self.image: ImageRecord | None = None
+
+    @property
+    def run_dir(self) -> Path:
+        """The runtime directory (Store.run_root): the OCI bundle (config.json), the /etc files
+        it bind-mounts, the pid file and the root's mount point, all made again by a start."""
+        if self._run_dir is None:
+            self._run_dir = self.store.run_root / self.id
+        return self._run_dir
 
     @property
     def record(self) -> dict[str, Any]:
@@ -286,7 +295,7 @@ class Container:
         if isinstance(pid, int):
             return pid
         try:
-            return int((self.dir / "pid").read_text())
+            return int((self.run_dir / "pid").read_text())
         except (FileNotFoundError, ValueError):
             return None
 
@@ -315,7 +324,7 @@ class Container:
     # --- filesystem ------------------------------------------------------------------------
     @property
     def rootfs(self) -> Path:
-        return self.dir / "rootfs"
+        return self.run_dir / "rootfs"
 
     @property
     def log_path(self) -> Path:
@@ -351,8 +360,9 @@ class Container:
     def mount_rootfs(self, image: ImageRecord) -> str:
         from pyrun import _core
 
-        for d in ("upper", "work", "rootfs"):
+        for d in ("upper", "work"):
             (self.dir / d).mkdir(exist_ok=True)
+        self.rootfs.mkdir(parents=True, exist_ok=True)
         if os.path.ismount(self.rootfs):
             return "mounted"
         # A volatile (--rm) upper mounted before: overlayfs wants its marker gone before it
@@ -406,9 +416,7 @@ class Container:
             nocopy = m.pop("x-nocopy", False)
             if name in made and not nocopy:
                 _copy_up(self.rootfs, m["destination"], Path(m["source"]))
-        bundle = self.dir / "bundle"
-        bundle.mkdir(exist_ok=True)
-        atomic_write_json(bundle / "config.json", spec, durable=False, pretty=False)
+        atomic_write_json(self.run_dir / "config.json", spec, durable=False, pretty=False)
         return spec
 
     def _apply_network(self, spec: dict[str, Any], image_cfg: dict[str, Any]) -> None:
@@ -430,7 +438,7 @@ class Container:
 
             try:
                 mounts = setup_shared(
-                    self.dir, self.options, hostname, host_mode=mode == "host", gateway=gateway
+                    self.run_dir, self.options, hostname, host_mode=mode == "host", gateway=gateway
                 )
             except ValueError as e:
                 raise ContainerStartError(str(e), 125) from None
@@ -474,7 +482,7 @@ class Container:
 
     def bundle_spec(self) -> dict[str, Any]:
         try:
-            spec: dict[str, Any] = json.loads((self.dir / "bundle" / "config.json").read_bytes())
+            spec: dict[str, Any] = json.loads((self.run_dir / "config.json").read_bytes())
         except (OSError, ValueError):
             raise ContainerNotRunning(f"container {self.name} has no runtime config") from None
         return spec
@@ -604,6 +612,7 @@ class Container:
             os.rename(self.dir, trash)
         except FileNotFoundError:
             return  # removed meanwhile (--rm)
+        remove_tree(self.run_dir)  # unmounted above
         remove_tree(trash)
         if anonymous and (v or self.record.get("auto_remove")):
             from pyrun.volumes import Volumes
@@ -977,8 +986,8 @@ def run_foreground(
             recipe = templates.capture(store, c, image, c.lowers(image), template.inputs)
         try:
             out = _core.run_container(
-                str(c.dir / "bundle"),
-                pid_file=str(c.dir / "pid"),
+                str(c.run_dir),
+                pid_file=str(c.run_dir / "pid"),
                 stdio=stdio,
                 details=True,
                 interactive=interactive,
@@ -1029,8 +1038,9 @@ def start_detached(c: Container) -> int:
         c.write_bundle(image)
         name, max_retries = parse_restart(str(c.options.get("restart") or "no"))
         config = {
-            "bundle": str(c.dir / "bundle"),
+            "bundle": str(c.run_dir),
             "dir": str(c.dir),
+            "run_dir": str(c.run_dir),
             "log": str(c.log_path),
             "restart": {"name": name, "max": max_retries},
             "unmount": str(c.rootfs),
@@ -1200,7 +1210,7 @@ def inspect(c: Container) -> dict[str, Any]:
     paused = c.paused
     opts = c.options
     restart, max_retries = parse_restart(str(opts.get("restart") or "no"))
-    spec_path = c.dir / "bundle" / "config.json"
+    spec_path = c.run_dir / "config.json"
     return {
         "Id": c.id,
         "Created": rec.get("created", ""),
@@ -1270,9 +1280,9 @@ def inspect(c: Container) -> dict[str, Any]:
         },
         "BundlePath": str(spec_path.parent),
         "NetworkSettings": _network_settings(c) if status in ACTIVE else _network_settings(None),
-        "HostsPath": str(c.dir / "hosts"),
-        "ResolvConfPath": str(c.dir / "resolv.conf"),
-        "HostnamePath": str(c.dir / "hostname"),
+        "HostsPath": str(c.run_dir / "hosts"),
+        "ResolvConfPath": str(c.run_dir / "resolv.conf"),
+        "HostnamePath": str(c.run_dir / "hostname"),
     }
 
 

@@ -3,9 +3,9 @@ executable to replay without starting Python (rust/fastrun.rs explains why and r
 
 The Python CLI writes one after it ran a line whose outcome a template can express: no
 volumes, no bridge, no name, no stdin, no restart policy, nothing read from files the template
-cannot watch. The template holds the container directory's files with the container's id,
-short id, name and creation time as placeholders, the overlay's layers and the stat identity
-of every file the decision read. Its key (fastrun::key, computed by the `pyrun` executable,
+cannot watch. The template holds the files of the container's directory and of its runtime
+directory (Container.run_dir) with the container's id, short id, name and creation time as
+placeholders, the overlay's layers and the stat identity of every file the decision read. Its key (fastrun::key, computed by the `pyrun` executable,
 which passes it in cli/__init__.py's LAUNCHER_ENV) hashes the rest: the command line, the
 working directory, the whole environment and the user.
 """
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from pyrun.runtime.containers import Container
 
-FORMAT = 1  # fastrun::FORMAT
+FORMAT = 2  # fastrun::FORMAT
 P_ID, P_SHORT, P_NAME, P_CREATED = "\0ID\0", "\0SHORT\0", "\0NAME\0", "\0CREATED\0"
 # Templates are written only for lines the `pyrun` executable handed to the Python CLI
 # (cli/__init__.py's LAUNCHER_ENV): a line run as `pyrun-py` or `python -m pyrun.cli` is never
@@ -170,13 +170,11 @@ def capture(
             text = text.replace(value, placeholder)
         return text
 
-    dirs: list[str] = []
-    files: list[list[Any]] = []
     last: list[Any] | None = None
 
-    def walk(rel: str) -> None:
+    def walk(top: Path, rel: str, dirs: list[str], files: list[list[Any]]) -> None:
         nonlocal last
-        base = c.dir / rel if rel else c.dir
+        base = top / rel if rel else top
         for entry in sorted(os.scandir(base), key=lambda e: e.name):
             path = f"{rel}/{entry.name}" if rel else entry.name
             if path in ("state.json", "pid"):
@@ -184,7 +182,7 @@ def capture(
             if entry.is_dir(follow_symlinks=False):
                 dirs.append(path)
                 if path not in ("rootfs", "upper", "work"):  # made by the overlay and runtime
-                    walk(path)
+                    walk(top, path, dirs, files)
             elif entry.is_file(follow_symlinks=False):
                 try:
                     text = Path(entry.path).read_text()
@@ -198,8 +196,13 @@ def capture(
             else:
                 raise _Unexpressible
 
+    dirs: list[str] = []
+    files: list[list[Any]] = []
+    run_dirs: list[str] = []
+    run_files: list[list[Any]] = []
     try:
-        walk("")
+        walk(c.dir, "", dirs, files)
+        walk(c.run_dir, "", run_dirs, run_files)
     except _Unexpressible:
         return None
     if last is None:
@@ -218,6 +221,9 @@ def capture(
         "deps": [identity(str(p)) for p in deps],
         "dirs": dirs,
         "files": files,
+        "run_dir": templated(str(c.run_dir)),
+        "run_dirs": run_dirs,
+        "run_files": run_files,
         "lowers": [templated(lower) for lower in lowers],
         "links_dir": str(store.root / "layers" / "l"),
         "volatile": auto_remove,

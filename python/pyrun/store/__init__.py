@@ -9,6 +9,10 @@ Layout under the root (default /var/lib/pyrun):
   containers/<id>/container.json  containers (they keep their image alive)
   tmp/                      work in progress; anything here is garbage once no writer runs
 
+Each container also has a runtime directory, <run root>/<id> (Store.run_root: on a tmpfs),
+with what a start makes again anyway: the OCI bundle's config.json, the /etc files it
+bind-mounts, the pid file and the root's mount point.
+
 Concurrency: metadata changes hold `lock` exclusively for a moment; a writer (import, load, pull)
 holds `gc.lock` shared for its whole run, garbage collection holds it exclusively. Every file is
 written to tmp/ and renamed into place, so a kill -9 at any point leaves a consistent store.
@@ -38,6 +42,23 @@ from pyrun.store.fsutil import (
 )
 
 DEFAULT_ROOT = "/var/lib/pyrun"
+_TAGS: dict[str, str] = {}  # Store.kernel_tag by root as given
+RUN_TMPFS = Path("/run/pyrun/containers")  # root's containers' runtime directories
+_run_tmpfs_ready: list[bool] = []
+
+
+def _run_tmpfs() -> bool:
+    """Whether RUN_TMPFS is usable (a tmpfs, mounted on first use where /run is not one);
+    asked once per process."""
+    if not _run_tmpfs_ready:
+        from pyrun import _core
+
+        try:
+            _core.ensure_tmpfs(str(RUN_TMPFS))
+            _run_tmpfs_ready.append(True)
+        except OSError:
+            _run_tmpfs_ready.append(False)
+    return _run_tmpfs_ready[0]
 
 
 def default_root() -> Path:
@@ -114,6 +135,7 @@ class Store:
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         self.root = Path(root) if root is not None else default_root()
         self._ready = False
+        self._run_root: Path | None = None
 
     # -- layout -----------------------------------------------------------------------------
     def ensure(self) -> Store:
@@ -129,6 +151,67 @@ class Store:
     @property
     def tmp(self) -> Path:
         return self.ensure().root / "tmp"
+
+    @property
+    def kernel_tag(self) -> str:
+        """'' for the default store, else 8 hex of its real path: what tells this store's
+        kernel-wide names and runtime files (bridges, netns directory, firewall table, run_root)
+        from another store's."""
+        key = str(self.root)
+        tag = _TAGS.get(key)
+        if tag is None:
+            root = os.path.realpath(self.root)
+            if root == DEFAULT_ROOT:
+                tag = ""
+            else:
+                try:  # the builtin module: hashlib's OpenSSL import costs a `run` ~3 ms
+                    from _sha256 import sha256  # type: ignore[import-not-found]
+                except ImportError:
+                    from hashlib import sha256
+                tag = sha256(root.encode()).hexdigest()[:8]
+            _TAGS[key] = tag
+        return tag
+
+    @property
+    def run_root(self) -> Path:
+        """The parent of the containers' runtime directories (Container.run_dir):
+        /run/pyrun/containers/<kernel_tag or "default"> for root (that directory a tmpfs,
+        mounted there where /run is not one), $XDG_RUNTIME_DIR/pyrun/containers/<tag> for
+        others, else run/ in the store. What lives there is made again at every start, so a
+        reboot that empties it loses nothing, and on a tmpfs it costs no disk inode per
+        container (podman's runroot, Docker's exec-root)."""
+        if self._run_root is None:
+            tag = self.kernel_tag or "default"
+            xdg = os.environ.get("XDG_RUNTIME_DIR", "")
+            if os.geteuid() == 0 and _run_tmpfs():
+                self._run_root = RUN_TMPFS / tag
+            elif os.geteuid() != 0 and xdg and os.access(xdg, os.W_OK | os.X_OK):
+                self._run_root = Path(xdg) / "pyrun" / "containers" / tag
+            else:
+                self._run_root = self.root.absolute() / "run"
+        return self._run_root
+
+    def sweep_run_root(self) -> int:
+        """Remove runtime directories whose container is gone (a removal cut short); returns
+        how many. One whose root is still mounted is left alone."""
+        removed = 0
+        try:
+            entries = list(self.run_root.iterdir())
+        except FileNotFoundError:
+            return 0
+        for entry in entries:
+            if (self.root / "containers" / entry.name).exists():
+                continue
+            if os.path.ismount(entry / "rootfs"):
+                from pyrun import _core
+
+                with contextlib.suppress(OSError):
+                    _core.unmount(str(entry / "rootfs"), detach=True)
+                if os.path.ismount(entry / "rootfs"):
+                    continue
+            remove_tree(entry)
+            removed += 1
+        return removed
 
     def new_temp(self, suffix: str = "") -> Path:
         return self.tmp / f"{os.getpid()}-{os.urandom(6).hex()}{suffix}"
@@ -502,6 +585,7 @@ class Store:
                     result.layers_removed += 1
             for path in (self.root / "tmp").iterdir():
                 remove_tree(path)
+            self.sweep_run_root()
             # Bytes of interrupted pulls: no pull runs now (GC holds the writers' lock).
             partial = self.root / "partial"
             if partial.is_dir():
