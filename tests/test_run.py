@@ -299,3 +299,33 @@ def test_starts_from_threads_share_memory_safely(bb: Client) -> None:
     out = bb.containers.run("bb:run", ["cat", "/proc/self/status"], remove=True)
     assert cap(out, "CapEff") == "00000000a80425fb"
     assert _dumpable() == 1
+
+
+def test_replayed_removals_finish_before_the_interpreter_exits(
+    bb: Client, store_root: Path
+) -> None:
+    """A replayed --rm container is deleted by a worker thread off the caller's path: one worker
+    serves back-to-back runs, and the interpreter finishes its deletions before it exits."""
+    import subprocess
+    import sys
+
+    script = f"""
+import threading
+from pyrun.client import Client
+started = []
+real_start = threading.Thread.start
+def start(self):
+    if self.name == "pyrun-rm":
+        started.append(self)
+    real_start(self)
+threading.Thread.start = start
+c = Client({str(store_root)!r})
+for _ in range(12):
+    c.containers.run("bb:run", ["true"], remove=True, network_mode="none")
+print(len(started))
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert 1 <= int(r.stdout) <= 5  # 11 replays, a worker kept between them
+    assert list((store_root / "tmp").iterdir()) == []
+    assert list((store_root / "containers").iterdir()) == []

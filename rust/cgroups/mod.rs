@@ -195,6 +195,16 @@ pub(crate) fn keyed_value(text: &str, key: &str) -> Option<u64> {
 /// Create `path` (absolute cgroup path) under `base` one level at a time; returns the
 /// directories made, outermost first.
 pub(crate) fn mkdirs(base: &Path, path: &str) -> Result<Vec<PathBuf>, String> {
+    // Mostly only the leaf is new (a container's cgroup under an existing /pyrun): one mkdir.
+    let mut full = base.to_path_buf();
+    full.extend(path.split('/').filter(|c| !c.is_empty()));
+    if full != base {
+        match std::fs::create_dir(&full) {
+            Ok(()) => return Ok(vec![full]),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(Vec::new()),
+            Err(_) => {} // a parent is missing (or the error comes again below)
+        }
+    }
     let mut dir = base.to_path_buf();
     let mut made = Vec::new();
     for comp in path.split('/').filter(|c| !c.is_empty()) {

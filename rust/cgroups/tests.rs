@@ -377,3 +377,21 @@ fn v1_device_rules_freezer_and_existing() {
     e.freeze(false).unwrap();
     assert!(!e.frozen());
 }
+
+#[test]
+fn mkdirs_reports_what_it_made() {
+    let t = tempfile::tempdir().unwrap();
+    let base = t.path();
+    assert_eq!(
+        mkdirs(base, "/pyrun/a").unwrap(),
+        vec![base.join("pyrun"), base.join("pyrun/a")]
+    );
+    assert_eq!(
+        mkdirs(base, "/pyrun/b").unwrap(),
+        vec![base.join("pyrun/b")]
+    );
+    assert!(mkdirs(base, "pyrun/b").unwrap().is_empty());
+    assert!(mkdirs(base, "/").unwrap().is_empty());
+    fs::write(base.join("file"), "").unwrap();
+    assert!(mkdirs(base, "/file/x").unwrap_err().contains("file/x"));
+}
