@@ -20,16 +20,17 @@ from pyrun.store import Store
 pytestmark = needs_root
 
 
-def _retar(src: Path, dst: Path, edit: dict[str, dict[str, object]]) -> None:
+def _retar(src: Path, dst: Path, edit: dict[str, dict[str, object] | None]) -> None:
     """Copy a rootfs tar, changing the attributes of the members named in `edit` (None: drop
     the member); a member not in `src` is added as given."""
     with tarfile.open(src) as tin, tarfile.open(dst, "w") as tout:
         for m in tin.getmembers():
             name = m.name.lstrip("./")
             if name in edit:
-                if edit[name] is None:
+                fields = edit.pop(name)
+                if fields is None:
                     continue
-                for k, v in edit.pop(name).items():
+                for k, v in fields.items():
                     setattr(m, k, v)
             data = tin.extractfile(m) if m.isfile() else None
             tout.addfile(m, data)
@@ -86,7 +87,7 @@ def test_an_etc_symlink_gets_no_init_layer(
     edit: dict[str, dict[str, object] | None] = {n: None for n in names if n.startswith("etc/")}
     edit["etc"] = {"type": tarfile.SYMTYPE, "linkname": "usr/etc"}
     edit["usr/etc"] = {"type": tarfile.DIRTYPE, "mode": 0o755}
-    _retar(busybox_tar, tar, edit)  # type: ignore[arg-type]
+    _retar(busybox_tar, tar, edit)
     client.images.import_image(tar, "bb:etc-link")
     out = client.containers.run(
         "bb:etc-link",
