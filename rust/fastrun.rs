@@ -445,6 +445,9 @@ fn replay(
             .map_err(|e| engine(&format!("write {}/state.json", dir.display()), &e))
     };
     let run_dir = PathBuf::from(fill(&t.run_dir));
+    // --rm: the exit is only recorded when the container cannot be removed after all (a
+    // removed container's state is never read): one atomic write fewer on the store's disk.
+    let mut exited = None;
     let result = (|| {
         make_run_dir(&run_dir, t, &fill)?;
         let lowers: Vec<PathBuf> = t.lowers.iter().map(|l| PathBuf::from(fill(l))).collect();
@@ -473,12 +476,17 @@ fn replay(
                 log.as_deref(),
             ) {
                 Ok(out) => {
-                    write_state(serde_json::json!({
+                    let fields = serde_json::json!({
                         "status": "exited", "exit_code": out.exit_code,
                         "oom_killed": out.oom_killed, "cgroup": out.cgroup,
                         "started_at": started, "finished_at": crate::timefmt::now(),
                         "restart_count": 0,
-                    }))?;
+                    });
+                    if t.remove {
+                        exited = Some(fields);
+                    } else {
+                        write_state(fields)?;
+                    }
                     Ok(out.exit_code)
                 }
                 // As the Python CLI: a start failure is recorded (125, 126, 127); an OS error
@@ -501,7 +509,15 @@ fn replay(
     })();
     let mut trash = None;
     if t.remove {
-        let gone = discard(root, &dir, &run_dir)?;
+        let gone = match discard(root, &dir, &run_dir) {
+            Ok(gone) => gone,
+            Err(e) => {
+                if let Some(fields) = exited.take() {
+                    let _ = write_state(fields); // it stays: with its exit recorded
+                }
+                return Err(e);
+            }
+        };
         if defer_removal {
             trash = Some(gone);
         } else {
