@@ -125,6 +125,13 @@ def remove_tree(path: str) -> None:
     """Remove a file or a whole directory tree without following symlinks (by directory fds,
     GIL released); a missing path is not an error. OSError(errno, strerror, path) otherwise."""
 
+def remove_tree_later(path: str) -> None:
+    """Remove a tree as remove_tree does, in a thread of its own (for what is already out of the
+    store); errors are dropped."""
+
+def wait_removals() -> None:
+    """Wait until every remove_tree_later has finished (GIL released)."""
+
 @overload
 def run_container(
     bundle: str,

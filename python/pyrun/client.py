@@ -3,7 +3,6 @@ The CLI is a thin shell over this module; this module is thin over the store and
 
 from __future__ import annotations
 
-import _thread
 import builtins
 import contextlib
 import json
@@ -662,52 +661,21 @@ def _capture_file(what: str) -> Any:
     return open(fd, "w+b")
 
 
-# Directories of replayed --rm containers, already out of the store (renamed into tmp/, which
-# the store's rules treat as garbage), deleted off the caller's path by one worker thread. It
-# is not a daemon, so the interpreter finishes the deletions before it exits; it waits a
-# moment for the next removal (back-to-back runs keep one thread instead of starting one per
-# run, about 0.15 ms each) and ends when none comes. The next removal starts another.
-_TRASH: builtins.list[str] = []
-_TRASH_LOCK = _thread.allocate_lock()
-_TRASH_IDLE_S = 0.02
-_trash_worker: builtins.list[Any] = []  # the running worker thread, if any
-_trash_cond: builtins.list[Any] = []  # its threading.Condition on _TRASH_LOCK, once made
+# Directories of replayed --rm containers are already out of the store (renamed into tmp/,
+# which the store's rules treat as garbage); a Rust thread each deletes them off the caller's
+# path (no GIL, no start handshake), and the interpreter waits for those at exit.
+_removals_waited: builtins.list[bool] = []
 
 
 def _remove_later(path: str) -> None:
-    import threading
-
-    with _TRASH_LOCK:
-        if not _trash_cond:
-            _trash_cond.append(threading.Condition(_TRASH_LOCK))
-        _TRASH.append(path)
-        if _trash_worker:
-            _trash_cond[0].notify()
-            return
-        t = threading.Thread(target=_trash_work, args=(_TRASH_IDLE_S,), name="pyrun-rm")
-        _trash_worker.append(t)
-    try:
-        t.start()
-    except RuntimeError:  # no thread to be had: delete here
-        with _TRASH_LOCK:
-            _trash_worker.clear()
-        _trash_work(0.0)
-
-
-def _trash_work(idle: float) -> None:
     from pyrun import _core
 
-    cond = _trash_cond[0]
-    while True:
-        with cond:
-            if not _TRASH and idle:
-                cond.wait(idle)
-            if not _TRASH:
-                _trash_worker.clear()
-                return
-            next_path = _TRASH.pop(0)
-        with contextlib.suppress(OSError):
-            _core.remove_tree(next_path)
+    if not _removals_waited:
+        import atexit
+
+        atexit.register(_core.wait_removals)
+        _removals_waited.append(True)
+    _core.remove_tree_later(path)
 
 
 # Run templates of foreground API runs (ContainerCollection._template_key), by store root and
