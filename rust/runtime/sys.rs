@@ -141,10 +141,12 @@ impl Drop for ChildStack {
 /// A child that shares this process's memory (CLONE_VM, as posix_spawn makes one): the clone
 /// copies no page tables, the caller takes no copy-on-write faults afterwards and the exec
 /// tears nothing down, which for a large caller (a Python interpreter) is most of the cost of
-/// a fork. The child runs `f` on `stack` with this thread's signal mask and TLS (so its errno
-/// is this thread's; the caller must only wait while it runs). Returns the child's pid; `Err`
-/// where clone3 is missing or filtered, or on an architecture without the trampoline (the
-/// caller forks instead).
+/// a fork. The child runs `f` on `stack` with this thread's signal mask and TLS: its errno is
+/// this thread's, so while the child makes libc calls that can fail the caller should only
+/// wait, with calls that do not go through errno (start_plan's child blocks on its sync pipe
+/// while the parent writes id maps, and the parent reads the error pipe with rustix after).
+/// Returns the child's pid; `Err` where clone3 is missing or filtered, or on an architecture
+/// without the trampoline (the caller forks instead).
 ///
 /// # Safety
 /// `f` must never return, and must only make system calls that do not allocate, lock or touch
