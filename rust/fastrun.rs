@@ -361,19 +361,59 @@ fn write_new(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
     f.write_all(data)
 }
 
-/// A replayed run: the exit code, the container's record (container.json) as written and,
-/// when the caller removes it, the directory of the removed container (renamed into tmp/).
+/// A replayed run: the exit code and the container's record (container.json) as written.
 pub struct Replayed {
     pub exit_code: i32,
     pub record: String,
-    pub trash: Option<PathBuf>,
+}
+
+/// Removals handed to background threads ([`remove_later`]) that have not finished yet.
+static REMOVING: (std::sync::Mutex<usize>, std::sync::Condvar) =
+    (std::sync::Mutex::new(0), std::sync::Condvar::new());
+
+fn removal_done() {
+    let mut n = REMOVING.0.lock().unwrap_or_else(|e| e.into_inner());
+    *n -= 1;
+    if *n == 0 {
+        REMOVING.1.notify_all();
+    }
+}
+
+/// Delete `dir`, already out of the store (a removed container renamed into tmp/, garbage by
+/// the store's rules if the process dies first), in a thread of its own: off the caller's
+/// path, without the GIL. [`wait_removals`] waits for them all. Errors are dropped: what is
+/// left stays garbage in tmp/.
+fn remove_later(dir: PathBuf) {
+    *REMOVING.0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+    let here = dir.clone();
+    let spawned = std::thread::Builder::new()
+        .name("pyrun-rm".into())
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            let _ = std::fs::remove_dir_all(&dir);
+            removal_done();
+        });
+    if spawned.is_err() {
+        // No thread to be had: here, then.
+        let _ = std::fs::remove_dir_all(&here);
+        removal_done();
+    }
+}
+
+/// Wait until every removal [`replay_text`] left to a thread has finished (the Python API
+/// registers this with atexit).
+pub fn wait_removals() {
+    let mut n = REMOVING.0.lock().unwrap_or_else(|e| e.into_inner());
+    while *n > 0 {
+        n = REMOVING.1.wait(n).unwrap_or_else(|e| e.into_inner());
+    }
 }
 
 /// Replay a run template given as JSON text (the Python API keeps its own in memory), with the
 /// container's stdout and stderr on `stdio` (else the caller's): None when the template is not
 /// valid any more (nothing was done then), else the run, or its start error (message, code).
-/// `defer_removal`: a removed container's directory is only renamed into tmp/ (see
-/// [`Replayed::trash`]), for the caller to delete off its critical path.
+/// `defer_removal`: a removed container's directory is deleted by a thread of its own, off
+/// the caller's path (see [`wait_removals`]).
 pub fn replay_text(
     root: &Path,
     text: &[u8],
@@ -408,25 +448,11 @@ fn replay(
     // The directory is made whole in tmp/ and renamed into containers/: a kill at any point
     // leaves either garbage in tmp/ (the store's rules drop it) or a whole container.
     let staging = root.join("tmp").join(format!("{id}.new"));
-    let made = (|| {
-        std::fs::create_dir(&staging)
-            .map_err(|e| engine(&format!("create {}", staging.display()), &e))?;
-        for d in &t.dirs {
-            std::fs::create_dir(staging.join(d)).map_err(|e| engine(&format!("create {d}"), &e))?;
-        }
-        let mut record = String::new();
-        for (rel, mode, text) in &t.files {
-            let text = fill(text);
-            write_new(&staging.join(rel), text.as_bytes(), *mode)
-                .map_err(|e| engine(&format!("write {rel}"), &e))?;
-            if rel == "container.json" {
-                record = text;
-            }
-        }
+    let made = make_tree(&staging, &t.dirs, &t.files, &fill).and_then(|record| {
         std::fs::rename(&staging, &dir)
             .map_err(|e| engine(&format!("create {}", dir.display()), &e))?;
         Ok(record)
-    })();
+    });
     let record = match made {
         Ok(record) => record,
         Err(e) => {
@@ -449,7 +475,13 @@ fn replay(
     // removed container's state is never read): one atomic write fewer on the store's disk.
     let mut exited = None;
     let result = (|| {
-        make_run_dir(&run_dir, t, &fill)?;
+        // The runtime directory, made once the container is in the store (a start makes it
+        // again; the store's sweep removes one whose container is gone).
+        if let Some(parent) = run_dir.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| engine(&format!("create {}", parent.display()), &e))?;
+        }
+        make_tree(&run_dir, &t.run_dirs, &t.run_files, &fill)?;
         let lowers: Vec<PathBuf> = t.lowers.iter().map(|l| PathBuf::from(fill(l))).collect();
         let rootfs = run_dir.join("rootfs");
         overlay::mount_overlay_opts(
@@ -507,7 +539,6 @@ fn replay(
         let _ = overlay::unmount(&rootfs, true);
         run
     })();
-    let mut trash = None;
     if t.remove {
         let gone = match discard(root, &dir, &run_dir) {
             Ok(gone) => gone,
@@ -519,44 +550,42 @@ fn replay(
             }
         };
         if defer_removal {
-            trash = Some(gone);
+            remove_later(gone);
         } else {
             std::fs::remove_dir_all(&gone)
                 .map_err(|e| (format!("remove {}: {e}", gone.display()), 125))?;
         }
     }
-    result.map(|exit_code| Replayed {
-        exit_code,
-        record,
-        trash,
-    })
+    result.map(|exit_code| Replayed { exit_code, record })
 }
 
-/// The container's runtime directory, made after its directory is in the store (a start
-/// makes it again; the store's sweep removes one whose container is gone).
-fn make_run_dir(
-    run_dir: &Path,
-    t: &Template,
+/// Make the directory `base` with the template's `dirs` and `files` (placeholders filled);
+/// returns the text of its container.json (empty without one).
+fn make_tree(
+    base: &Path,
+    dirs: &[String],
+    files: &[(String, u32, String)],
     fill: &dyn Fn(&str) -> String,
-) -> Result<(), (String, i32)> {
+) -> Result<String, (String, i32)> {
     let engine = |what: String, e: std::io::Error| (format!("{what}: {e}"), 125);
-    if let Some(parent) = run_dir.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| engine(format!("create {}", parent.display()), e))?;
+    std::fs::create_dir(base).map_err(|e| engine(format!("create {}", base.display()), e))?;
+    for d in dirs {
+        std::fs::create_dir(base.join(d)).map_err(|e| engine(format!("create {d}"), e))?;
     }
-    std::fs::create_dir(run_dir).map_err(|e| engine(format!("create {}", run_dir.display()), e))?;
-    for d in &t.run_dirs {
-        std::fs::create_dir(run_dir.join(d)).map_err(|e| engine(format!("create {d}"), e))?;
-    }
-    for (rel, mode, text) in &t.run_files {
-        write_new(&run_dir.join(rel), fill(text).as_bytes(), *mode)
+    let mut record = String::new();
+    for (rel, mode, text) in files {
+        let text = fill(text);
+        write_new(&base.join(rel), text.as_bytes(), *mode)
             .map_err(|e| engine(format!("write {rel}"), e))?;
+        if rel == "container.json" {
+            record = text;
+        }
     }
-    Ok(())
+    Ok(record)
 }
 
 /// Take a stopped container's directory out of the store: renamed into tmp/ (returned, for
-/// the caller to delete), so that a crash never leaves a half container that looks whole; its
+/// the caller to delete now or leave to a thread), so that a crash never leaves a half container that looks whole; its
 /// runtime directory (a tmpfs: quick) goes at once.
 fn discard(root: &Path, dir: &Path, run_dir: &Path) -> Result<PathBuf, (String, i32)> {
     let rootfs = run_dir.join("rootfs");

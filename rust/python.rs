@@ -244,55 +244,16 @@ fn remove_tree(py: Python<'_>, path: PathBuf) -> PyResult<()> {
     })
 }
 
-/// Removals handed to background threads (remove_tree_later) that have not finished yet.
-static REMOVING: (std::sync::Mutex<usize>, std::sync::Condvar) =
-    (std::sync::Mutex::new(0), std::sync::Condvar::new());
-
-fn removal_done() {
-    let mut n = REMOVING.0.lock().unwrap_or_else(|e| e.into_inner());
-    *n -= 1;
-    if *n == 0 {
-        REMOVING.1.notify_all();
-    }
-}
-
-/// Remove a tree (as remove_tree) in a thread of its own, off the caller's path: for what is
-/// already out of the store (a replayed --rm container renamed into tmp/, garbage by the
-/// store's rules if the process dies first). `wait_removals` waits for them all (the API
-/// registers it with atexit). Errors are dropped: what is left stays garbage in tmp/.
-#[pyfunction]
-fn remove_tree_later(path: PathBuf) {
-    *REMOVING.0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-    let here = path.clone();
-    // A thread costs a few tens of microseconds; where none can be had, remove here.
-    let spawned = std::thread::Builder::new()
-        .name("pyrun-rm".into())
-        .stack_size(256 * 1024)
-        .spawn(move || {
-            let _ = std::fs::remove_dir_all(&path);
-            removal_done();
-        });
-    if spawned.is_err() {
-        let _ = std::fs::remove_dir_all(&here);
-        removal_done();
-    }
-}
-
-/// Wait until every remove_tree_later has finished. Releases the GIL.
+/// Wait until the deletions replay_run left to threads have finished. Releases the GIL.
 #[pyfunction]
 fn wait_removals(py: Python<'_>) {
-    py.detach(|| {
-        let mut n = REMOVING.0.lock().unwrap_or_else(|e| e.into_inner());
-        while *n > 0 {
-            n = REMOVING.1.wait(n).unwrap_or_else(|e| e.into_inner());
-        }
-    })
+    py.detach(crate::fastrun::wait_removals)
 }
 
 /// Replay a run template (JSON text; rust/fastrun.rs) in the store at `root`, the container's
 /// stdout and stderr on `stdio`: None when the template is no longer valid (nothing done), else
-/// (container.json as written, exit code, the removed container's directory in tmp/ for the
-/// caller to delete, or None). A start failure raises StartError(message, code).
+/// (container.json as written, exit code). A --rm container's directory is deleted by a thread
+/// of its own afterwards (wait_removals). A start failure raises StartError(message, code).
 #[pyfunction]
 #[pyo3(signature = (root, template, *, stdio=None))]
 fn replay_run(
@@ -300,11 +261,11 @@ fn replay_run(
     root: PathBuf,
     template: &[u8],
     stdio: Option<(i32, i32)>,
-) -> PyResult<Option<(String, i32, Option<PathBuf>)>> {
+) -> PyResult<Option<(String, i32)>> {
     let template = template.to_vec();
     match py.detach(|| crate::fastrun::replay_text(&root, &template, stdio, true)) {
         None => Ok(None),
-        Some(Ok(r)) => Ok(Some((r.record, r.exit_code, r.trash))),
+        Some(Ok(r)) => Ok(Some((r.record, r.exit_code))),
         Some(Err((msg, code))) => Err(StartError::new_err((msg, code))),
     }
 }
@@ -388,7 +349,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("StartError", m.py().get_type::<StartError>())?;
     m.add_function(wrap_pyfunction!(detect_compression, m)?)?;
     m.add_function(wrap_pyfunction!(ensure_tmpfs, m)?)?;
-    m.add_function(wrap_pyfunction!(remove_tree_later, m)?)?;
     m.add_function(wrap_pyfunction!(wait_removals, m)?)?;
     m.add_function(wrap_pyfunction!(extract_layer, m)?)?;
     m.add_function(wrap_pyfunction!(create_layer, m)?)?;

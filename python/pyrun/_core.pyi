@@ -114,23 +114,20 @@ def ensure_tmpfs(dir: str) -> bool:
 
 def replay_run(
     root: str, template: bytes, *, stdio: tuple[int, int] | None = None
-) -> tuple[str, int, str | None] | None:
+) -> tuple[str, int] | None:
     """Replay a run template (JSON; rust/fastrun.rs, python/pyrun/runtime/template.py) in the
     store at `root`, the container's stdout and stderr on `stdio` (else the caller's): None
     when something the template read changed (nothing is done then), else (container.json as
-    written, exit code, the removed container's directory, renamed into the store's tmp/, for
-    the caller to delete; or None). A start failure raises StartError(message, exit code)."""
+    written, exit code). A --rm container's directory, renamed into the store's tmp/, is
+    deleted by a thread of its own afterwards (wait_removals). A start failure raises
+    StartError(message, exit code)."""
 
 def remove_tree(path: str) -> None:
     """Remove a file or a whole directory tree without following symlinks (by directory fds,
     GIL released); a missing path is not an error. OSError(errno, strerror, path) otherwise."""
 
-def remove_tree_later(path: str) -> None:
-    """Remove a tree as remove_tree does, in a thread of its own (for what is already out of the
-    store); errors are dropped."""
-
 def wait_removals() -> None:
-    """Wait until every remove_tree_later has finished (GIL released)."""
+    """Wait until the deletions replay_run left to threads have finished (GIL released)."""
 
 @overload
 def run_container(

@@ -661,21 +661,9 @@ def _capture_file(what: str) -> Any:
     return open(fd, "w+b")
 
 
-# Directories of replayed --rm containers are already out of the store (renamed into tmp/,
-# which the store's rules treat as garbage); a Rust thread each deletes them off the caller's
-# path (no GIL, no start handshake), and the interpreter waits for those at exit.
+# Whether wait_removals is registered with atexit: a replayed --rm container's directory is
+# deleted by a Rust thread (no GIL, no start handshake), which the interpreter waits for.
 _removals_waited: builtins.list[bool] = []
-
-
-def _remove_later(path: str) -> None:
-    from pyrun import _core
-
-    if not _removals_waited:
-        import atexit
-
-        atexit.register(_core.wait_removals)
-        _removals_waited.append(True)
-    _core.remove_tree_later(path)
 
 
 # Run templates of foreground API runs (ContainerCollection._template_key), by store root and
@@ -832,6 +820,11 @@ class ContainerCollection:
         text = _TEMPLATES.get(where)
         if text is None:
             return None
+        if not _removals_waited:
+            import atexit
+
+            atexit.register(_core.wait_removals)
+            _removals_waited.append(True)
         try:
             out = _core.replay_run(str(self.client.store.root), text, stdio=stdio)
         except _core.StartError as e:
@@ -840,9 +833,7 @@ class ContainerCollection:
         if out is None:  # something it read changed: Python decides again
             _TEMPLATES.pop(where, None)
             return None
-        record, status, trash = out
-        if trash is not None:
-            _remove_later(trash)
+        record, status = out
         data = json.loads(record)
         from pyrun.runtime.containers import Container as Record
 

@@ -47,6 +47,14 @@ static NEW_API: AtomicU8 = AtomicU8::new(0);
 /// Longest option string mount(2) accepts (one page, NUL included).
 const MAX_DATA: usize = 4095;
 
+/// An I/O error of std's as the runtime's: "{what}: {strerror}".
+fn io_err(e: std::io::Error, what: impl std::fmt::Display) -> Error {
+    Error::Os {
+        errno: e.raw_os_error().unwrap_or(libc::EIO),
+        msg: format!("{what}: {}", super::strerror(&e)),
+    }
+}
+
 fn os_err(errno: Errno, what: impl std::fmt::Display, detail: &str) -> Error {
     let text = errno_text(errno.raw_os_error());
     let msg = if detail.is_empty() {
@@ -187,10 +195,6 @@ pub fn short_id(lower: &Path) -> String {
 /// Make `links_dir/id` a symlink to `lower`, replacing a stale one atomically.
 fn ensure_link(links_dir: &Path, id: &str, lower: &Path) -> Result<()> {
     let link = links_dir.join(id);
-    let io_err = |e: std::io::Error, what: String| Error::Os {
-        errno: e.raw_os_error().unwrap_or(libc::EIO),
-        msg: format!("{what}: {}", super::strerror(&e)),
-    };
     match std::fs::read_link(&link) {
         Ok(t) if t == lower => return Ok(()),
         Ok(_) => {}
@@ -226,10 +230,8 @@ fn mount_legacy(
     volatile: bool,
     what: &str,
 ) -> Result<()> {
-    std::fs::create_dir_all(links_dir).map_err(|e| Error::Os {
-        errno: e.raw_os_error().unwrap_or(libc::EIO),
-        msg: format!("create {}: {}", links_dir.display(), super::strerror(&e)),
-    })?;
+    std::fs::create_dir_all(links_dir)
+        .map_err(|e| io_err(e, format!("create {}", links_dir.display())))?;
     let mut data = String::from("lowerdir=");
     for (i, lower) in lowers.iter().enumerate() {
         let id = short_id(lower);
@@ -434,16 +436,12 @@ const TMPFS_MAGIC: i64 = 0x0102_1994;
 /// on most systems and then nothing is mounted. One mounter at a time (an flock on a file
 /// beside `dir`); returns whether this call mounted.
 pub fn ensure_tmpfs(dir: &Path) -> Result<bool> {
-    let fail = |e: std::io::Error, what: String| Error::Os {
-        errno: e.raw_os_error().unwrap_or(libc::EIO),
-        msg: format!("{what}: {}", super::strerror(&e)),
-    };
     let is_tmpfs = || -> Result<bool> {
         let st = rustix::fs::statfs(dir)
             .map_err(|e| os_err(e, format!("statfs {}", dir.display()), ""))?;
         Ok(st.f_type as i64 == TMPFS_MAGIC)
     };
-    std::fs::create_dir_all(dir).map_err(|e| fail(e, format!("create {}", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(|e| io_err(e, format!("create {}", dir.display())))?;
     if is_tmpfs()? {
         return Ok(false);
     }
@@ -453,7 +451,7 @@ pub fn ensure_tmpfs(dir: &Path) -> Result<bool> {
         .truncate(false)
         .write(true)
         .open(&lock_path)
-        .map_err(|e| fail(e, format!("open {}", lock_path.display())))?;
+        .map_err(|e| io_err(e, format!("open {}", lock_path.display())))?;
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
         .map_err(|e| os_err(e, format!("lock {}", lock_path.display()), ""))?;
     if is_tmpfs()? {

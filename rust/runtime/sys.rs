@@ -41,25 +41,33 @@ struct CloneArgs {
 
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
+impl CloneArgs {
+    /// A child that exits by SIGCHLD, with `flags`, started in `cgroup` when given
+    /// (CLONE_INTO_CGROUP), on a copy of this stack (no stack given).
+    fn new(flags: u64, cgroup: Option<BorrowedFd<'_>>) -> CloneArgs {
+        CloneArgs {
+            flags: flags | cgroup.map_or(0, |_| CLONE_INTO_CGROUP),
+            pidfd: 0,
+            child_tid: 0,
+            parent_tid: 0,
+            exit_signal: libc::SIGCHLD as u64,
+            stack: 0,
+            stack_size: 0,
+            tls: 0,
+            set_tid: 0,
+            set_tid_size: 0,
+            cgroup: cgroup.map_or(0, |fd| fd.as_raw_fd() as u64),
+        }
+    }
+}
+
 /// Fork-like clone with namespace flags: clone3 (needed for CLONE_NEWTIME), else clone(2) with a
 /// null stack. Returns 0 in the child and the child's pid in the parent. The child shares no
 /// memory with the parent, and exits by `SIGCHLD` like a forked child. `cgroup`: a cgroup v2
 /// directory fd the child starts in (CLONE_INTO_CGROUP, Linux 5.7); the caller falls back to
 /// moving the child when that fails.
 pub fn clone_fork(ns_flags: u64, cgroup: Option<BorrowedFd<'_>>) -> Result<i32, Errno> {
-    let mut args = CloneArgs {
-        flags: ns_flags | cgroup.map_or(0, |_| CLONE_INTO_CGROUP),
-        pidfd: 0,
-        child_tid: 0,
-        parent_tid: 0,
-        exit_signal: libc::SIGCHLD as u64,
-        stack: 0,
-        stack_size: 0,
-        tls: 0,
-        set_tid: 0,
-        set_tid_size: 0,
-        cgroup: cgroup.map_or(0, |fd| fd.as_raw_fd() as u64),
-    };
+    let mut args = CloneArgs::new(ns_flags, cgroup);
     // SAFETY: clone3 with a null stack behaves like fork: the child continues on its own copy of
     // this stack. `args` outlives the call and its size is passed.
     let rc = unsafe {
@@ -164,19 +172,9 @@ pub unsafe fn clone_vm<F: Fn() -> std::convert::Infallible>(
         let f = unsafe { &*(arg as *const F) };
         match f() {}
     }
-    let mut args = CloneArgs {
-        flags: ns_flags | libc::CLONE_VM as u64 | cgroup.map_or(0, |_| CLONE_INTO_CGROUP),
-        pidfd: 0,
-        child_tid: 0,
-        parent_tid: 0,
-        exit_signal: libc::SIGCHLD as u64,
-        stack: stack.base as u64 + ChildStack::GUARD as u64,
-        stack_size: ChildStack::SIZE as u64,
-        tls: 0,
-        set_tid: 0,
-        set_tid_size: 0,
-        cgroup: cgroup.map_or(0, |fd| fd.as_raw_fd() as u64),
-    };
+    let mut args = CloneArgs::new(ns_flags | libc::CLONE_VM as u64, cgroup);
+    args.stack = stack.base as u64 + ChildStack::GUARD as u64;
+    args.stack_size = ChildStack::SIZE as u64;
     let entry: extern "C" fn(*mut libc::c_void) -> ! = trampoline::<F>;
     let arg = f as *const F as *mut libc::c_void;
     let rc = clone3_on_stack(&mut args, entry, arg);

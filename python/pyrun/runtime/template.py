@@ -5,9 +5,10 @@ The Python CLI writes one after it ran a line whose outcome a template can expre
 volumes, no bridge, no name, no stdin, no restart policy, nothing read from files the template
 cannot watch. The template holds the files of the container's directory and of its runtime
 directory (Container.run_dir) with the container's id, short id, name and creation time as
-placeholders, the overlay's layers and the stat identity of every file the decision read. Its key (fastrun::key, computed by the `pyrun` executable,
-which passes it in cli/__init__.py's LAUNCHER_ENV) hashes the rest: the command line, the
-working directory, the whole environment and the user.
+placeholders, the overlay's layers and the stat identity of every file the decision read. Its
+key (fastrun::key, computed by the `pyrun` executable, which passes it in cli/__init__.py's
+LAUNCHER_ENV) hashes the rest: the command line, the working directory, the whole environment
+and the user.
 """
 
 from __future__ import annotations
