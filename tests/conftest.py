@@ -45,12 +45,11 @@ def store_root(tmp_path: Path) -> Iterator[Path]:
 
         purge(Store(root))
     # And its containers' runtime directories on /run's tmpfs (what removals left: none).
-    run_root = Store(root).run_root
+    store = Store(root)
     if root.is_dir():
-        Store(root).sweep_run_root()
-    for d in (run_root, run_root.parent):
-        with contextlib.suppress(OSError):
-            d.rmdir()
+        store.sweep_run_root()
+    with contextlib.suppress(OSError):
+        store.run_root.rmdir()
     # Whatever is still mounted under the test's directory leaked: note it for the session's
     # summary and detach it, so pytest can remove the directory (a busy mount point there
     # would fail the whole run at exit).

@@ -121,3 +121,12 @@ def test_ensure_tmpfs_mounts_once(tmp_path: Path) -> None:
     finally:
         _core.unmount(str(d), detach=True)
     assert not (d / "f").exists()
+
+
+def test_ensure_tmpfs_refuses_a_path_through_a_file(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OSError) as info:
+        _core.ensure_tmpfs(str(blocker / "rt"))
+    assert str(blocker / "rt") in str(info.value) and "\n" not in str(info.value)
+    assert blocker.read_text() == "x" and not os.path.ismount(blocker)
